@@ -1,0 +1,129 @@
+//! The one error type of tapir's public boundary.
+
+use std::fmt;
+
+use crate::dial::{DialModifier, DialStringError};
+use crate::ids::{LineId, ProviderId};
+use crate::state::CallStateKind;
+
+/// Why an operation was refused or failed.
+///
+/// Providers return the same type, so an error keeps its meaning from the switch to the application.
+/// The variants an application most often needs to tell apart are the "never / not now / not yours"
+/// triple: [`OperationUnavailable`](Error::OperationUnavailable),
+/// [`InvalidCallState`](Error::InvalidCallState) and [`NotOwner`](Error::NotOwner).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The call handle is unknown to this session: never issued, already deallocated, or issued to another
+    /// session. The three cases are deliberately indistinguishable.
+    InvalidCallHandle,
+    /// The line handle is unknown to this session (never issued, closed, or another session's).
+    InvalidLineHandle,
+    /// No line device has this ID.
+    InvalidLine(LineId),
+    /// The line has no address with this ID.
+    InvalidAddressId,
+    /// The caller holds the call as a monitor and tried to change it.
+    NotOwner,
+    /// The operation is supported, but not in the call's current state (`state`). "Not now."
+    InvalidCallState {
+        /// The state the call was in when the operation was refused.
+        state: CallStateKind,
+    },
+    /// The provider can never perform `operation` on this address (its capabilities do not include it).
+    /// "Never."
+    OperationUnavailable {
+        /// The operation's name, e.g. `"hold"`.
+        operation: &'static str,
+    },
+    /// The request was valid but the switch or device failed to carry it out.
+    OperationFailed {
+        /// What went wrong, in words.
+        reason: String,
+    },
+    /// A transient limit (hold slots, DSP resources) was reached; retrying later may work.
+    ResourceUnavailable {
+        /// Which resource.
+        what: &'static str,
+    },
+    /// No call appearance is free on the address (it already has as many calls as it can).
+    CallUnavailable,
+    /// The line or address is in use by another station.
+    InUse,
+    /// A parameter is malformed or out of range.
+    InvalidParameter {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The destination address is not valid on this switch.
+    InvalidAddress {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The dial string is malformed. Nothing was dialled.
+    InvalidDialString(DialStringError),
+    /// The dial string uses a modifier the line cannot honour. Nothing was dialled.
+    DialModifierUnsupported(DialModifier),
+    /// The media mode is not one the line supports, or not exactly one mode where one is required.
+    InvalidMediaMode,
+    /// The privilege combination is not valid for this request.
+    InvalidPrivilege,
+    /// The conference has as many parties as it can.
+    ConferenceFull,
+    /// The call is not part of a conference.
+    NoConference,
+    /// The application session has ended (logged off, or the engine shut down).
+    SessionEnded,
+    /// The provider is not running.
+    ProviderUnavailable {
+        /// Which provider.
+        provider: ProviderId,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidCallHandle => f.write_str("invalid call handle"),
+            Self::InvalidLineHandle => f.write_str("invalid line handle"),
+            Self::InvalidLine(id) => write!(f, "no such line: {id}"),
+            Self::InvalidAddressId => f.write_str("no such address on the line"),
+            Self::NotOwner => f.write_str("the session is not an owner of the call"),
+            Self::InvalidCallState { state } => {
+                write!(f, "not possible while the call is {state:?}")
+            }
+            Self::OperationUnavailable { operation } => {
+                write!(f, "{operation} is not supported here")
+            }
+            Self::OperationFailed { reason } => write!(f, "operation failed: {reason}"),
+            Self::ResourceUnavailable { what } => write!(f, "resource unavailable: {what}"),
+            Self::CallUnavailable => f.write_str("no call appearance is free"),
+            Self::InUse => f.write_str("in use by another station"),
+            Self::InvalidParameter { reason } => write!(f, "invalid parameter: {reason}"),
+            Self::InvalidAddress { reason } => write!(f, "invalid address: {reason}"),
+            Self::InvalidDialString(e) => write!(f, "invalid dial string: {e}"),
+            Self::DialModifierUnsupported(m) => {
+                write!(f, "the line cannot honour the dial modifier {m}")
+            }
+            Self::InvalidMediaMode => f.write_str("invalid media mode"),
+            Self::InvalidPrivilege => f.write_str("invalid privilege"),
+            Self::ConferenceFull => f.write_str("the conference is full"),
+            Self::NoConference => f.write_str("the call is not in a conference"),
+            Self::SessionEnded => f.write_str("the application session has ended"),
+            Self::ProviderUnavailable { provider, reason } => {
+                write!(f, "{provider} is unavailable: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<DialStringError> for Error {
+    fn from(e: DialStringError) -> Self {
+        Self::InvalidDialString(e)
+    }
+}

@@ -1,0 +1,706 @@
+//! The operation gate and the per-state feature table.
+//!
+//! There is **one** table, [`state_features`], of which call operations a call's state allows. The gate
+//! ([`check`]) and the feature set an application reads ([`features`]) are both computed from it, so they
+//! cannot disagree.
+//!
+//! The gate answers in a fixed order — handle, privilege, parameters, capability, state, resources — so
+//! that the error says the most fundamental reason first:
+//!
+//! | step | failing means | error |
+//! |---|---|---|
+//! | handle | the handle is unknown to this session (checked by the engine before the gate) | `InvalidCallHandle` |
+//! | privilege | a monitor tried to change the call | `NotOwner` |
+//! | parameters | the request itself is malformed | the parameter's own error |
+//! | capability | the provider can **never** do this on this address | `OperationUnavailable` |
+//! | state | it could, but **not now** in this state | `InvalidCallState` |
+//! | resources | it could now, but a limit is reached | `ResourceUnavailable`, `ConferenceFull`, … |
+
+use std::fmt;
+
+use crate::caps::{AddressCaps, RemoveFromConference};
+use crate::error::Error;
+use crate::privilege::CallPrivilege;
+use crate::state::{CallState, CallStateKind};
+
+/// An operation on an existing call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum CallOperation {
+    /// Claim an offered call so that it alerts.
+    Accept,
+    /// Answer an offered or accepted call.
+    Answer,
+    /// Refuse an offered call.
+    Reject,
+    /// Deflect an offered call elsewhere before answering.
+    Redirect,
+    /// Hang up.
+    Drop,
+    /// Dial (more) digits on a call in dial tone or dialing.
+    Dial,
+    /// Put a connected call on hold.
+    Hold,
+    /// Take a held call off hold.
+    Unhold,
+    /// Swap the active and a held call.
+    SwapHold,
+    /// Transfer a connected call to a number without consultation.
+    BlindTransfer,
+    /// Hold a call pending transfer and make a consultation call.
+    SetupTransfer,
+    /// Complete a consultation transfer (as transfer or conference).
+    CompleteTransfer,
+    /// Turn a connected call into a conference.
+    SetupConference,
+    /// Hold a conference and make a consultation call to add a party.
+    PrepareAddToConference,
+    /// Add a consultation call to a conference.
+    AddToConference,
+    /// Remove a party from a conference.
+    RemoveFromConference,
+    /// Park a connected call in an orbit.
+    Park,
+    /// Ask the switch to complete a call to a busy or unanswered party later.
+    CompleteCall,
+    /// Send digits in-band on a connected call.
+    GenerateDigits,
+    /// Report digits received on the call. Allowed to monitors.
+    MonitorDigits,
+    /// Secure the call against interruption.
+    SecureCall,
+    /// Give the call to another application.
+    Handoff,
+}
+
+impl CallOperation {
+    /// Every call operation.
+    pub const ALL: [CallOperation; 22] = [
+        Self::Accept,
+        Self::Answer,
+        Self::Reject,
+        Self::Redirect,
+        Self::Drop,
+        Self::Dial,
+        Self::Hold,
+        Self::Unhold,
+        Self::SwapHold,
+        Self::BlindTransfer,
+        Self::SetupTransfer,
+        Self::CompleteTransfer,
+        Self::SetupConference,
+        Self::PrepareAddToConference,
+        Self::AddToConference,
+        Self::RemoveFromConference,
+        Self::Park,
+        Self::CompleteCall,
+        Self::GenerateDigits,
+        Self::MonitorDigits,
+        Self::SecureCall,
+        Self::Handoff,
+    ];
+
+    /// Whether only an owner may perform the operation. Monitoring digits is the one operation a
+    /// monitor may perform.
+    pub const fn requires_owner(self) -> bool {
+        !matches!(self, Self::MonitorDigits)
+    }
+
+    /// A stable lower-case name, e.g. `"blind-transfer"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Answer => "answer",
+            Self::Reject => "reject",
+            Self::Redirect => "redirect",
+            Self::Drop => "drop",
+            Self::Dial => "dial",
+            Self::Hold => "hold",
+            Self::Unhold => "unhold",
+            Self::SwapHold => "swap-hold",
+            Self::BlindTransfer => "blind-transfer",
+            Self::SetupTransfer => "setup-transfer",
+            Self::CompleteTransfer => "complete-transfer",
+            Self::SetupConference => "setup-conference",
+            Self::PrepareAddToConference => "prepare-add-to-conference",
+            Self::AddToConference => "add-to-conference",
+            Self::RemoveFromConference => "remove-from-conference",
+            Self::Park => "park",
+            Self::CompleteCall => "complete-call",
+            Self::GenerateDigits => "generate-digits",
+            Self::MonitorDigits => "monitor-digits",
+            Self::SecureCall => "secure-call",
+            Self::Handoff => "handoff",
+        }
+    }
+}
+
+impl fmt::Display for CallOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An operation on a line's address that creates or affects calls without naming one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum AddressOperation {
+    /// Place a new call.
+    MakeCall,
+    /// Retrieve a parked call.
+    Unpark,
+    /// Pick up a call ringing elsewhere.
+    Pickup,
+    /// Set or cancel forwarding.
+    Forward,
+    /// Set up a conference without an existing call.
+    SetupConference,
+}
+
+impl AddressOperation {
+    /// Every address operation.
+    pub const ALL: [AddressOperation; 5] = [
+        Self::MakeCall,
+        Self::Unpark,
+        Self::Pickup,
+        Self::Forward,
+        Self::SetupConference,
+    ];
+
+    /// A stable lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::MakeCall => "make-call",
+            Self::Unpark => "unpark",
+            Self::Pickup => "pickup",
+            Self::Forward => "forward",
+            Self::SetupConference => "setup-conference",
+        }
+    }
+}
+
+impl fmt::Display for AddressOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of [`CallOperation`]s: a capability set or the features available on a call now.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FeatureSet(u32);
+
+impl FeatureSet {
+    /// The empty set.
+    pub const EMPTY: Self = Self(0);
+    /// Every operation.
+    pub const ALL: Self = Self((1 << CallOperation::ALL.len()) - 1);
+
+    /// A set of the given operations.
+    pub fn from_slice(ops: &[CallOperation]) -> Self {
+        ops.iter().fold(Self::EMPTY, |s, op| s.with(*op))
+    }
+    /// This set plus `op`.
+    pub const fn with(self, op: CallOperation) -> Self {
+        Self(self.0 | (1 << op as u32))
+    }
+    /// This set without `op`.
+    pub const fn without(self, op: CallOperation) -> Self {
+        Self(self.0 & !(1 << op as u32))
+    }
+    /// This set plus `op` if `condition` holds.
+    pub const fn with_if(self, op: CallOperation, condition: bool) -> Self {
+        if condition { self.with(op) } else { self }
+    }
+    /// Whether `op` is in the set.
+    pub const fn contains(self, op: CallOperation) -> bool {
+        self.0 & (1 << op as u32) != 0
+    }
+    /// The operations in both sets.
+    pub const fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The operations in the set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = CallOperation> {
+        CallOperation::ALL
+            .into_iter()
+            .filter(move |op| self.contains(*op))
+    }
+}
+
+impl fmt::Debug for FeatureSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter().map(|op| op.name())).finish()
+    }
+}
+
+/// What a call is in relation to other calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CallRole {
+    /// An ordinary call.
+    #[default]
+    Plain,
+    /// A consultation call made for a transfer (`for_conference == false`) or to add a conference party.
+    Consultation {
+        /// Whether a conference is waiting to add this call.
+        for_conference: bool,
+    },
+    /// The parent call of a conference.
+    ConferenceParent {
+        /// Parties in the conference now.
+        parties: u32,
+    },
+    /// A party of a conference.
+    ConferenceParty {
+        /// Whether it was the last party added.
+        last_added: bool,
+    },
+}
+
+/// How many calls an address has in each class, this call included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AddressUsage {
+    /// Live calls that are not held (disconnected calls still occupy an appearance).
+    pub active: u32,
+    /// Calls on hard hold.
+    pub on_hold: u32,
+    /// Calls on hold pending a transfer.
+    pub pending_transfer: u32,
+    /// Calls on hold pending a conference.
+    pub pending_conference: u32,
+}
+
+impl AddressUsage {
+    /// The class a state counts in, if any.
+    pub fn count(&mut self, state: CallStateKind, delta: i32) {
+        let slot = match state {
+            CallStateKind::Idle => return,
+            CallStateKind::OnHold => &mut self.on_hold,
+            CallStateKind::OnHoldPendingTransfer => &mut self.pending_transfer,
+            CallStateKind::OnHoldPendingConference => &mut self.pending_conference,
+            _ => &mut self.active,
+        };
+        *slot = slot.saturating_add_signed(delta);
+    }
+    /// All held calls (hard hold and pending).
+    pub const fn held(&self) -> u32 {
+        self.on_hold + self.pending_transfer + self.pending_conference
+    }
+}
+
+/// Everything the feature table needs to know about one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallContext {
+    /// The call's state.
+    pub state: CallState,
+    /// The call's relation to other calls.
+    pub role: CallRole,
+    /// Usage of the call's address, this call included.
+    pub usage: AddressUsage,
+}
+
+impl CallContext {
+    /// A plain call in `state`, alone on its address.
+    pub fn new(state: CallState) -> Self {
+        let mut usage = AddressUsage::default();
+        usage.count(state.kind(), 1);
+        Self {
+            state,
+            role: CallRole::Plain,
+            usage,
+        }
+    }
+
+    fn held_others(&self) -> u32 {
+        self.usage.held() - u32::from(self.state.kind().is_held())
+    }
+    fn hard_held_others(&self) -> u32 {
+        self.usage.on_hold - u32::from(self.state.kind() == CallStateKind::OnHold)
+    }
+    fn pending_transfer_others(&self) -> u32 {
+        self.usage.pending_transfer
+            - u32::from(self.state.kind() == CallStateKind::OnHoldPendingTransfer)
+    }
+    fn active_others(&self) -> u32 {
+        let this_active = !self.state.kind().is_held() && !self.state.is_idle();
+        self.usage.active - u32::from(this_active)
+    }
+}
+
+/// **The** per-state feature table: which operations the call's state allows, before capabilities and
+/// resources are considered. Capability refinements that decide *whether now* (a hard-held call may be
+/// transferred only if the address says so) are read from `caps` here; whether an operation exists at all
+/// is not — that is [`check`]'s capability step.
+pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
+    use CallOperation as Op;
+    use CallStateKind as S;
+    let live = FeatureSet::EMPTY
+        .with(Op::Drop)
+        .with(Op::SecureCall)
+        .with(Op::MonitorDigits)
+        .with(Op::Handoff);
+    let held_other = ctx.held_others() > 0;
+    let consultation = matches!(ctx.role, CallRole::Consultation { .. });
+    let conference_waits = matches!(
+        ctx.role,
+        CallRole::Consultation {
+            for_conference: true
+        }
+    );
+    match ctx.state.kind() {
+        S::Idle => FeatureSet::EMPTY,
+        // A call the provider cannot describe can still be hung up, or handed to someone who can.
+        S::Unknown | S::Disconnected => FeatureSet::EMPTY.with(Op::Drop).with(Op::Handoff),
+        S::Offering => live
+            .with(Op::Accept)
+            .with(Op::Answer)
+            .with(Op::Reject)
+            .with(Op::Redirect),
+        S::Accepted => live.with(Op::Answer).with(Op::Reject).with(Op::Redirect),
+        S::DialTone | S::Dialing => live.with(Op::Dial).with_if(Op::SwapHold, held_other),
+        S::Proceeding => live
+            .with(Op::Hold)
+            .with(Op::BlindTransfer)
+            .with_if(Op::AddToConference, conference_waits)
+            .with_if(Op::SwapHold, held_other),
+        S::Ringback => live
+            .with(Op::CompleteCall)
+            .with_if(Op::AddToConference, conference_waits)
+            .with_if(Op::SwapHold, held_other),
+        S::Busy => live
+            .with(Op::CompleteCall)
+            .with_if(Op::SwapHold, held_other),
+        S::SpecialInfo => live,
+        S::Connected => {
+            let conference_parent = matches!(ctx.role, CallRole::ConferenceParent { .. });
+            live.with(Op::Dial)
+                .with(Op::GenerateDigits)
+                .with(Op::Hold)
+                .with(Op::BlindTransfer)
+                .with(Op::Park)
+                .with_if(Op::SetupTransfer, !consultation && !conference_parent)
+                .with_if(Op::SetupConference, !consultation && !conference_parent)
+                .with_if(Op::PrepareAddToConference, conference_parent)
+                .with_if(Op::AddToConference, conference_waits)
+                .with_if(Op::SwapHold, held_other)
+                .with_if(
+                    Op::CompleteTransfer,
+                    ctx.pending_transfer_others() > 0
+                        || (caps.transfer_held && ctx.hard_held_others() > 0),
+                )
+        }
+        S::OnHold => live
+            .with(Op::Unhold)
+            .with_if(Op::SwapHold, ctx.active_others() > 0)
+            .with_if(Op::AddToConference, caps.conference_held && conference_waits)
+            .with_if(Op::CompleteTransfer, caps.transfer_held),
+        S::OnHoldPendingTransfer => live
+            .with(Op::Unhold)
+            .with_if(Op::SwapHold, ctx.active_others() > 0)
+            .with(Op::CompleteTransfer),
+        S::OnHoldPendingConference => live
+            .with(Op::Unhold)
+            .with_if(Op::SwapHold, ctx.active_others() > 0)
+            .with(Op::AddToConference),
+        S::Conferenced => live.with_if(
+            Op::RemoveFromConference,
+            match caps.remove_from_conference {
+                RemoveFromConference::None => false,
+                RemoveFromConference::Last => {
+                    matches!(ctx.role, CallRole::ConferenceParty { last_added: true })
+                }
+                RemoveFromConference::Any => true,
+            },
+        ),
+    }
+}
+
+/// The resource step: limits that make an otherwise possible operation fail now.
+fn resources(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result<(), Error> {
+    use CallOperation as Op;
+    match op {
+        Op::Hold if ctx.usage.on_hold >= caps.max_on_hold => Err(Error::ResourceUnavailable {
+            what: "no free hold slot on the address",
+        }),
+        Op::SetupTransfer | Op::SetupConference | Op::PrepareAddToConference
+            if ctx.usage.pending_transfer + ctx.usage.pending_conference
+                >= caps.max_on_hold_pending =>
+        {
+            Err(Error::ResourceUnavailable {
+                what: "no free pending-hold slot on the address",
+            })
+        }
+        Op::PrepareAddToConference => match ctx.role {
+            CallRole::ConferenceParent { parties } if parties >= caps.max_conference => {
+                Err(Error::ConferenceFull)
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Capability, state and resource steps, for a caller whose privilege and parameters already passed.
+fn permit(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result<(), Error> {
+    if !caps.call_features.contains(op) {
+        return Err(Error::OperationUnavailable {
+            operation: op.name(),
+        });
+    }
+    if !state_features(caps, ctx).contains(op) {
+        return Err(Error::InvalidCallState {
+            state: ctx.state.kind(),
+        });
+    }
+    resources(op, caps, ctx)
+}
+
+/// Decides whether the holder of a call handle with `privilege` may perform `op` on the call described by
+/// `ctx` on an address with `caps`, or which error says why not.
+///
+/// `params` validates the operation's own parameters (a dial string, a destination); it runs after the
+/// privilege check and before the capability check, so a monitor sending garbage hears `NotOwner`, and an
+/// owner sending garbage to a provider that cannot do the operation anyway hears about the garbage.
+pub fn check(
+    op: CallOperation,
+    privilege: CallPrivilege,
+    params: impl FnOnce() -> Result<(), Error>,
+    caps: &AddressCaps,
+    ctx: &CallContext,
+) -> Result<(), Error> {
+    if op.requires_owner() && privilege != CallPrivilege::Owner {
+        return Err(Error::NotOwner);
+    }
+    params()?;
+    permit(op, caps, ctx)
+}
+
+/// The operations available on the call now — what an application reads in a call's status. Computed
+/// from the same steps as [`check`], so an operation is listed exactly when an owner's request with valid
+/// parameters would pass the gate.
+pub fn features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
+    CallOperation::ALL
+        .into_iter()
+        .filter(|op| permit(*op, caps, ctx).is_ok())
+        .fold(FeatureSet::EMPTY, FeatureSet::with)
+}
+
+/// Decides whether an address operation (make call, pickup …) is possible on an address with `caps` and
+/// `usage`: parameters, then capability, then resources.
+pub fn check_address(
+    op: AddressOperation,
+    params: impl FnOnce() -> Result<(), Error>,
+    caps: &AddressCaps,
+    usage: &AddressUsage,
+) -> Result<(), Error> {
+    params()?;
+    if !caps.address_features.contains(op) {
+        return Err(Error::OperationUnavailable {
+            operation: op.name(),
+        });
+    }
+    match op {
+        AddressOperation::MakeCall | AddressOperation::Unpark | AddressOperation::Pickup
+            if usage.active >= caps.max_active_calls =>
+        {
+            Err(Error::CallUnavailable)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::{AddressFeatureSet, TransferModes};
+
+    fn full_caps() -> AddressCaps {
+        AddressCaps {
+            call_features: FeatureSet::ALL,
+            address_features: AddressFeatureSet::from_slice(&AddressOperation::ALL),
+            max_active_calls: 4,
+            max_on_hold: 2,
+            max_on_hold_pending: 1,
+            max_conference: 3,
+            max_transfer_conference: 3,
+            transfer_modes: TransferModes {
+                transfer: true,
+                conference: true,
+            },
+            remove_from_conference: RemoveFromConference::Any,
+            transfer_held: true,
+            conference_held: true,
+            ..AddressCaps::basic("100")
+        }
+    }
+
+    fn contexts() -> Vec<CallContext> {
+        let roles = [
+            CallRole::Plain,
+            CallRole::Consultation {
+                for_conference: false,
+            },
+            CallRole::Consultation {
+                for_conference: true,
+            },
+            CallRole::ConferenceParent { parties: 2 },
+            CallRole::ConferenceParent { parties: 3 },
+            CallRole::ConferenceParty { last_added: true },
+            CallRole::ConferenceParty { last_added: false },
+        ];
+        let mut out = Vec::new();
+        for kind in CallStateKind::ALL {
+            for role in roles {
+                for (held, pending) in [(0, 0), (1, 0), (0, 1), (2, 1)] {
+                    let mut ctx = CallContext::new(kind.with_default_mode());
+                    ctx.role = role;
+                    ctx.usage.on_hold += held;
+                    ctx.usage.pending_transfer += pending;
+                    ctx.usage.active += 1;
+                    out.push(ctx);
+                }
+            }
+        }
+        out
+    }
+
+    /// Exhaustive: for every state × role × usage × operation × privilege × capability set, the gate and
+    /// the feature set agree, and the error is the right one of never / not now / not owner.
+    #[test]
+    fn gate_agrees_with_feature_table_everywhere() {
+        let cap_sets = [full_caps(), AddressCaps::basic("200"), {
+            let mut c = full_caps();
+            c.call_features = FeatureSet::EMPTY;
+            c
+        }];
+        for caps in &cap_sets {
+            for ctx in contexts() {
+                let available = features(caps, &ctx);
+                let by_state = state_features(caps, &ctx);
+                for op in CallOperation::ALL {
+                    for privilege in [CallPrivilege::Owner, CallPrivilege::Monitor] {
+                        let r = check(op, privilege, || Ok(()), caps, &ctx);
+                        let owner_ok = privilege == CallPrivilege::Owner || !op.requires_owner();
+                        assert_eq!(
+                            r.is_ok(),
+                            owner_ok && available.contains(op),
+                            "{op:?} {privilege:?} {ctx:?}"
+                        );
+                        match r {
+                            Ok(()) => {}
+                            Err(Error::NotOwner) => assert!(!owner_ok),
+                            Err(Error::OperationUnavailable { .. }) => {
+                                assert!(owner_ok && !caps.call_features.contains(op))
+                            }
+                            Err(Error::InvalidCallState { state }) => {
+                                assert!(owner_ok && caps.call_features.contains(op));
+                                assert!(!by_state.contains(op));
+                                assert_eq!(state, ctx.state.kind());
+                            }
+                            Err(Error::ResourceUnavailable { .. } | Error::ConferenceFull) => {
+                                assert!(owner_ok && by_state.contains(op));
+                            }
+                            Err(other) => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn idle_allows_nothing_and_disconnected_only_drop() {
+        let caps = full_caps();
+        let idle = CallContext::new(CallState::Idle);
+        assert!(features(&caps, &idle).is_empty());
+        let disc = CallContext::new(CallStateKind::Disconnected.with_default_mode());
+        assert!(features(&caps, &disc).contains(CallOperation::Drop));
+        assert!(!features(&caps, &disc).contains(CallOperation::Answer));
+    }
+
+    #[test]
+    fn hold_then_unhold_swaps_the_features() {
+        let caps = full_caps();
+        let connected = CallContext::new(CallStateKind::Connected.with_default_mode());
+        let held = CallContext::new(CallState::OnHold);
+        assert!(features(&caps, &connected).contains(CallOperation::Hold));
+        assert!(!features(&caps, &connected).contains(CallOperation::Unhold));
+        assert!(features(&caps, &held).contains(CallOperation::Unhold));
+        assert!(!features(&caps, &held).contains(CallOperation::Hold));
+    }
+
+    #[test]
+    fn check_order_is_privilege_then_params_then_capability_then_state() {
+        let caps = AddressCaps::basic("100");
+        let ctx = CallContext::new(CallStateKind::Connected.with_default_mode());
+        let bad_params = || {
+            Err(Error::InvalidParameter {
+                reason: "bad".into(),
+            })
+        };
+        // Monitor: privilege first, even with bad parameters.
+        assert!(matches!(
+            check(CallOperation::Hold, CallPrivilege::Monitor, bad_params, &caps, &ctx),
+            Err(Error::NotOwner)
+        ));
+        // Owner: parameters before capability.
+        assert!(matches!(
+            check(CallOperation::Hold, CallPrivilege::Owner, bad_params, &caps, &ctx),
+            Err(Error::InvalidParameter { .. })
+        ));
+        // Capability (never) before state (not now): basic caps have no hold.
+        assert!(matches!(
+            check(CallOperation::Hold, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+            Err(Error::OperationUnavailable { .. })
+        ));
+        // Supported, wrong state.
+        assert!(matches!(
+            check(CallOperation::Answer, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+            Err(Error::InvalidCallState {
+                state: CallStateKind::Connected
+            })
+        ));
+    }
+
+    #[test]
+    fn hold_limit_is_a_resource_error() {
+        let caps = full_caps();
+        let mut ctx = CallContext::new(CallStateKind::Connected.with_default_mode());
+        ctx.usage.on_hold = caps.max_on_hold;
+        assert!(matches!(
+            check(CallOperation::Hold, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+            Err(Error::ResourceUnavailable { .. })
+        ));
+        assert!(!features(&caps, &ctx).contains(CallOperation::Hold));
+    }
+
+    #[test]
+    fn make_call_is_limited_by_active_calls() {
+        let caps = AddressCaps::basic("100");
+        let mut usage = AddressUsage::default();
+        assert!(check_address(AddressOperation::MakeCall, || Ok(()), &caps, &usage).is_ok());
+        usage.active = 1;
+        assert!(matches!(
+            check_address(AddressOperation::MakeCall, || Ok(()), &caps, &usage),
+            Err(Error::CallUnavailable)
+        ));
+        assert!(matches!(
+            check_address(AddressOperation::Pickup, || Ok(()), &caps, &usage),
+            Err(Error::OperationUnavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn feature_set_basics() {
+        let s = FeatureSet::from_slice(&[CallOperation::Drop, CallOperation::Hold]);
+        assert!(s.contains(CallOperation::Drop));
+        assert!(!s.contains(CallOperation::Answer));
+        assert_eq!(s.iter().count(), 2);
+        assert_eq!(s.without(CallOperation::Drop).iter().count(), 1);
+        assert_eq!(FeatureSet::ALL.iter().count(), CallOperation::ALL.len());
+        assert_eq!(format!("{s:?}"), r#"{"drop", "hold"}"#);
+    }
+}

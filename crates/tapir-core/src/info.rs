@@ -1,0 +1,258 @@
+//! Call information: who is calling whom, why, and how the call relates to others.
+
+use crate::ids::CallId;
+use crate::media::MediaModes;
+
+/// Where a call came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum CallOrigin {
+    /// Placed from this line.
+    Outbound,
+    /// From another station of the same switch.
+    Internal,
+    /// From outside the switch.
+    External,
+    /// Incoming, internal or external not known.
+    Inbound,
+    /// Created by a conference.
+    Conference,
+    /// Not known.
+    #[default]
+    Unknown,
+    /// Not reported.
+    Unavailable,
+}
+
+/// Why a call arrived here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum CallReason {
+    /// Dialled directly.
+    #[default]
+    Direct,
+    /// Forwarded because the original destination was busy.
+    ForwardBusy,
+    /// Forwarded because the original destination did not answer.
+    ForwardNoAnswer,
+    /// Forwarded unconditionally.
+    ForwardUnconditional,
+    /// Picked up from another station.
+    Pickup,
+    /// Retrieved from a park orbit.
+    Unpark,
+    /// Redirected (deflected) by another station.
+    Redirect,
+    /// A call-completion (camp-on / callback) request came true.
+    CallCompletion,
+    /// Transferred here.
+    Transfer,
+    /// A parked or held call came back.
+    Reminder,
+    /// Not known.
+    Unknown,
+    /// Not reported.
+    Unavailable,
+    /// Intrusion.
+    Intrude,
+    /// Parked.
+    Parked,
+    /// Camped on.
+    CampedOn,
+    /// A route request.
+    RouteRequest,
+}
+
+/// One party's identity (caller, called, connected, redirecting, redirection).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PartyId {
+    /// The number, preferably canonical (`+15550100`) or an extension (`200`).
+    pub number: Option<String>,
+    /// The display name.
+    pub name: Option<String>,
+    /// The presentation: why number or name may be missing.
+    pub presentation: Presentation,
+}
+
+impl PartyId {
+    /// A party known by number only.
+    pub fn number(number: impl Into<String>) -> Self {
+        Self {
+            number: Some(number.into()),
+            ..Self::default()
+        }
+    }
+    /// A party known by number and name.
+    pub fn named(number: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            number: Some(number.into()),
+            name: Some(name.into()),
+            presentation: Presentation::Allowed,
+        }
+    }
+    /// A party whose identity was withheld.
+    pub fn blocked() -> Self {
+        Self {
+            presentation: Presentation::Blocked,
+            ..Self::default()
+        }
+    }
+    /// A party whose identity the network could not deliver.
+    pub fn out_of_area() -> Self {
+        Self {
+            presentation: Presentation::OutOfArea,
+            ..Self::default()
+        }
+    }
+}
+
+/// Whether a party's identity was presented, and if not why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Presentation {
+    /// Presented (as far as it is known).
+    #[default]
+    Allowed,
+    /// Withheld by the party ("private").
+    Blocked,
+    /// Not delivered by the network ("out of area").
+    OutOfArea,
+    /// Known only in part.
+    Partial,
+    /// Not known.
+    Unknown,
+    /// Not reported by the provider.
+    Unavailable,
+}
+
+/// The information a provider keeps about one call leg.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CallInfo {
+    /// The switch's call identity, shared by every application.
+    pub call_id: CallId,
+    /// A related call (the consultation call's original, a conference's parent).
+    pub related_call_id: Option<CallId>,
+    /// Where the call came from.
+    pub origin: CallOrigin,
+    /// Why it arrived here.
+    pub reason: CallReason,
+    /// The media mode the call carries.
+    pub media_mode: MediaModes,
+    /// Who originated the call.
+    pub caller: PartyId,
+    /// Who was dialled.
+    pub called: PartyId,
+    /// Who was actually reached.
+    pub connected: PartyId,
+    /// Who redirected the call here.
+    pub redirecting: PartyId,
+    /// Where the call was redirected to.
+    pub redirection: PartyId,
+    /// Whether the call is secured against interruption (call waiting tones and the like).
+    pub secure: bool,
+}
+
+/// Which fields of a call's information changed (TAPI's `LINECALLINFOSTATE_*`), as a bit set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct InfoChange(u32);
+
+impl InfoChange {
+    /// Nothing changed.
+    pub const NONE: Self = Self(0);
+    /// The media mode.
+    pub const MEDIA_MODE: Self = Self(0x10);
+    /// The call ID.
+    pub const CALL_ID: Self = Self(0x40);
+    /// The related call ID.
+    pub const RELATED_CALL_ID: Self = Self(0x80);
+    /// The origin.
+    pub const ORIGIN: Self = Self(0x100);
+    /// The reason.
+    pub const REASON: Self = Self(0x200);
+    /// One more owner.
+    pub const NUM_OWNERS_INCREASED: Self = Self(0x800);
+    /// One owner fewer.
+    pub const NUM_OWNERS_DECREASED: Self = Self(0x1000);
+    /// The number of monitors.
+    pub const NUM_MONITORS: Self = Self(0x2000);
+    /// The caller ID.
+    pub const CALLER_ID: Self = Self(0x8000);
+    /// The called ID.
+    pub const CALLED_ID: Self = Self(0x10000);
+    /// The connected ID.
+    pub const CONNECTED_ID: Self = Self(0x20000);
+    /// The redirection ID.
+    pub const REDIRECTION_ID: Self = Self(0x40000);
+    /// The redirecting ID.
+    pub const REDIRECTING_ID: Self = Self(0x80000);
+    /// Whether the call is secure.
+    pub const SECURE: Self = Self(0x100000);
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// Whether every change in `other` is in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether nothing changed.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for InfoChange {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for InfoChange {
+    fn bitor_assign(&mut self, rhs: Self) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl CallInfo {
+    /// Which fields differ between `self` (old) and `new`.
+    pub fn diff(&self, new: &CallInfo) -> InfoChange {
+        let mut c = InfoChange::NONE;
+        let mut mark = |changed: bool, bit: InfoChange| {
+            if changed {
+                c |= bit;
+            }
+        };
+        mark(self.call_id != new.call_id, InfoChange::CALL_ID);
+        mark(
+            self.related_call_id != new.related_call_id,
+            InfoChange::RELATED_CALL_ID,
+        );
+        mark(self.origin != new.origin, InfoChange::ORIGIN);
+        mark(self.reason != new.reason, InfoChange::REASON);
+        mark(self.media_mode != new.media_mode, InfoChange::MEDIA_MODE);
+        mark(self.caller != new.caller, InfoChange::CALLER_ID);
+        mark(self.called != new.called, InfoChange::CALLED_ID);
+        mark(self.connected != new.connected, InfoChange::CONNECTED_ID);
+        mark(self.redirecting != new.redirecting, InfoChange::REDIRECTING_ID);
+        mark(self.redirection != new.redirection, InfoChange::REDIRECTION_ID);
+        mark(self.secure != new.secure, InfoChange::SECURE);
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_names_exactly_the_changed_fields() {
+        let old = CallInfo::default();
+        let mut new = old.clone();
+        assert!(old.diff(&new).is_empty());
+        new.caller = PartyId::named("+15551234", "Alice");
+        new.reason = CallReason::Transfer;
+        let d = old.diff(&new);
+        assert!(d.contains(InfoChange::CALLER_ID | InfoChange::REASON));
+        assert!(!d.contains(InfoChange::CALLED_ID));
+        assert_eq!(d.bits(), (InfoChange::CALLER_ID | InfoChange::REASON).bits());
+    }
+}

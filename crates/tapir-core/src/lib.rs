@@ -1,0 +1,47 @@
+//! The tapir call model as plain data and rules.
+//!
+//! This crate is the sans-IO heart of tapir: it knows what a call state is, which state may follow which,
+//! what a provider's capabilities say, and — through **one** feature table — which operation is allowed on
+//! a call right now, or which error explains why not. It has no async runtime, no I/O and no clock, so every
+//! rule can be called from a unit test.
+//!
+//! Where to start reading:
+//! - [`state`] — the sixteen call states, their modes, and the transition table.
+//! - [`gate`] — the operation gate and the per-state feature table ([`gate::check`], [`gate::features`]).
+//! - [`caps`] — line and address capabilities a provider advertises.
+//! - [`error::Error`] — the one error enum of the public boundary.
+//!
+//! ```
+//! use tapir_core::caps::AddressCaps;
+//! use tapir_core::gate::{self, CallContext, CallOperation};
+//! use tapir_core::privilege::CallPrivilege;
+//! use tapir_core::state::{CallState, ConnectedMode};
+//! use tapir_core::Error;
+//!
+//! let caps = AddressCaps::basic("100");
+//! let ctx = CallContext::new(CallState::Connected(ConnectedMode::Active));
+//! // A connected call can be dropped by its owner…
+//! assert!(gate::check(CallOperation::Drop, CallPrivilege::Owner, || Ok(()), &caps, &ctx).is_ok());
+//! // …but not by a monitor, and it cannot be answered again.
+//! assert!(matches!(
+//!     gate::check(CallOperation::Drop, CallPrivilege::Monitor, || Ok(()), &caps, &ctx),
+//!     Err(Error::NotOwner)
+//! ));
+//! assert!(matches!(
+//!     gate::check(CallOperation::Answer, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+//!     Err(Error::InvalidCallState { .. })
+//! ));
+//! ```
+
+pub mod caps;
+pub mod dial;
+pub mod error;
+pub mod gate;
+pub mod ids;
+pub mod info;
+pub mod media;
+pub mod privilege;
+pub mod state;
+
+pub use error::Error;
+pub use ids::{AddressId, CallId, CallLegId, LineId, ProviderId};
