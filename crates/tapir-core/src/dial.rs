@@ -260,7 +260,10 @@ mod tests {
     fn formatting_is_dropped_and_letters_upper_cased() {
         let d = DialString::parse("+1 (425) 555-0100").unwrap();
         assert_eq!(d.dialable(), "+14255550100");
-        assert_eq!(DialString::parse("9w,t123*#").unwrap().dialable(), "9W,T123*#");
+        assert_eq!(
+            DialString::parse("9w,t123*#").unwrap().dialable(),
+            "9W,T123*#"
+        );
     }
 
     #[test]

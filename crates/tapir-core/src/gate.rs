@@ -233,7 +233,9 @@ impl FeatureSet {
 
 impl fmt::Debug for FeatureSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(|op| op.name())).finish()
+        f.debug_set()
+            .entries(self.iter().map(|op| op.name()))
+            .finish()
     }
 }
 
@@ -395,7 +397,10 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
         S::OnHold => live
             .with(Op::Unhold)
             .with_if(Op::SwapHold, ctx.active_others() > 0)
-            .with_if(Op::AddToConference, caps.conference_held && conference_waits)
+            .with_if(
+                Op::AddToConference,
+                caps.conference_held && conference_waits,
+            )
             .with_if(Op::CompleteTransfer, caps.transfer_held),
         S::OnHoldPendingTransfer => live
             .with(Op::Unhold)
@@ -643,22 +648,46 @@ mod tests {
         };
         // Monitor: privilege first, even with bad parameters.
         assert!(matches!(
-            check(CallOperation::Hold, CallPrivilege::Monitor, bad_params, &caps, &ctx),
+            check(
+                CallOperation::Hold,
+                CallPrivilege::Monitor,
+                bad_params,
+                &caps,
+                &ctx
+            ),
             Err(Error::NotOwner)
         ));
         // Owner: parameters before capability.
         assert!(matches!(
-            check(CallOperation::Hold, CallPrivilege::Owner, bad_params, &caps, &ctx),
+            check(
+                CallOperation::Hold,
+                CallPrivilege::Owner,
+                bad_params,
+                &caps,
+                &ctx
+            ),
             Err(Error::InvalidParameter { .. })
         ));
         // Capability (never) before state (not now): basic caps have no hold.
         assert!(matches!(
-            check(CallOperation::Hold, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+            check(
+                CallOperation::Hold,
+                CallPrivilege::Owner,
+                || Ok(()),
+                &caps,
+                &ctx
+            ),
             Err(Error::OperationUnavailable { .. })
         ));
         // Supported, wrong state.
         assert!(matches!(
-            check(CallOperation::Answer, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+            check(
+                CallOperation::Answer,
+                CallPrivilege::Owner,
+                || Ok(()),
+                &caps,
+                &ctx
+            ),
             Err(Error::InvalidCallState {
                 state: CallStateKind::Connected
             })
@@ -671,7 +700,13 @@ mod tests {
         let mut ctx = CallContext::new(CallStateKind::Connected.with_default_mode());
         ctx.usage.on_hold = caps.max_on_hold;
         assert!(matches!(
-            check(CallOperation::Hold, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+            check(
+                CallOperation::Hold,
+                CallPrivilege::Owner,
+                || Ok(()),
+                &caps,
+                &ctx
+            ),
             Err(Error::ResourceUnavailable { .. })
         ));
         assert!(!features(&caps, &ctx).contains(CallOperation::Hold));

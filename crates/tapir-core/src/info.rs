@@ -232,8 +232,14 @@ impl CallInfo {
         mark(self.caller != new.caller, InfoChange::CALLER_ID);
         mark(self.called != new.called, InfoChange::CALLED_ID);
         mark(self.connected != new.connected, InfoChange::CONNECTED_ID);
-        mark(self.redirecting != new.redirecting, InfoChange::REDIRECTING_ID);
-        mark(self.redirection != new.redirection, InfoChange::REDIRECTION_ID);
+        mark(
+            self.redirecting != new.redirecting,
+            InfoChange::REDIRECTING_ID,
+        );
+        mark(
+            self.redirection != new.redirection,
+            InfoChange::REDIRECTION_ID,
+        );
         mark(self.secure != new.secure, InfoChange::SECURE);
         c
     }
@@ -253,6 +259,9 @@ mod tests {
         let d = old.diff(&new);
         assert!(d.contains(InfoChange::CALLER_ID | InfoChange::REASON));
         assert!(!d.contains(InfoChange::CALLED_ID));
-        assert_eq!(d.bits(), (InfoChange::CALLER_ID | InfoChange::REASON).bits());
+        assert_eq!(
+            d.bits(),
+            (InfoChange::CALLER_ID | InfoChange::REASON).bits()
+        );
     }
 }

@@ -40,6 +40,7 @@ pub mod gate;
 pub mod ids;
 pub mod info;
 pub mod media;
+pub mod params;
 pub mod privilege;
 pub mod state;
 

@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn unknown_bits_are_rejected() {
-        assert_eq!(MediaModes::from_bits(0x4), Some(MediaModes::INTERACTIVE_VOICE));
+        assert_eq!(
+            MediaModes::from_bits(0x4),
+            Some(MediaModes::INTERACTIVE_VOICE)
+        );
         assert_eq!(MediaModes::from_bits(0x1), None);
         assert_eq!(MediaModes::from_bits(0x10000), None);
     }

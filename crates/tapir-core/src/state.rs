@@ -382,7 +382,15 @@ mod tests {
 
     #[test]
     fn typical_outgoing_and_incoming_paths_are_allowed() {
-        let outgoing = [DialTone, Dialing, Proceeding, Ringback, Connected, Disconnected, Idle];
+        let outgoing = [
+            DialTone,
+            Dialing,
+            Proceeding,
+            Ringback,
+            Connected,
+            Disconnected,
+            Idle,
+        ];
         let incoming = [Offering, Accepted, Connected, OnHold, Connected, Idle];
         for path in [&outgoing[..], &incoming[..]] {
             for w in path.windows(2) {

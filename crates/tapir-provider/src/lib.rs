@@ -1,0 +1,229 @@
+//! The tapir service-provider interface.
+//!
+//! A provider knows its switch — a PBX, a modem, a SIP stack — and nothing about applications, sessions or
+//! handles. It implements [`Provider`]: start and stop, describe its lines, open and close them, and one
+//! method per call operation. Each operation method returns when the switch **has done** the operation
+//! (or with the [`Error`] saying why not), and the provider reports every state change it causes — and
+//! every change the far end causes — through the [`EventSink`] it was given at start.
+//!
+//! Operations a provider does not implement keep their default body, which returns
+//! [`Error::OperationUnavailable`]; the provider should then also leave them out of its
+//! [`AddressCaps`](tapir_core::caps::AddressCaps), so applications can see in advance what is possible.
+//!
+//! ## Calls the engine asks for
+//!
+//! Requests that create a call (make call, setup transfer, unpark, pickup …) carry a
+//! [`RequestId`]. The provider reports the new call with [`NewCall::request`] set to it — before or after
+//! further state changes, but before the method returns — and returns the call's [`CallLegId`]. The engine
+//! uses the request ID to give the requesting application its handle before any event names the call.
+//!
+//! ## Testing a provider without the engine
+//!
+//! [`EventLog`] records what a provider reports, so a provider's own tests can drive it directly.
+
+mod events;
+
+use async_trait::async_trait;
+use tapir_core::Error;
+use tapir_core::caps::LineCaps;
+use tapir_core::dial::DialString;
+use tapir_core::media::MediaModes;
+use tapir_core::params::{
+    CompletionMode, DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId,
+    TransferMode,
+};
+use tapir_core::{AddressId, CallLegId, LineId};
+
+pub use events::{EventHandler, EventLog, EventSink, LineEvent, NewCall, ProviderEvent};
+
+/// The result type of provider methods.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn unavailable<T>(operation: &'static str) -> Result<T> {
+    Err(Error::OperationUnavailable { operation })
+}
+
+/// A service provider: the switch side of tapir.
+///
+/// Line IDs in this trait are the provider's own, from 0 to the number of lines it described minus one.
+/// The engine maps them to engine-wide IDs.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// A short, stable name for logs and the status table, e.g. `"simswitch"`.
+    fn name(&self) -> &str;
+
+    /// Starts the provider. It keeps `sink` to report events, and returns the capabilities of each of
+    /// its lines; the position in the list is the line's ID.
+    async fn start(&self, sink: EventSink) -> Result<Vec<LineCaps>>;
+
+    /// Stops the provider. Calls still live are dropped; no event follows the return.
+    async fn stop(&self);
+
+    /// The engine opened the line for at least one application: report its calls from now on.
+    async fn open_line(&self, _line: LineId, _media_modes: MediaModes) -> Result<()> {
+        Ok(())
+    }
+
+    /// The last application closed the line.
+    async fn close_line(&self, _line: LineId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Places a call. Returns once the call exists and its destination (if any) has been dialled — at the
+    /// latest when it is proceeding — with the new call reported with `request.request` set.
+    async fn make_call(&self, _request: MakeCall) -> Result<CallLegId> {
+        unavailable("make-call")
+    }
+
+    /// Dials more digits on a call in dial tone or dialing. An empty, non-partial string ends a partial
+    /// dial.
+    async fn dial(&self, _leg: CallLegId, _digits: &DialString) -> Result<()> {
+        unavailable("dial")
+    }
+
+    /// Claims an offered call so that it alerts.
+    async fn accept(&self, _leg: CallLegId) -> Result<()> {
+        unavailable("accept")
+    }
+
+    /// Answers an offered or accepted call.
+    async fn answer(&self, _leg: CallLegId) -> Result<()> {
+        unavailable("answer")
+    }
+
+    /// Refuses an offered call. By default the same as dropping it.
+    async fn reject(&self, leg: CallLegId) -> Result<()> {
+        self.drop_call(leg).await
+    }
+
+    /// Hangs up a call in any live state; it goes idle.
+    async fn drop_call(&self, _leg: CallLegId) -> Result<()> {
+        unavailable("drop")
+    }
+
+    /// Deflects an offered call to `destination`; it goes idle here.
+    async fn redirect(&self, _leg: CallLegId, _destination: &DialString) -> Result<()> {
+        unavailable("redirect")
+    }
+
+    /// Holds a connected call.
+    async fn hold(&self, _leg: CallLegId) -> Result<()> {
+        unavailable("hold")
+    }
+
+    /// Takes a held call off hold.
+    async fn unhold(&self, _leg: CallLegId) -> Result<()> {
+        unavailable("unhold")
+    }
+
+    /// Holds `active` and takes `held` off hold, as one step.
+    async fn swap_hold(&self, _active: CallLegId, _held: CallLegId) -> Result<()> {
+        unavailable("swap-hold")
+    }
+
+    /// Transfers a connected call to `destination` without consultation; the call goes idle here.
+    async fn blind_transfer(&self, _leg: CallLegId, _destination: &DialString) -> Result<()> {
+        unavailable("blind-transfer")
+    }
+
+    /// Holds `leg` pending transfer and creates a consultation call in dial tone (reported with
+    /// `request`), whose leg is returned.
+    async fn setup_transfer(&self, _leg: CallLegId, _request: RequestId) -> Result<CallLegId> {
+        unavailable("setup-transfer")
+    }
+
+    /// Completes a consultation transfer of `held` with `consultation`. In conference mode the new
+    /// conference call (reported with `request`) is returned.
+    async fn complete_transfer(
+        &self,
+        _held: CallLegId,
+        _consultation: CallLegId,
+        _mode: TransferMode,
+        _request: RequestId,
+    ) -> Result<Option<CallLegId>> {
+        unavailable("complete-transfer")
+    }
+
+    /// Turns `leg` (or, with `None`, nothing) into a conference: returns the conference call and a
+    /// consultation call, both reported with `origin.request`.
+    async fn setup_conference(
+        &self,
+        _leg: Option<CallLegId>,
+        _origin: Origin,
+    ) -> Result<(CallLegId, CallLegId)> {
+        unavailable("setup-conference")
+    }
+
+    /// Holds the conference pending a new party and returns a consultation call reported with `request`.
+    async fn prepare_add_to_conference(
+        &self,
+        _conference: CallLegId,
+        _request: RequestId,
+    ) -> Result<CallLegId> {
+        unavailable("prepare-add-to-conference")
+    }
+
+    /// Adds `consultation` to `conference`.
+    async fn add_to_conference(
+        &self,
+        _conference: CallLegId,
+        _consultation: CallLegId,
+    ) -> Result<()> {
+        unavailable("add-to-conference")
+    }
+
+    /// Removes a party from its conference.
+    async fn remove_from_conference(&self, _leg: CallLegId) -> Result<()> {
+        unavailable("remove-from-conference")
+    }
+
+    /// Parks a connected call; returns the orbit it is parked in.
+    async fn park(&self, _leg: CallLegId, _mode: &ParkMode) -> Result<String> {
+        unavailable("park")
+    }
+
+    /// Retrieves the call parked in `orbit` to `origin`'s address; returns the new call.
+    async fn unpark(&self, _origin: Origin, _orbit: &str) -> Result<CallLegId> {
+        unavailable("unpark")
+    }
+
+    /// Picks up a ringing call to `origin`'s address; returns the new call.
+    async fn pickup(&self, _origin: Origin, _target: &PickupTarget) -> Result<CallLegId> {
+        unavailable("pickup")
+    }
+
+    /// Replaces the forwarding of an address (an empty [`Forwarding`] cancels it).
+    async fn forward(
+        &self,
+        _line: LineId,
+        _address: AddressId,
+        _forwarding: &Forwarding,
+    ) -> Result<()> {
+        unavailable("forward")
+    }
+
+    /// Sends digits in-band on a connected call.
+    async fn generate_digits(
+        &self,
+        _leg: CallLegId,
+        _digits: &str,
+        _mode: DigitMode,
+    ) -> Result<()> {
+        unavailable("generate-digits")
+    }
+
+    /// Starts (`Some`) or stops (`None`) reporting digits detected on the call.
+    async fn monitor_digits(&self, _leg: CallLegId, _mode: Option<DigitMode>) -> Result<()> {
+        unavailable("monitor-digits")
+    }
+
+    /// Secures the call against interruption for the rest of its life.
+    async fn secure_call(&self, _leg: CallLegId) -> Result<()> {
+        unavailable("secure-call")
+    }
+
+    /// Asks the switch to complete a call to a busy or unanswered party later; returns a completion ID.
+    async fn complete_call(&self, _leg: CallLegId, _mode: CompletionMode) -> Result<u32> {
+        unavailable("complete-call")
+    }
+}

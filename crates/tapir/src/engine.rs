@@ -1,0 +1,911 @@
+//! The engine: providers, lines, sessions and calls, and how provider events reach sessions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+
+use dashmap::DashMap;
+use tapir_core::caps::LineCaps;
+use tapir_core::gate::{AddressUsage, CallRole};
+use tapir_core::info::{CallInfo, InfoChange};
+use tapir_core::media::MediaModes;
+use tapir_core::params::RequestId;
+use tapir_core::privilege::{CallPrivilege, LinePrivileges};
+use tapir_core::state::{CallState, CallStateKind, initial_state_allowed, transition_allowed};
+use tapir_core::{AddressId, CallLegId, Error, LineId, ProviderId};
+use tapir_provider::{EventHandler, EventSink, NewCall, Provider, ProviderEvent};
+use tracing::{Instrument, debug, warn};
+
+use crate::event::{Event, EventQueue};
+use crate::handles::{CallHandle, HandleMint, LineHandle};
+use crate::session::{Session, SessionId};
+
+/// Locks a mutex, carrying on if a panicking thread poisoned it: every critical section in the engine
+/// leaves its data consistent before doing anything that could panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The default capacity of a session's event queue.
+pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 16_384;
+
+/// Builds an [`Engine`] from its providers.
+///
+/// ```no_run
+/// # async fn demo(provider: impl tapir_provider::Provider) -> Result<(), tapir::Error> {
+/// let engine = tapir::Engine::builder().provider(provider).build().await?;
+/// let session = engine.logon("my-app")?;
+/// # Ok(()) }
+/// ```
+pub struct EngineBuilder {
+    providers: Vec<Arc<dyn Provider>>,
+    queue_capacity: usize,
+}
+
+impl EngineBuilder {
+    /// Adds a provider. Providers are numbered in the order they are added.
+    pub fn provider(self, provider: impl Provider) -> Self {
+        self.provider_arc(Arc::new(provider))
+    }
+
+    /// Adds a provider that is shared with other code (a test harness driving its far ends, say).
+    pub fn provider_arc(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// How many events a session's queue holds before it starts discarding and reporting
+    /// [`Event::EventsLost`]. Default [`DEFAULT_EVENT_QUEUE_CAPACITY`].
+    pub fn event_queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// Starts every provider and returns the running engine. Must be called inside a tokio runtime.
+    /// If a provider fails to start, the ones already started are stopped and its error is returned.
+    pub async fn build(self) -> Result<Engine, Error> {
+        let inner = Arc::new(Inner {
+            providers: self
+                .providers
+                .into_iter()
+                .enumerate()
+                .map(|(i, provider)| ProviderSlot {
+                    id: ProviderId(i as u16),
+                    name: provider.name().to_owned(),
+                    provider,
+                })
+                .collect(),
+            lines: OnceLock::new(),
+            sessions: DashMap::new(),
+            calls: DashMap::new(),
+            pending: DashMap::new(),
+            next_request: AtomicU64::new(1),
+            next_open: AtomicU64::new(0),
+            mint: HandleMint::new(),
+            queue_capacity: self.queue_capacity,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let mut lines = Lines::default();
+        for (started, slot) in inner.providers.iter().enumerate() {
+            let sink = EventSink::new(
+                slot.id,
+                Arc::new(Dispatcher {
+                    engine: Arc::downgrade(&inner),
+                }),
+            );
+            match slot.provider.start(sink).await {
+                Ok(caps) => {
+                    lines
+                        .ranges
+                        .push((lines.all.len() as u32, caps.len() as u32));
+                    for (local, caps) in caps.into_iter().enumerate() {
+                        let id = LineId(lines.all.len() as u32);
+                        lines.all.push(Arc::new(LineSlot::new(
+                            id,
+                            slot.id,
+                            LineId(local as u32),
+                            caps,
+                        )));
+                    }
+                }
+                Err(e) => {
+                    for earlier in &inner.providers[..started] {
+                        earlier.provider.stop().await;
+                    }
+                    return Err(Error::ProviderUnavailable {
+                        provider: slot.id,
+                        reason: format!("{} failed to start: {e}", slot.name),
+                    });
+                }
+            }
+        }
+        // Only `build` sets the lines, once; a second set cannot happen.
+        let _ = inner.lines.set(lines);
+        Ok(Engine { inner })
+    }
+}
+
+/// The call-control engine. Cheap to clone; every clone is the same engine.
+///
+/// Applications [`logon`](Engine::logon) to get a [`Session`], and do everything else through it.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Counts of what the engine holds, for leak checks and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Application sessions logged on.
+    pub sessions: usize,
+    /// Calls the engine tracks (live calls, and idle calls some session still holds).
+    pub calls: usize,
+    /// Call handles held by all sessions.
+    pub call_handles: usize,
+    /// Line handles (opens) held by all sessions.
+    pub line_handles: usize,
+    /// Make-call requests waiting for their provider.
+    pub pending_requests: usize,
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            providers: Vec::new(),
+            queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
+        }
+    }
+
+    /// Logs an application on: a new, individual session with its own handles and event stream.
+    /// `app_name` identifies the application in logs and to other applications (1–256 characters).
+    pub fn logon(&self, app_name: &str) -> Result<Session, Error> {
+        if app_name.is_empty() || app_name.chars().count() > 256 {
+            return Err(Error::InvalidParameter {
+                reason: "an application name has 1 to 256 characters".into(),
+            });
+        }
+        let inner = Arc::new(SessionInner {
+            id: SessionId::new(),
+            app: app_name.to_owned(),
+            queue: Mutex::new(EventQueue::new(self.inner.queue_capacity)),
+            notify: tokio::sync::Notify::new(),
+            lines: DashMap::new(),
+            calls: DashMap::new(),
+        });
+        self.inner.sessions.insert(inner.id, inner.clone());
+        debug!(session = %inner.id, app = app_name, "logged on");
+        Ok(Session::new(self.inner.clone(), inner))
+    }
+
+    /// What the engine holds now.
+    pub fn stats(&self) -> EngineStats {
+        let mut stats = EngineStats {
+            sessions: self.inner.sessions.len(),
+            calls: self.inner.calls.len(),
+            pending_requests: self.inner.pending.len(),
+            ..EngineStats::default()
+        };
+        for s in self.inner.sessions.iter() {
+            stats.call_handles += s.calls.len();
+            stats.line_handles += s.lines.len();
+        }
+        stats
+    }
+
+    /// Logs every session off (dropping the calls they solely own) and stops every provider.
+    pub async fn shutdown(&self) {
+        let sessions: Vec<Arc<SessionInner>> = self
+            .inner
+            .sessions
+            .iter()
+            .map(|s| s.value().clone())
+            .collect();
+        for s in sessions {
+            self.inner.end_session(&s).await;
+        }
+        for p in &self.inner.providers {
+            p.provider.stop().await;
+        }
+    }
+}
+
+pub(crate) struct ProviderSlot {
+    pub(crate) id: ProviderId,
+    pub(crate) name: String,
+    pub(crate) provider: Arc<dyn Provider>,
+}
+
+#[derive(Default)]
+pub(crate) struct Lines {
+    pub(crate) all: Vec<Arc<LineSlot>>,
+    /// Per provider: (first engine line ID, number of lines).
+    ranges: Vec<(u32, u32)>,
+}
+
+/// One line device as the engine sees it.
+pub(crate) struct LineSlot {
+    pub(crate) id: LineId,
+    pub(crate) provider: ProviderId,
+    /// The provider's own ID for the line.
+    pub(crate) local: LineId,
+    pub(crate) caps: LineCaps,
+    pub(crate) openers: Mutex<Vec<Opener>>,
+    pub(crate) usage: Vec<Mutex<AddressUsage>>,
+    /// Serialises telling the provider that the line is opened or closed; holds whether it is open.
+    pub(crate) provider_open: tokio::sync::Mutex<bool>,
+}
+
+impl LineSlot {
+    fn new(id: LineId, provider: ProviderId, local: LineId, caps: LineCaps) -> Self {
+        Self {
+            id,
+            provider,
+            local,
+            usage: caps
+                .addresses
+                .iter()
+                .map(|_| Mutex::new(AddressUsage::default()))
+                .collect(),
+            caps,
+            openers: Mutex::new(Vec::new()),
+            provider_open: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    pub(crate) fn usage(&self, address: AddressId) -> AddressUsage {
+        self.usage
+            .get(address.0 as usize)
+            .map(|u| *lock(u))
+            .unwrap_or_default()
+    }
+
+    fn count(&self, address: AddressId, state: CallStateKind, delta: i32) {
+        if let Some(u) = self.usage.get(address.0 as usize) {
+            lock(u).count(state, delta);
+        }
+    }
+}
+
+/// One session's open of a line.
+#[derive(Clone)]
+pub(crate) struct Opener {
+    pub(crate) session: Arc<SessionInner>,
+    pub(crate) handle: LineHandle,
+    pub(crate) privileges: LinePrivileges,
+    pub(crate) media_modes: MediaModes,
+    pub(crate) priority: u32,
+    pub(crate) order: u64,
+}
+
+/// A session's state inside the engine.
+pub(crate) struct SessionInner {
+    pub(crate) id: SessionId,
+    pub(crate) app: String,
+    /// The event queue. Its lock also guards "has the session ended", so that a handle is never added to
+    /// a session after its log-off collected the handles to release.
+    pub(crate) queue: Mutex<EventQueue>,
+    pub(crate) notify: tokio::sync::Notify,
+    pub(crate) lines: DashMap<LineHandle, OpenLine>,
+    pub(crate) calls: DashMap<CallHandle, Arc<CallEntry>>,
+}
+
+impl SessionInner {
+    pub(crate) fn push(&self, event: Event) {
+        lock(&self.queue).push(event);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn ended(&self) -> bool {
+        lock(&self.queue).ended
+    }
+
+    /// Adds a call handle unless the session has ended.
+    fn adopt(&self, handle: CallHandle, entry: &Arc<CallEntry>) -> bool {
+        let q = lock(&self.queue);
+        if q.ended {
+            return false;
+        }
+        self.calls.insert(handle, entry.clone());
+        true
+    }
+}
+
+pub(crate) struct OpenLine {
+    pub(crate) line: Arc<LineSlot>,
+}
+
+/// A make-call (or other call-creating) request waiting for its provider to report the new call.
+pub(crate) struct Pending {
+    pub(crate) session: Arc<SessionInner>,
+    pub(crate) handle: CallHandle,
+    pub(crate) line: LineHandle,
+}
+
+/// One call leg as the engine tracks it.
+pub(crate) struct CallEntry {
+    pub(crate) key: (ProviderId, CallLegId),
+    pub(crate) line: Arc<LineSlot>,
+    pub(crate) address: AddressId,
+    pub(crate) span: tracing::Span,
+    /// Every change to the call is applied, and delivered to every session, under this lock: that is
+    /// what gives each call one order that all sessions see.
+    pub(crate) rec: Mutex<CallRecord>,
+}
+
+pub(crate) struct CallRecord {
+    pub(crate) state: CallState,
+    pub(crate) info: CallInfo,
+    pub(crate) role: CallRole,
+    pub(crate) holders: Vec<Holder>,
+    /// The engine no longer tracks the call (idle, no holders); late events are ignored.
+    pub(crate) forgotten: bool,
+}
+
+/// One session's handle on a call.
+pub(crate) struct Holder {
+    pub(crate) session: Arc<SessionInner>,
+    pub(crate) handle: CallHandle,
+    pub(crate) line: LineHandle,
+    pub(crate) privilege: CallPrivilege,
+    /// Whether the session has been given the handle. Until then its events wait in `held_back`.
+    pub(crate) published: bool,
+    pub(crate) held_back: Vec<Event>,
+}
+
+impl Holder {
+    fn deliver(&mut self, event: Event) {
+        if self.published {
+            self.session.push(event);
+        } else {
+            self.held_back.push(event);
+        }
+    }
+
+    pub(crate) fn is(&self, session: &Arc<SessionInner>, handle: CallHandle) -> bool {
+        self.handle == handle && Arc::ptr_eq(&self.session, session)
+    }
+}
+
+impl CallRecord {
+    pub(crate) fn owners(&self) -> usize {
+        self.holders
+            .iter()
+            .filter(|h| h.privilege == CallPrivilege::Owner)
+            .count()
+    }
+
+    pub(crate) fn monitors(&self) -> usize {
+        self.holders.len() - self.owners()
+    }
+
+    pub(crate) fn holder(
+        &self,
+        session: &Arc<SessionInner>,
+        handle: CallHandle,
+    ) -> Option<&Holder> {
+        self.holders.iter().find(|h| h.is(session, handle))
+    }
+
+    fn deliver_all(&mut self, make: impl Fn(&Holder) -> Event) {
+        for h in &mut self.holders {
+            let e = make(h);
+            h.deliver(e);
+        }
+    }
+
+    /// Tells every holder but `except` that the number of owners or monitors changed.
+    pub(crate) fn announce_privileges(&mut self, except: CallHandle, changed: InfoChange) {
+        if self.state.is_idle() {
+            return;
+        }
+        for h in &mut self.holders {
+            if h.handle != except {
+                let call = h.handle;
+                h.deliver(Event::CallInfo { call, changed });
+            }
+        }
+    }
+}
+
+/// Receives provider events on the providers' tasks and hands them to the engine.
+struct Dispatcher {
+    engine: Weak<Inner>,
+}
+
+impl EventHandler for Dispatcher {
+    fn on_event(&self, provider: ProviderId, event: ProviderEvent) {
+        if let Some(engine) = self.engine.upgrade() {
+            engine.on_provider_event(provider, event);
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) providers: Vec<ProviderSlot>,
+    pub(crate) lines: OnceLock<Lines>,
+    pub(crate) sessions: DashMap<SessionId, Arc<SessionInner>>,
+    pub(crate) calls: DashMap<(ProviderId, CallLegId), Arc<CallEntry>>,
+    pub(crate) pending: DashMap<RequestId, Pending>,
+    pub(crate) next_request: AtomicU64,
+    pub(crate) next_open: AtomicU64,
+    pub(crate) mint: HandleMint,
+    pub(crate) queue_capacity: usize,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Inner {
+    pub(crate) fn lines(&self) -> &[Arc<LineSlot>] {
+        self.lines.get().map(|l| &l.all[..]).unwrap_or(&[])
+    }
+
+    pub(crate) fn line(&self, id: LineId) -> Option<&Arc<LineSlot>> {
+        self.lines().get(id.0 as usize)
+    }
+
+    fn provider_line(&self, provider: ProviderId, local: LineId) -> Option<&Arc<LineSlot>> {
+        let lines = self.lines.get()?;
+        let (first, count) = *lines.ranges.get(provider.0 as usize)?;
+        if local.0 >= count {
+            return None;
+        }
+        lines.all.get((first + local.0) as usize)
+    }
+
+    pub(crate) fn provider(&self, id: ProviderId) -> &ProviderSlot {
+        &self.providers[id.0 as usize]
+    }
+
+    pub(crate) fn next_request(&self) -> RequestId {
+        RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A fresh call handle value not already used in `session`.
+    pub(crate) fn mint_call_handle(&self, session: &SessionInner) -> CallHandle {
+        loop {
+            let h = CallHandle(self.mint.next());
+            if !session.calls.contains_key(&h) {
+                return h;
+            }
+        }
+    }
+
+    fn on_provider_event(&self, provider: ProviderId, event: ProviderEvent) {
+        match event {
+            ProviderEvent::NewCall(call) => self.on_new_call(provider, call),
+            ProviderEvent::CallState { leg, state } => self.on_call_state(provider, leg, state),
+            ProviderEvent::CallInfo { leg, info } => self.on_call_info(provider, leg, info),
+            ProviderEvent::Digit { leg, digit, mode } => {
+                if let Some(entry) = self.entry(provider, leg) {
+                    let mut rec = lock(&entry.rec);
+                    if !rec.forgotten && !rec.state.is_idle() {
+                        rec.deliver_all(|h| Event::Digit {
+                            call: h.handle,
+                            digit,
+                            mode,
+                        });
+                    }
+                }
+            }
+            ProviderEvent::Line { line, event } => {
+                let Some(slot) = self.provider_line(provider, line) else {
+                    warn!(%provider, %line, "line event for an unknown line; ignored");
+                    return;
+                };
+                let openers = lock(&slot.openers).clone();
+                for o in openers {
+                    o.session.push(Event::Line {
+                        line: o.handle,
+                        event: event.clone(),
+                    });
+                }
+            }
+            ProviderEvent::LineClosed { line } => {
+                if let Some(slot) = self.provider_line(provider, line).cloned() {
+                    self.on_line_closed(&slot);
+                }
+            }
+        }
+    }
+
+    fn entry(&self, provider: ProviderId, leg: CallLegId) -> Option<Arc<CallEntry>> {
+        let found = self.calls.get(&(provider, leg)).map(|e| e.clone());
+        if found.is_none() {
+            debug!(%provider, %leg, "event for a call the engine does not track; ignored");
+        }
+        found
+    }
+
+    /// Picks the owner of an offered call: the highest-priority opener with owner privilege whose media
+    /// modes include the call's (any owner, if the call's media mode is not known yet); first opener on
+    /// a tie.
+    fn pick_owner(openers: &[Opener], media: MediaModes) -> Option<&Opener> {
+        openers
+            .iter()
+            .filter(|o| o.privileges.owns())
+            .filter(|o| {
+                media.is_empty() || media == MediaModes::UNKNOWN || o.media_modes.intersects(media)
+            })
+            .min_by_key(|o| (std::cmp::Reverse(o.priority), o.order))
+    }
+
+    fn on_new_call(&self, provider: ProviderId, call: NewCall) {
+        let Some(line) = self.provider_line(provider, call.line).cloned() else {
+            warn!(%provider, line = %call.line, "new call on an unknown line; ignored");
+            return;
+        };
+        if call.address.0 as usize >= line.caps.addresses.len()
+            || !initial_state_allowed(call.state.kind())
+        {
+            warn!(%provider, leg = %call.leg, state = ?call.state, "new call with a bad address or first state; ignored");
+            return;
+        }
+        let key = (provider, call.leg);
+        if self.calls.contains_key(&key) {
+            warn!(%provider, leg = %call.leg, "new call reported twice; ignored");
+            return;
+        }
+        let creator = call
+            .request
+            .and_then(|r| self.pending.remove(&r))
+            .map(|(_, p)| p);
+        let openers = lock(&line.openers).clone();
+
+        let mut holders: Vec<Holder> = Vec::with_capacity(openers.len() + 1);
+        let requested = creator.is_some();
+        if let Some(p) = creator {
+            holders.push(Holder {
+                session: p.session,
+                handle: p.handle,
+                line: p.line,
+                privilege: CallPrivilege::Owner,
+                published: false,
+                held_back: Vec::new(),
+            });
+        } else if let Some(o) = Self::pick_owner(&openers, call.info.media_mode) {
+            holders.push(Holder {
+                session: o.session.clone(),
+                handle: self.mint_call_handle(&o.session),
+                line: o.handle,
+                privilege: CallPrivilege::Owner,
+                published: true,
+                held_back: Vec::new(),
+            });
+        }
+        for o in openers.iter().filter(|o| o.privileges.monitors()) {
+            if holders.iter().any(|h| Arc::ptr_eq(&h.session, &o.session)) {
+                continue;
+            }
+            holders.push(Holder {
+                session: o.session.clone(),
+                handle: self.mint_call_handle(&o.session),
+                line: o.handle,
+                privilege: CallPrivilege::Monitor,
+                published: true,
+                held_back: Vec::new(),
+            });
+        }
+
+        let span =
+            tracing::info_span!("call", call_id = call.info.call_id.0, %provider, leg = call.leg.0);
+        let entry = Arc::new(CallEntry {
+            key,
+            line: line.clone(),
+            address: call.address,
+            span,
+            rec: Mutex::new(CallRecord {
+                state: call.state,
+                info: call.info,
+                role: CallRole::Plain,
+                holders: Vec::new(),
+                forgotten: false,
+            }),
+        });
+        let orphan;
+        {
+            let _enter = entry.span.enter();
+            let mut rec = lock(&entry.rec);
+            self.calls.insert(key, entry.clone());
+            line.count(call.address, call.state.kind(), 1);
+            for mut h in holders {
+                if !h.session.adopt(h.handle, &entry) {
+                    continue;
+                }
+                let new_call = Event::NewCall {
+                    call: h.handle,
+                    line: h.line,
+                    address: call.address,
+                    call_id: rec.info.call_id,
+                    privilege: h.privilege,
+                };
+                if h.published {
+                    h.session.push(new_call);
+                }
+                h.deliver(Event::CallState {
+                    call: h.handle,
+                    state: call.state,
+                    privilege: h.privilege,
+                });
+                rec.holders.push(h);
+            }
+            debug!(state = ?call.state, holders = rec.holders.len(), "new call");
+            // A call made for a session that has since ended has no one to own it.
+            orphan = requested && rec.owners() == 0;
+        }
+        if orphan {
+            self.drop_orphan(&entry);
+        }
+    }
+
+    fn on_call_state(&self, provider: ProviderId, leg: CallLegId, state: CallState) {
+        let Some(entry) = self.entry(provider, leg) else {
+            return;
+        };
+        let _enter = entry.span.enter();
+        let orphan;
+        {
+            let mut rec = lock(&entry.rec);
+            let old = rec.state;
+            if rec.forgotten || old == state {
+                return;
+            }
+            if !transition_allowed(old.kind(), state.kind()) {
+                warn!(from = ?old, to = ?state, "provider reported a transition the state table does not allow; ignored");
+                return;
+            }
+            entry.line.count(entry.address, old.kind(), -1);
+            entry.line.count(entry.address, state.kind(), 1);
+            rec.state = state;
+            debug!(?state, "state");
+            rec.deliver_all(|h| Event::CallState {
+                call: h.handle,
+                state,
+                privilege: h.privilege,
+            });
+            if state.is_idle() && rec.holders.is_empty() {
+                self.forget(&entry, &mut rec);
+            }
+            orphan = matches!(state, CallState::Disconnected(_)) && rec.owners() == 0;
+        }
+        if orphan {
+            self.drop_orphan(&entry);
+        }
+    }
+
+    fn on_call_info(&self, provider: ProviderId, leg: CallLegId, info: CallInfo) {
+        let Some(entry) = self.entry(provider, leg) else {
+            return;
+        };
+        let mut rec = lock(&entry.rec);
+        if rec.forgotten || rec.state.is_idle() {
+            return;
+        }
+        let changed = rec.info.diff(&info);
+        if changed.is_empty() {
+            return;
+        }
+        rec.info = info;
+        rec.deliver_all(|h| Event::CallInfo {
+            call: h.handle,
+            changed,
+        });
+    }
+
+    fn on_line_closed(&self, line: &Arc<LineSlot>) {
+        let openers = std::mem::take(&mut *lock(&line.openers));
+        for o in openers {
+            o.session.lines.remove(&o.handle);
+            self.release_through_line(&o.session, o.handle);
+            o.session.push(Event::LineClosed { line: o.handle });
+        }
+    }
+
+    /// Removes the engine's record of an idle call nobody holds.
+    fn forget(&self, entry: &Arc<CallEntry>, rec: &mut CallRecord) {
+        rec.forgotten = true;
+        self.calls.remove(&entry.key);
+        debug!("forgotten");
+    }
+
+    /// The orphan policy: a call left with no owner that the far end has cleared (or that was made for a
+    /// session that ended) is dropped by the engine, so it cannot linger.
+    pub(crate) fn drop_orphan(&self, entry: &Arc<CallEntry>) {
+        let provider = self.provider(entry.key.0).provider.clone();
+        let leg = entry.key.1;
+        let span = entry.span.clone();
+        self.runtime.spawn(
+            async move {
+                debug!("dropping a call without an owner");
+                if let Err(e) = provider.drop_call(leg).await {
+                    debug!(error = %e, "drop of an ownerless call failed");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Releases one session's handle on a call; forgets the call if it is idle and nobody holds it.
+    pub(crate) fn release(
+        &self,
+        entry: &Arc<CallEntry>,
+        session: &Arc<SessionInner>,
+        handle: CallHandle,
+    ) {
+        let mut rec = lock(&entry.rec);
+        if let Some(i) = rec.holders.iter().position(|h| h.is(session, handle)) {
+            let h = rec.holders.swap_remove(i);
+            session.calls.remove(&handle);
+            let changed = match h.privilege {
+                CallPrivilege::Owner => InfoChange::NUM_OWNERS_DECREASED,
+                CallPrivilege::Monitor => InfoChange::NUM_MONITORS,
+            };
+            rec.announce_privileges(handle, changed);
+        } else {
+            session.calls.remove(&handle);
+        }
+        if rec.state.is_idle() && rec.holders.is_empty() && !rec.forgotten {
+            self.forget(entry, &mut rec);
+        }
+    }
+
+    /// Whether `session` is the only owner of a call that is not idle (so releasing it would orphan it).
+    pub(crate) fn sole_live_owner(
+        entry: &CallEntry,
+        session: &Arc<SessionInner>,
+        handle: CallHandle,
+    ) -> bool {
+        let rec = lock(&entry.rec);
+        !rec.state.is_idle()
+            && rec.owners() == 1
+            && rec
+                .holder(session, handle)
+                .is_some_and(|h| h.privilege == CallPrivilege::Owner)
+    }
+
+    /// Releases a handle the way log-off and line close do: a call the session solely owns is dropped
+    /// first (the orphan policy), then the handle goes.
+    pub(crate) async fn release_dropping(
+        &self,
+        entry: &Arc<CallEntry>,
+        session: &Arc<SessionInner>,
+        handle: CallHandle,
+    ) {
+        if Self::sole_live_owner(entry, session, handle) {
+            let provider = self.provider(entry.key.0).provider.clone();
+            if let Err(e) = provider
+                .drop_call(entry.key.1)
+                .instrument(entry.span.clone())
+                .await
+            {
+                debug!(parent: &entry.span, error = %e, "drop on release failed");
+            }
+        }
+        self.release(entry, session, handle);
+    }
+
+    /// Releases, without dropping, the call handles a session holds through one line open.
+    fn release_through_line(&self, session: &Arc<SessionInner>, line: LineHandle) {
+        for (handle, entry) in Self::handles_through(session, line) {
+            self.release(&entry, session, handle);
+        }
+    }
+
+    pub(crate) fn handles_through(
+        session: &Arc<SessionInner>,
+        line: LineHandle,
+    ) -> Vec<(CallHandle, Arc<CallEntry>)> {
+        let all: Vec<(CallHandle, Arc<CallEntry>)> = session
+            .calls
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        all.into_iter()
+            .filter(|(h, entry)| {
+                lock(&entry.rec)
+                    .holder(session, *h)
+                    .is_some_and(|holder| holder.line == line)
+            })
+            .collect()
+    }
+
+    /// Gives a session the handle of a call it created: the `NewCall` event, then every event held back
+    /// for it, in order. Fails if the session ended (and so released the handle) meanwhile.
+    pub(crate) fn publish(
+        &self,
+        session: &Arc<SessionInner>,
+        handle: CallHandle,
+    ) -> Result<(), Error> {
+        let entry = session
+            .calls
+            .get(&handle)
+            .map(|e| e.clone())
+            .ok_or(Error::SessionEnded)?;
+        let mut rec = lock(&entry.rec);
+        let call_id = rec.info.call_id;
+        let h = rec
+            .holders
+            .iter_mut()
+            .find(|h| h.is(session, handle))
+            .ok_or(Error::SessionEnded)?;
+        if !h.published {
+            h.published = true;
+            session.push(Event::NewCall {
+                call: handle,
+                line: h.line,
+                address: entry.address,
+                call_id,
+                privilege: h.privilege,
+            });
+            for e in h.held_back.drain(..) {
+                session.push(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes a creator's handle after its request failed: releases it, and drops the call if that left
+    /// it without an owner.
+    pub(crate) fn abandon(&self, session: &Arc<SessionInner>, handle: CallHandle) {
+        let Some(entry) = session.calls.get(&handle).map(|e| e.clone()) else {
+            return;
+        };
+        self.release(&entry, session, handle);
+        let rec = lock(&entry.rec);
+        let orphan = !rec.state.is_idle() && rec.owners() == 0;
+        drop(rec);
+        if orphan {
+            self.drop_orphan(&entry);
+        }
+    }
+
+    /// Ends a session: no more events, every call handle released (solely owned calls dropped), every
+    /// line closed.
+    pub(crate) async fn end_session(&self, session: &Arc<SessionInner>) {
+        {
+            let mut q = lock(&session.queue);
+            if q.ended {
+                return;
+            }
+            q.ended = true;
+        }
+        session.notify.notify_waiters();
+        session.notify.notify_one();
+        self.sessions.remove(&session.id);
+        let calls: Vec<(CallHandle, Arc<CallEntry>)> = session
+            .calls
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        for (handle, entry) in calls {
+            self.release_dropping(&entry, session, handle).await;
+        }
+        let lines: Vec<(LineHandle, Arc<LineSlot>)> = session
+            .lines
+            .iter()
+            .map(|e| (*e.key(), e.value().line.clone()))
+            .collect();
+        for (handle, line) in lines {
+            session.lines.remove(&handle);
+            self.remove_opener(&line, handle).await;
+        }
+        // Pending requests of this session are cleaned up by the requests themselves when their
+        // provider answers.
+        debug!(session = %session.id, app = session.app, "logged off");
+    }
+
+    /// Removes one opener of a line; tells the provider when the last one goes.
+    pub(crate) async fn remove_opener(&self, line: &Arc<LineSlot>, handle: LineHandle) {
+        let mut provider_open = line.provider_open.lock().await;
+        let now_unused = {
+            let mut openers = lock(&line.openers);
+            openers.retain(|o| o.handle != handle);
+            openers.is_empty()
+        };
+        if now_unused && *provider_open {
+            let provider = &self.provider(line.provider).provider;
+            if let Err(e) = provider.close_line(line.local).await {
+                debug!(line = %line.id, error = %e, "provider close_line failed");
+            }
+            *provider_open = false;
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The tapir call-control engine.
+//!
+//! Applications log on ([`Engine::logon`]) and get a [`Session`]; through it they list and open lines,
+//! place and answer calls, and read one ordered stream of [`SessionEvent`]s. Service providers plug in
+//! behind [`tapir_provider::Provider`] and do the switching; the engine owns no switching logic.
+//!
+//! The engine keeps the contracts in `docs/ARCHITECTURE.md`:
+//! - **two identities**: each session gets its own [`CallHandle`] for a call; the provider's
+//!   [`CallId`] is the same for everyone;
+//! - **no event before its handle**: the first event naming a handle is [`Event::NewCall`], and a
+//!   handle from [`Session::make_call`] is returned before any event names it;
+//! - **one order per call**, and gap-free sequence numbers per session;
+//! - **completion means effect**: an operation returns when the provider has done it;
+//! - **never vs not now**: [`Error::OperationUnavailable`] vs [`Error::InvalidCallState`];
+//! - **nothing leaks**: handles end with deallocation or log-off, calls when idle and unheld.
+//!
+//! ```no_run
+//! use tapir::{Engine, Event, OpenOptions};
+//! # async fn demo(provider: impl tapir_provider::Provider) -> Result<(), tapir::Error> {
+//! let engine = Engine::builder().provider(provider).build().await?;
+//! let app = engine.logon("softphone")?;
+//! let line = app.lines()[0].id;
+//! let line = app.open_line(line, OpenOptions::owner()).await?;
+//! let call = app.make_call(line, Some("200")).await?;
+//! while let Some(e) = app.next_event().await {
+//!     println!("{}: {:?}", e.seq, e.event);
+//! #   break;
+//! }
+//! app.drop_call(call).await?;
+//! app.deallocate(call)?;
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod event;
+mod handles;
+mod session;
+
+pub use engine::{DEFAULT_EVENT_QUEUE_CAPACITY, Engine, EngineBuilder, EngineStats};
+pub use event::{Event, LineEvent, SessionEvent};
+pub use handles::{CallHandle, LineHandle};
+pub use session::{
+    CallInfoView, CallStatus, LineInfo, MakeCallParams, OpenOptions, Session, SessionId,
+};
+pub use tapir_core::{self as core, CallId, Error};
+pub use tapir_provider as provider;

@@ -1,0 +1,667 @@
+//! An application session: the application's view of the engine.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tapir_core::caps::LineCaps;
+use tapir_core::dial::DialString;
+use tapir_core::gate::{self, AddressOperation, CallContext, CallOperation, FeatureSet};
+use tapir_core::info::{CallInfo, InfoChange};
+use tapir_core::media::MediaModes;
+use tapir_core::params::MakeCall;
+use tapir_core::privilege::{CallPrivilege, LinePrivileges};
+use tapir_core::state::CallState;
+use tapir_core::{AddressId, CallId, CallLegId, Error, LineId, ProviderId};
+use tapir_provider::Provider;
+use tracing::{Instrument, debug, warn};
+
+use crate::engine::{CallEntry, Inner, LineSlot, OpenLine, Opener, Pending, SessionInner, lock};
+use crate::event::SessionEvent;
+use crate::handles::{CallHandle, LineHandle};
+
+/// The identity of an application session: a random UUID, unguessable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(uuid::Uuid);
+
+impl SessionId {
+    pub(crate) fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+    /// The UUID.
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A line device as listed to an application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineInfo {
+    /// The engine-wide line ID, to pass to [`Session::open_line`].
+    pub id: LineId,
+    /// The provider serving the line.
+    pub provider: ProviderId,
+    /// The provider's name.
+    pub provider_name: String,
+    /// The line's capabilities.
+    pub caps: LineCaps,
+}
+
+/// How to open a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// The privileges asked for.
+    pub privileges: LinePrivileges,
+    /// The media modes this session handles; owners are offered only calls of these modes. `None` means
+    /// every mode the line supports.
+    pub media_modes: Option<MediaModes>,
+    /// Among owner openers of a line, the highest priority is offered new calls first; on a tie, the
+    /// first to open. Default 0.
+    pub priority: u32,
+}
+
+impl OpenOptions {
+    /// Outgoing calls only.
+    pub fn none() -> Self {
+        Self::with(LinePrivileges::None)
+    }
+    /// Watch every call on the line.
+    pub fn monitor() -> Self {
+        Self::with(LinePrivileges::Monitor)
+    }
+    /// Own offered calls.
+    pub fn owner() -> Self {
+        Self::with(LinePrivileges::Owner)
+    }
+    /// Own offered calls and watch the others.
+    pub fn owner_monitor() -> Self {
+        Self::with(LinePrivileges::OwnerMonitor)
+    }
+    fn with(privileges: LinePrivileges) -> Self {
+        Self {
+            privileges,
+            media_modes: None,
+            priority: 0,
+        }
+    }
+    /// Handle only these media modes.
+    pub fn media_modes(mut self, modes: MediaModes) -> Self {
+        self.media_modes = Some(modes);
+        self
+    }
+    /// Set the owner priority.
+    pub fn priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+/// How to place a call.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MakeCallParams {
+    /// Where to call; `None` leaves the call in dial tone for [`Session::dial`].
+    pub destination: Option<String>,
+    /// The address on the line to call from. Default 0.
+    pub address: AddressId,
+    /// The media mode (exactly one). `None`: interactive voice if the line supports it, else the line's
+    /// lowest mode.
+    pub media_mode: Option<MediaModes>,
+}
+
+impl MakeCallParams {
+    /// A call to `destination`.
+    pub fn to(destination: impl Into<String>) -> Self {
+        Self {
+            destination: Some(destination.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A call's status as one session sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallStatus {
+    /// The state and its mode.
+    pub state: CallState,
+    /// This session's privilege.
+    pub privilege: CallPrivilege,
+    /// The operations this session can perform on the call now (for a monitor, only those a monitor may
+    /// perform). Computed by the same gate that decides the operations.
+    pub features: FeatureSet,
+    /// Sessions owning the call.
+    pub num_owners: usize,
+    /// Sessions monitoring the call.
+    pub num_monitors: usize,
+}
+
+/// A call's information as one session sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallInfoView {
+    /// The provider's information (call ID, parties, origin, reason, media).
+    pub info: CallInfo,
+    /// The provider of the call; `(provider, info.call_id)` identifies a call engine-wide.
+    pub provider: ProviderId,
+    /// The line the call is on.
+    pub line: LineId,
+    /// The address on the line.
+    pub address: AddressId,
+    /// The line open through which this session holds the call.
+    pub line_handle: LineHandle,
+    /// Sessions owning the call.
+    pub num_owners: usize,
+    /// Sessions monitoring the call.
+    pub num_monitors: usize,
+}
+
+impl CallInfoView {
+    /// The provider's call ID, shared by every session.
+    pub fn call_id(&self) -> CallId {
+        self.info.call_id
+    }
+}
+
+/// A call that passed the gate, ready to hand to its provider.
+struct Authorized {
+    entry: Arc<CallEntry>,
+    provider: Arc<dyn Provider>,
+    leg: CallLegId,
+}
+
+/// An application's session with the engine. Cheap to clone; clones are the same session.
+///
+/// Everything an application does goes through its session: the handles it is given are valid only here.
+pub struct Session {
+    engine: Arc<Inner>,
+    inner: Arc<SessionInner>,
+}
+
+impl Clone for Session {
+    fn clone(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("app", &self.inner.app)
+            .finish_non_exhaustive()
+    }
+}
+
+fn no_params(_: &LineCaps) -> Result<(), Error> {
+    Ok(())
+}
+
+impl Session {
+    pub(crate) fn new(engine: Arc<Inner>, inner: Arc<SessionInner>) -> Self {
+        Self { engine, inner }
+    }
+
+    /// The session's identity.
+    pub fn id(&self) -> SessionId {
+        self.inner.id
+    }
+
+    /// The application name given at log-on.
+    pub fn app_name(&self) -> &str {
+        &self.inner.app
+    }
+
+    fn alive(&self) -> Result<(), Error> {
+        if self.inner.ended() {
+            Err(Error::SessionEnded)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Every line device of every provider, with its capabilities.
+    pub fn lines(&self) -> Vec<LineInfo> {
+        self.engine
+            .lines()
+            .iter()
+            .map(|l| LineInfo {
+                id: l.id,
+                provider: l.provider,
+                provider_name: self.engine.provider(l.provider).name.clone(),
+                caps: l.caps.clone(),
+            })
+            .collect()
+    }
+
+    /// Opens a line. With owner privilege the session may be offered the line's new calls; with monitor
+    /// privilege it gets a monitor handle for every new call on the line.
+    pub async fn open_line(&self, line: LineId, options: OpenOptions) -> Result<LineHandle, Error> {
+        self.alive()?;
+        let slot = self
+            .engine
+            .line(line)
+            .cloned()
+            .ok_or(Error::InvalidLine(line))?;
+        let media = options.media_modes.unwrap_or(slot.caps.media_modes);
+        if !slot.caps.media_modes.contains(media) || (options.privileges.owns() && media.is_empty())
+        {
+            return Err(Error::InvalidMediaMode);
+        }
+        let handle = LineHandle(self.engine.mint.next());
+        let mut provider_open = slot.provider_open.lock().await;
+        if !*provider_open {
+            self.engine
+                .provider(slot.provider)
+                .provider
+                .open_line(slot.local, slot.caps.media_modes)
+                .await?;
+            *provider_open = true;
+        }
+        {
+            // Registered under the session's queue lock, so that a concurrent log-off either sees this
+            // open and closes it, or refuses it here.
+            let q = lock(&self.inner.queue);
+            if q.ended {
+                drop(q);
+                drop(provider_open);
+                self.engine.remove_opener(&slot, handle).await;
+                return Err(Error::SessionEnded);
+            }
+            lock(&slot.openers).push(Opener {
+                session: self.inner.clone(),
+                handle,
+                privileges: options.privileges,
+                media_modes: media,
+                priority: options.priority,
+                order: self.engine.next_open.fetch_add(1, Ordering::Relaxed),
+            });
+            self.inner
+                .lines
+                .insert(handle, OpenLine { line: slot.clone() });
+        }
+        debug!(session = %self.inner.id, line = %line, ?options, "line opened");
+        Ok(handle)
+    }
+
+    /// Closes a line open. Call handles held through it are released; calls this session solely owns are
+    /// dropped first (the orphan policy, see `docs/ARCHITECTURE.md`).
+    pub async fn close_line(&self, line: LineHandle) -> Result<(), Error> {
+        let (_, open) = self
+            .inner
+            .lines
+            .remove(&line)
+            .ok_or(Error::InvalidLineHandle)?;
+        for (handle, entry) in Inner::handles_through(&self.inner, line) {
+            self.engine
+                .release_dropping(&entry, &self.inner, handle)
+                .await;
+        }
+        self.engine.remove_opener(&open.line, line).await;
+        Ok(())
+    }
+
+    fn open_line_slot(&self, line: LineHandle) -> Result<Arc<LineSlot>, Error> {
+        self.inner
+            .lines
+            .get(&line)
+            .map(|o| o.line.clone())
+            .ok_or(Error::InvalidLineHandle)
+    }
+
+    /// Places a call to `destination` (`None`: the call waits in dial tone for [`Session::dial`]).
+    ///
+    /// Returns the new call's handle once the provider has created the call and dialled. The handle is
+    /// returned before this session receives any event for the call; the first event naming it is
+    /// [`Event::NewCall`](crate::Event::NewCall).
+    pub async fn make_call(
+        &self,
+        line: LineHandle,
+        destination: Option<&str>,
+    ) -> Result<CallHandle, Error> {
+        self.make_call_with(
+            line,
+            MakeCallParams {
+                destination: destination.map(str::to_owned),
+                ..MakeCallParams::default()
+            },
+        )
+        .await
+    }
+
+    /// Places a call with every parameter spelled out.
+    pub async fn make_call_with(
+        &self,
+        line: LineHandle,
+        params: MakeCallParams,
+    ) -> Result<CallHandle, Error> {
+        self.alive()?;
+        let slot = self.open_line_slot(line)?;
+        let address_caps = slot
+            .caps
+            .addresses
+            .get(params.address.0 as usize)
+            .ok_or(Error::InvalidAddressId)?;
+        let line_modes = slot.caps.media_modes;
+        let media_mode = params.media_mode.unwrap_or_else(|| {
+            if line_modes.contains(MediaModes::INTERACTIVE_VOICE) {
+                MediaModes::INTERACTIVE_VOICE
+            } else {
+                MediaModes::from_bits(line_modes.bits() & line_modes.bits().wrapping_neg())
+                    .unwrap_or(MediaModes::NONE)
+            }
+        });
+        let mut destination = None;
+        gate::check_address(
+            AddressOperation::MakeCall,
+            || {
+                if !media_mode.is_single() || !line_modes.contains(media_mode) {
+                    return Err(Error::InvalidMediaMode);
+                }
+                if let Some(d) = &params.destination {
+                    let d = DialString::parse_destination(d)?;
+                    d.check(&slot.caps.dial)?;
+                    destination = Some(d);
+                }
+                Ok(())
+            },
+            address_caps,
+            &slot.usage(params.address),
+        )?;
+
+        let request = self.engine.next_request();
+        let handle = self.engine.mint_call_handle(&self.inner);
+        self.engine.pending.insert(
+            request,
+            Pending {
+                session: self.inner.clone(),
+                handle,
+                line,
+            },
+        );
+        let provider = self.engine.provider(slot.provider).provider.clone();
+        let result = provider
+            .make_call(MakeCall {
+                request,
+                line: slot.local,
+                address: params.address,
+                destination,
+                media_mode,
+            })
+            .instrument(tracing::debug_span!("make_call", request = request.0))
+            .await;
+        let never_reported = self.engine.pending.remove(&request).is_some();
+        match (result, never_reported) {
+            (Ok(_), false) => {
+                self.engine.publish(&self.inner, handle)?;
+                Ok(handle)
+            }
+            (Ok(leg), true) => {
+                warn!(%leg, "provider returned a call it never reported; treating the request as failed");
+                let _ = provider.drop_call(leg).await;
+                Err(Error::OperationFailed {
+                    reason: "the provider did not report the call it created".into(),
+                })
+            }
+            (Err(e), true) => Err(e),
+            (Err(e), false) => {
+                self.engine.abandon(&self.inner, handle);
+                Err(e)
+            }
+        }
+    }
+
+    /// Finds the call, checks the gate, and returns what is needed to hand the operation to the provider.
+    fn authorize(
+        &self,
+        call: CallHandle,
+        op: CallOperation,
+        params: impl FnOnce(&LineCaps) -> Result<(), Error>,
+    ) -> Result<Authorized, Error> {
+        let entry = self
+            .inner
+            .calls
+            .get(&call)
+            .map(|e| e.clone())
+            .ok_or(Error::InvalidCallHandle)?;
+        {
+            let rec = lock(&entry.rec);
+            let holder = rec
+                .holder(&self.inner, call)
+                .ok_or(Error::InvalidCallHandle)?;
+            let caps = &entry.line.caps;
+            let address_caps = caps
+                .addresses
+                .get(entry.address.0 as usize)
+                .ok_or(Error::InvalidAddressId)?;
+            let ctx = CallContext {
+                state: rec.state,
+                role: rec.role,
+                usage: entry.line.usage(entry.address),
+            };
+            gate::check(op, holder.privilege, || params(caps), address_caps, &ctx)?;
+        }
+        Ok(Authorized {
+            provider: self.engine.provider(entry.key.0).provider.clone(),
+            leg: entry.key.1,
+            entry,
+        })
+    }
+
+    /// Dials `digits` on a call in dial tone or dialing (a trailing `;` keeps dialing open; an empty
+    /// string ends a partial dial).
+    pub async fn dial(&self, call: CallHandle, digits: &str) -> Result<(), Error> {
+        let mut parsed = None;
+        let a = self.authorize(call, CallOperation::Dial, |caps| {
+            let d = DialString::parse(digits)?;
+            d.check(&caps.dial)?;
+            parsed = Some(d);
+            Ok(())
+        })?;
+        let Some(digits) = parsed else {
+            return Err(Error::InvalidParameter {
+                reason: "no dial string".into(),
+            });
+        };
+        a.provider
+            .dial(a.leg, &digits)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Claims an offered call so that it alerts.
+    pub async fn accept(&self, call: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::Accept, no_params)?;
+        a.provider
+            .accept(a.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Answers an offered or accepted call. Returns when the call is connected.
+    pub async fn answer(&self, call: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::Answer, no_params)?;
+        a.provider
+            .answer(a.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Refuses an offered call. Returns when it is idle.
+    pub async fn reject(&self, call: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::Reject, no_params)?;
+        a.provider
+            .reject(a.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Hangs up. Returns when the call is idle. The handle stays valid (for reading) until deallocated.
+    pub async fn drop_call(&self, call: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::Drop, no_params)?;
+        a.provider
+            .drop_call(a.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Releases this session's handle. The call itself is not changed.
+    ///
+    /// The sole owner of a call that is not idle cannot deallocate it (drop it first, or hand it to
+    /// another owner): that would leave a live call nobody can control. It gets
+    /// [`Error::InvalidCallState`].
+    pub fn deallocate(&self, call: CallHandle) -> Result<(), Error> {
+        let entry = self
+            .inner
+            .calls
+            .get(&call)
+            .map(|e| e.clone())
+            .ok_or(Error::InvalidCallHandle)?;
+        if Inner::sole_live_owner(&entry, &self.inner, call) {
+            return Err(Error::InvalidCallState {
+                state: lock(&entry.rec).state.kind(),
+            });
+        }
+        self.engine.release(&entry, &self.inner, call);
+        Ok(())
+    }
+
+    /// Changes this session's privilege on a call. A monitor may become an owner at any time; the sole
+    /// owner of a call that is not idle may not become a monitor ([`Error::InvalidCallState`]).
+    pub fn set_call_privilege(
+        &self,
+        call: CallHandle,
+        privilege: CallPrivilege,
+    ) -> Result<(), Error> {
+        let entry = self
+            .inner
+            .calls
+            .get(&call)
+            .map(|e| e.clone())
+            .ok_or(Error::InvalidCallHandle)?;
+        let mut rec = lock(&entry.rec);
+        let owners = rec.owners();
+        let state = rec.state;
+        let h = rec
+            .holders
+            .iter_mut()
+            .find(|h| h.is(&self.inner, call))
+            .ok_or(Error::InvalidCallHandle)?;
+        if h.privilege == privilege {
+            return Ok(());
+        }
+        if privilege == CallPrivilege::Monitor && owners == 1 && !state.is_idle() {
+            return Err(Error::InvalidCallState {
+                state: state.kind(),
+            });
+        }
+        h.privilege = privilege;
+        let changed = match privilege {
+            CallPrivilege::Owner => InfoChange::NUM_OWNERS_INCREASED | InfoChange::NUM_MONITORS,
+            CallPrivilege::Monitor => InfoChange::NUM_OWNERS_DECREASED | InfoChange::NUM_MONITORS,
+        };
+        rec.announce_privileges(call, changed);
+        Ok(())
+    }
+
+    /// The call's status: state, this session's privilege, the features available to it now.
+    pub fn call_status(&self, call: CallHandle) -> Result<CallStatus, Error> {
+        let entry = self
+            .inner
+            .calls
+            .get(&call)
+            .map(|e| e.clone())
+            .ok_or(Error::InvalidCallHandle)?;
+        let rec = lock(&entry.rec);
+        let holder = rec
+            .holder(&self.inner, call)
+            .ok_or(Error::InvalidCallHandle)?;
+        let address_caps = entry
+            .line
+            .caps
+            .addresses
+            .get(entry.address.0 as usize)
+            .ok_or(Error::InvalidAddressId)?;
+        let ctx = CallContext {
+            state: rec.state,
+            role: rec.role,
+            usage: entry.line.usage(entry.address),
+        };
+        let mut features = gate::features(address_caps, &ctx);
+        if holder.privilege == CallPrivilege::Monitor {
+            features = features
+                .iter()
+                .filter(|op| !op.requires_owner())
+                .fold(FeatureSet::EMPTY, FeatureSet::with);
+        }
+        Ok(CallStatus {
+            state: rec.state,
+            privilege: holder.privilege,
+            features,
+            num_owners: rec.owners(),
+            num_monitors: rec.monitors(),
+        })
+    }
+
+    /// The call's information: call ID, parties, origin, reason, where it is.
+    pub fn call_info(&self, call: CallHandle) -> Result<CallInfoView, Error> {
+        let entry = self
+            .inner
+            .calls
+            .get(&call)
+            .map(|e| e.clone())
+            .ok_or(Error::InvalidCallHandle)?;
+        let rec = lock(&entry.rec);
+        let holder = rec
+            .holder(&self.inner, call)
+            .ok_or(Error::InvalidCallHandle)?;
+        Ok(CallInfoView {
+            info: rec.info.clone(),
+            provider: entry.key.0,
+            line: entry.line.id,
+            address: entry.address,
+            line_handle: holder.line,
+            num_owners: rec.owners(),
+            num_monitors: rec.monitors(),
+        })
+    }
+
+    /// The call handles this session holds.
+    pub fn calls(&self) -> Vec<CallHandle> {
+        self.inner.calls.iter().map(|e| *e.key()).collect()
+    }
+
+    /// The next event, waiting for one if need be. `None` once the session has ended and every event
+    /// queued before the end has been read.
+    pub async fn next_event(&self) -> Option<SessionEvent> {
+        loop {
+            let notified = self.inner.notify.notified();
+            {
+                let mut q = lock(&self.inner.queue);
+                if let Some(e) = q.pop() {
+                    return Some(e);
+                }
+                if q.ended {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The next event if one is queued.
+    pub fn try_next_event(&self) -> Option<SessionEvent> {
+        lock(&self.inner.queue).pop()
+    }
+
+    /// Ends the session: calls it solely owns are dropped, every handle is released, every line closed.
+    pub async fn logoff(self) {
+        self.engine.end_session(&self.inner).await;
+    }
+}
