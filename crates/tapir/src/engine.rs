@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, warn};
 
 use crate::event::{Event, EventQueue};
 use crate::handles::{CallHandle, HandleMint, LineHandle};
-use crate::session::{Session, SessionId};
+use crate::session::{LineInfo, Session, SessionId};
 
 /// Locks a mutex, carrying on if a panicking thread poisoned it: every critical section in the engine
 /// leaves its data consistent before doing anything that could panic.
@@ -175,6 +175,11 @@ impl Engine {
         self.inner.sessions.insert(inner.id, inner.clone());
         debug!(session = %inner.id, app = app_name, "logged on");
         Ok(Session::new(self.inner.clone(), inner))
+    }
+
+    /// Every line device of every provider, with its capabilities.
+    pub fn lines(&self) -> Vec<LineInfo> {
+        self.inner.line_infos()
     }
 
     /// What the engine holds now.
@@ -436,6 +441,18 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn lines(&self) -> &[Arc<LineSlot>] {
         self.lines.get().map(|l| &l.all[..]).unwrap_or(&[])
+    }
+
+    pub(crate) fn line_infos(&self) -> Vec<LineInfo> {
+        self.lines()
+            .iter()
+            .map(|l| LineInfo {
+                id: l.id,
+                provider: l.provider,
+                provider_name: self.provider(l.provider).name.clone(),
+                caps: l.caps.clone(),
+            })
+            .collect()
     }
 
     pub(crate) fn line(&self, id: LineId) -> Option<&Arc<LineSlot>> {

@@ -4,12 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tapir_core::caps::LineCaps;
+use tapir_core::caps::{AddressCaps, LineCaps};
 use tapir_core::dial::DialString;
 use tapir_core::gate::{self, AddressOperation, CallContext, CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
-use tapir_core::params::MakeCall;
+use tapir_core::params::{CompletionMode, DigitMode, MakeCall, ParkMode};
 use tapir_core::privilege::{CallPrivilege, LinePrivileges};
 use tapir_core::state::CallState;
 use tapir_core::{AddressId, CallId, CallLegId, Error, LineId, ProviderId};
@@ -199,8 +199,20 @@ impl fmt::Debug for Session {
     }
 }
 
-fn no_params(_: &LineCaps) -> Result<(), Error> {
+fn no_params(_: &LineCaps, _: &AddressCaps) -> Result<(), Error> {
     Ok(())
+}
+
+fn parse_destination(destination: &str, caps: &LineCaps) -> Result<DialString, Error> {
+    let d = DialString::parse_destination(destination)?;
+    d.check(&caps.dial)?;
+    Ok(d)
+}
+
+fn missing_destination() -> Error {
+    Error::InvalidParameter {
+        reason: "no destination".into(),
+    }
 }
 
 impl Session {
@@ -228,16 +240,7 @@ impl Session {
 
     /// Every line device of every provider, with its capabilities.
     pub fn lines(&self) -> Vec<LineInfo> {
-        self.engine
-            .lines()
-            .iter()
-            .map(|l| LineInfo {
-                id: l.id,
-                provider: l.provider,
-                provider_name: self.engine.provider(l.provider).name.clone(),
-                caps: l.caps.clone(),
-            })
-            .collect()
+        self.engine.line_infos()
     }
 
     /// Opens a line. With owner privilege the session may be offered the line's new calls; with monitor
@@ -422,7 +425,7 @@ impl Session {
         &self,
         call: CallHandle,
         op: CallOperation,
-        params: impl FnOnce(&LineCaps) -> Result<(), Error>,
+        params: impl FnOnce(&LineCaps, &AddressCaps) -> Result<(), Error>,
     ) -> Result<Authorized, Error> {
         let entry = self
             .inner
@@ -445,7 +448,13 @@ impl Session {
                 role: rec.role,
                 usage: entry.line.usage(entry.address),
             };
-            gate::check(op, holder.privilege, || params(caps), address_caps, &ctx)?;
+            gate::check(
+                op,
+                holder.privilege,
+                || params(caps, address_caps),
+                address_caps,
+                &ctx,
+            )?;
         }
         Ok(Authorized {
             provider: self.engine.provider(entry.key.0).provider.clone(),
@@ -458,7 +467,7 @@ impl Session {
     /// string ends a partial dial).
     pub async fn dial(&self, call: CallHandle, digits: &str) -> Result<(), Error> {
         let mut parsed = None;
-        let a = self.authorize(call, CallOperation::Dial, |caps| {
+        let a = self.authorize(call, CallOperation::Dial, |caps, _| {
             let d = DialString::parse(digits)?;
             d.check(&caps.dial)?;
             parsed = Some(d);
@@ -507,6 +516,157 @@ impl Session {
         let a = self.authorize(call, CallOperation::Drop, no_params)?;
         a.provider
             .drop_call(a.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Holds a connected call. Returns when it is on hold.
+    pub async fn hold(&self, call: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::Hold, no_params)?;
+        a.provider
+            .hold(a.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Takes a held call off hold. Returns when it is connected again.
+    pub async fn unhold(&self, call: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::Unhold, no_params)?;
+        a.provider
+            .unhold(a.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Transfers a connected call to `destination` without consultation. Returns when the call has left
+    /// this line (it is idle here).
+    pub async fn blind_transfer(&self, call: CallHandle, destination: &str) -> Result<(), Error> {
+        let mut parsed = None;
+        let a = self.authorize(call, CallOperation::BlindTransfer, |caps, _| {
+            parsed = Some(parse_destination(destination, caps)?);
+            Ok(())
+        })?;
+        let Some(d) = parsed else {
+            return Err(missing_destination());
+        };
+        a.provider
+            .blind_transfer(a.leg, &d)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Deflects an offered call to `destination` before answering.
+    pub async fn redirect(&self, call: CallHandle, destination: &str) -> Result<(), Error> {
+        let mut parsed = None;
+        let a = self.authorize(call, CallOperation::Redirect, |caps, _| {
+            parsed = Some(parse_destination(destination, caps)?);
+            Ok(())
+        })?;
+        let Some(d) = parsed else {
+            return Err(missing_destination());
+        };
+        a.provider
+            .redirect(a.leg, &d)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Parks a connected call; returns the orbit it was parked in.
+    pub async fn park(&self, call: CallHandle, mode: ParkMode) -> Result<String, Error> {
+        let a = self.authorize(call, CallOperation::Park, |_, address| {
+            let modes = address.park_modes;
+            // A mode the address lacks is a parameter error only where park exists at all; where it
+            // does not, the capability step answers "never".
+            let parks = modes.directed || modes.non_directed;
+            match &mode {
+                ParkMode::Directed(orbit) if orbit.is_empty() => Err(Error::InvalidParameter {
+                    reason: "a directed park needs an orbit".into(),
+                }),
+                ParkMode::Directed(_) if parks && !modes.directed => Err(Error::InvalidParameter {
+                    reason: "the address does not support directed park".into(),
+                }),
+                ParkMode::NonDirected if parks && !modes.non_directed => {
+                    Err(Error::InvalidParameter {
+                        reason: "the address does not support non-directed park".into(),
+                    })
+                }
+                _ => Ok(()),
+            }
+        })?;
+        a.provider
+            .park(a.leg, &mode)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Removes a party from its conference.
+    pub async fn remove_from_conference(&self, call: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::RemoveFromConference, no_params)?;
+        a.provider
+            .remove_from_conference(a.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Asks the switch to complete a call to a busy or unanswered party later; returns a completion ID.
+    pub async fn complete_call(
+        &self,
+        call: CallHandle,
+        mode: CompletionMode,
+    ) -> Result<u32, Error> {
+        let a = self.authorize(call, CallOperation::CompleteCall, no_params)?;
+        a.provider
+            .complete_call(a.leg, mode)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Sends `digits` (`0-9 A-D * #`, `,` pause, `!` flash) in-band on a connected call.
+    pub async fn generate_digits(
+        &self,
+        call: CallHandle,
+        digits: &str,
+        mode: DigitMode,
+    ) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::GenerateDigits, |_, _| {
+            match digits
+                .chars()
+                .find(|c| !(c.is_ascii_digit() || matches!(c, 'A'..='D' | '*' | '#' | ',' | '!')))
+            {
+                Some(c) => Err(Error::InvalidParameter {
+                    reason: format!("{c:?} cannot be generated as a digit"),
+                }),
+                None if digits.is_empty() => Err(Error::InvalidParameter {
+                    reason: "no digits to generate".into(),
+                }),
+                None => Ok(()),
+            }
+        })?;
+        a.provider
+            .generate_digits(a.leg, digits, mode)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Starts (`Some`) or stops (`None`) reporting digits detected on the call as
+    /// [`Event::Digit`](crate::Event::Digit). Monitors may do this too.
+    pub async fn monitor_digits(
+        &self,
+        call: CallHandle,
+        mode: Option<DigitMode>,
+    ) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::MonitorDigits, no_params)?;
+        a.provider
+            .monitor_digits(a.leg, mode)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
+    /// Secures the call against interruption for the rest of its life.
+    pub async fn secure_call(&self, call: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::SecureCall, no_params)?;
+        a.provider
+            .secure_call(a.leg)
             .instrument(a.entry.span.clone())
             .await
     }
