@@ -2,6 +2,11 @@
 //! session's events and checks the stream contracts on every one of them.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+/// The README's Rust example, compiled as a doctest so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 

@@ -150,8 +150,35 @@ pub struct CallInfo {
 }
 
 /// Which fields of a call's information changed (TAPI's `LINECALLINFOSTATE_*`), as a bit set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct InfoChange(u32);
+
+impl std::fmt::Debug for InfoChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [(InfoChange, &str); 14] = [
+            (InfoChange::MEDIA_MODE, "media-mode"),
+            (InfoChange::CALL_ID, "call-id"),
+            (InfoChange::RELATED_CALL_ID, "related-call-id"),
+            (InfoChange::ORIGIN, "origin"),
+            (InfoChange::REASON, "reason"),
+            (InfoChange::NUM_OWNERS_INCREASED, "owners+"),
+            (InfoChange::NUM_OWNERS_DECREASED, "owners-"),
+            (InfoChange::NUM_MONITORS, "monitors"),
+            (InfoChange::CALLER_ID, "caller-id"),
+            (InfoChange::CALLED_ID, "called-id"),
+            (InfoChange::CONNECTED_ID, "connected-id"),
+            (InfoChange::REDIRECTION_ID, "redirection-id"),
+            (InfoChange::REDIRECTING_ID, "redirecting-id"),
+            (InfoChange::SECURE, "secure"),
+        ];
+        let names: Vec<&str> = NAMES
+            .iter()
+            .filter(|(c, _)| self.contains(*c))
+            .map(|(_, n)| *n)
+            .collect();
+        write!(f, "InfoChange({})", names.join("|"))
+    }
+}
 
 impl InfoChange {
     /// Nothing changed.

@@ -267,27 +267,30 @@ impl Session {
                 .await?;
             *provider_open = true;
         }
-        {
-            // Registered under the session's queue lock, so that a concurrent log-off either sees this
-            // open and closes it, or refuses it here.
+        // Registered under the session's queue lock, so that a concurrent log-off either sees this open
+        // and closes it, or refuses it here.
+        let registered = {
             let q = lock(&self.inner.queue);
-            if q.ended {
-                drop(q);
-                drop(provider_open);
-                self.engine.remove_opener(&slot, handle).await;
-                return Err(Error::SessionEnded);
+            if !q.ended {
+                lock(&slot.openers).push(Opener {
+                    session: self.inner.clone(),
+                    handle,
+                    privileges: options.privileges,
+                    media_modes: media,
+                    priority: options.priority,
+                    order: self.engine.next_open.fetch_add(1, Ordering::Relaxed),
+                });
+                self.inner
+                    .lines
+                    .insert(handle, OpenLine { line: slot.clone() });
             }
-            lock(&slot.openers).push(Opener {
-                session: self.inner.clone(),
-                handle,
-                privileges: options.privileges,
-                media_modes: media,
-                priority: options.priority,
-                order: self.engine.next_open.fetch_add(1, Ordering::Relaxed),
-            });
-            self.inner
-                .lines
-                .insert(handle, OpenLine { line: slot.clone() });
+            !q.ended
+        };
+        drop(provider_open);
+        if !registered {
+            // Closes the provider's line again if this open was to be its only user.
+            self.engine.remove_opener(&slot, handle).await;
+            return Err(Error::SessionEnded);
         }
         debug!(session = %self.inner.id, line = %line, ?options, "line opened");
         Ok(handle)
