@@ -633,3 +633,25 @@ async fn owner_priority_decides_who_is_offered_the_call() {
         "but it hears its line ring"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_sessions_drops_calls_and_stops_providers() {
+    let pbx = pbx().await;
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let mut wb = Watcher::new(&bob);
+    alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wb.new_call().await;
+    bob.answer(b).await.unwrap();
+
+    pbx.engine.shutdown().await;
+    assert_eq!(pbx.switch.live_legs(), 0);
+    assert_eq!(pbx.engine.stats(), Default::default());
+    // Each stream ends once what was queued before the end has been read.
+    while alice.next_event().await.is_some() {}
+    assert_eq!(
+        alice.make_call(l[0], Some("200")).await,
+        Err(Error::SessionEnded)
+    );
+    assert_eq!(bob.call_status(b), Err(Error::InvalidCallHandle));
+}

@@ -276,7 +276,7 @@ pub struct AddressUsage {
 }
 
 impl AddressUsage {
-    /// The class a state counts in, if any.
+    /// Adds `delta` to the count of the class `state` belongs to (idle calls count nowhere).
     pub fn count(&mut self, state: CallStateKind, delta: i32) {
         let slot = match state {
             CallStateKind::Idle => return,

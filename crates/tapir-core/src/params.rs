@@ -5,8 +5,7 @@ use crate::ids::{AddressId, LineId};
 use crate::media::MediaModes;
 
 /// Identifies one engine request that may create a call. The engine gives it to the provider with the
-/// request; the provider echoes it in the [`new call`](crate::ids::CallLegId) report for the call the
-/// request created, so the engine can bind that call to the requesting application's handle before any
+/// request; the provider echoes it when it reports the call the request created, so the engine can bind that call to the requesting application's handle before any
 /// other event names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use dashmap::DashMap;
 use tapir_core::caps::LineCaps;
-use tapir_core::gate::{AddressUsage, CallRole};
+use tapir_core::gate::{AddressUsage, CallContext, CallRole};
 use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
 use tapir_core::params::RequestId;
@@ -60,9 +60,14 @@ impl EngineBuilder {
         self
     }
 
-    /// Starts every provider and returns the running engine. Must be called inside a tokio runtime.
-    /// If a provider fails to start, the ones already started are stopped and its error is returned.
+    /// Starts every provider and returns the running engine. It must run inside a tokio runtime (the
+    /// engine spawns its clean-up work there); elsewhere it fails with `OperationFailed`. If a provider
+    /// fails to start, the ones already started are stopped and its error is returned.
     pub async fn build(self) -> Result<Engine, Error> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| Error::OperationFailed {
+                reason: "the engine must be built inside a tokio runtime".into(),
+            })?;
         let inner = Arc::new(Inner {
             providers: self
                 .providers
@@ -82,7 +87,7 @@ impl EngineBuilder {
             next_open: AtomicU64::new(0),
             mint: HandleMint::new(),
             queue_capacity: self.queue_capacity,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
         });
         let mut lines = Lines::default();
         for (started, slot) in inner.providers.iter().enumerate() {
@@ -335,6 +340,30 @@ pub(crate) struct CallEntry {
     /// Every change to the call is applied, and delivered to every session, under this lock: that is
     /// what gives each call one order that all sessions see.
     pub(crate) rec: Mutex<CallRecord>,
+}
+
+impl CallEntry {
+    /// What the gate needs to judge an operation on this call: its address's capabilities and the call's
+    /// context. The gate and the feature set an application reads both start here.
+    pub(crate) fn gate_input(
+        &self,
+        rec: &CallRecord,
+    ) -> Result<(&tapir_core::caps::AddressCaps, CallContext), Error> {
+        let caps = self
+            .line
+            .caps
+            .addresses
+            .get(self.address.0 as usize)
+            .ok_or(Error::InvalidAddressId)?;
+        Ok((
+            caps,
+            CallContext {
+                state: rec.state,
+                role: rec.role,
+                usage: self.line.usage(self.address),
+            },
+        ))
+    }
 }
 
 pub(crate) struct CallRecord {

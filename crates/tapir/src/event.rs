@@ -54,7 +54,9 @@ pub enum Event {
         /// Which fields changed.
         changed: InfoChange,
     },
-    /// A digit was detected on a call.
+    /// A digit was detected on a call whose provider is monitoring digits
+    /// ([`Session::monitor_digits`](crate::Session::monitor_digits)). Delivered to every session holding
+    /// the call.
     Digit {
         /// The call.
         call: CallHandle,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use tapir_core::caps::{AddressCaps, LineCaps};
 use tapir_core::dial::DialString;
-use tapir_core::gate::{self, AddressOperation, CallContext, CallOperation, FeatureSet};
+use tapir_core::gate::{self, AddressOperation, CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
 use tapir_core::params::{CompletionMode, DigitMode, MakeCall, ParkMode};
@@ -165,6 +165,10 @@ impl CallInfoView {
         self.info.call_id
     }
 }
+
+/// What a provider operation method returns (an `async_trait` future borrowing the provider).
+type ProviderFuture<'p, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 'p>>;
 
 /// A call that passed the gate, ready to hand to its provider.
 struct Authorized {
@@ -423,6 +427,15 @@ impl Session {
         }
     }
 
+    /// The call behind one of this session's handles.
+    fn entry(&self, call: CallHandle) -> Result<Arc<CallEntry>, Error> {
+        self.inner
+            .calls
+            .get(&call)
+            .map(|e| e.clone())
+            .ok_or(Error::InvalidCallHandle)
+    }
+
     /// Finds the call, checks the gate, and returns what is needed to hand the operation to the provider.
     fn authorize(
         &self,
@@ -430,27 +443,14 @@ impl Session {
         op: CallOperation,
         params: impl FnOnce(&LineCaps, &AddressCaps) -> Result<(), Error>,
     ) -> Result<Authorized, Error> {
-        let entry = self
-            .inner
-            .calls
-            .get(&call)
-            .map(|e| e.clone())
-            .ok_or(Error::InvalidCallHandle)?;
+        let entry = self.entry(call)?;
         {
             let rec = lock(&entry.rec);
             let holder = rec
                 .holder(&self.inner, call)
                 .ok_or(Error::InvalidCallHandle)?;
             let caps = &entry.line.caps;
-            let address_caps = caps
-                .addresses
-                .get(entry.address.0 as usize)
-                .ok_or(Error::InvalidAddressId)?;
-            let ctx = CallContext {
-                state: rec.state,
-                role: rec.role,
-                usage: entry.line.usage(entry.address),
-            };
+            let (address_caps, ctx) = entry.gate_input(&rec)?;
             gate::check(
                 op,
                 holder.privilege,
@@ -464,6 +464,20 @@ impl Session {
             leg: entry.key.1,
             entry,
         })
+    }
+
+    /// Authorizes `op` on `call` and hands it to the provider method `run`, inside the call's span.
+    async fn dispatch<T>(
+        &self,
+        call: CallHandle,
+        op: CallOperation,
+        params: impl FnOnce(&LineCaps, &AddressCaps) -> Result<(), Error>,
+        run: impl for<'p> FnOnce(&'p dyn Provider, CallLegId) -> ProviderFuture<'p, T>,
+    ) -> Result<T, Error> {
+        let a = self.authorize(call, op, params)?;
+        run(&*a.provider, a.leg)
+            .instrument(a.entry.span.clone())
+            .await
     }
 
     /// Dials `digits` on a call in dial tone or dialing (a trailing `;` keeps dialing open; an empty
@@ -489,56 +503,48 @@ impl Session {
 
     /// Claims an offered call so that it alerts.
     pub async fn accept(&self, call: CallHandle) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::Accept, no_params)?;
-        a.provider
-            .accept(a.leg)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(call, CallOperation::Accept, no_params, |p, leg| {
+            p.accept(leg)
+        })
+        .await
     }
 
     /// Answers an offered or accepted call. Returns when the call is connected.
     pub async fn answer(&self, call: CallHandle) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::Answer, no_params)?;
-        a.provider
-            .answer(a.leg)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(call, CallOperation::Answer, no_params, |p, leg| {
+            p.answer(leg)
+        })
+        .await
     }
 
     /// Refuses an offered call. Returns when it is idle.
     pub async fn reject(&self, call: CallHandle) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::Reject, no_params)?;
-        a.provider
-            .reject(a.leg)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(call, CallOperation::Reject, no_params, |p, leg| {
+            p.reject(leg)
+        })
+        .await
     }
 
     /// Hangs up. Returns when the call is idle. The handle stays valid (for reading) until deallocated.
     pub async fn drop_call(&self, call: CallHandle) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::Drop, no_params)?;
-        a.provider
-            .drop_call(a.leg)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(call, CallOperation::Drop, no_params, |p, leg| {
+            p.drop_call(leg)
+        })
+        .await
     }
 
     /// Holds a connected call. Returns when it is on hold.
     pub async fn hold(&self, call: CallHandle) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::Hold, no_params)?;
-        a.provider
-            .hold(a.leg)
-            .instrument(a.entry.span.clone())
+        self.dispatch(call, CallOperation::Hold, no_params, |p, leg| p.hold(leg))
             .await
     }
 
     /// Takes a held call off hold. Returns when it is connected again.
     pub async fn unhold(&self, call: CallHandle) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::Unhold, no_params)?;
-        a.provider
-            .unhold(a.leg)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(call, CallOperation::Unhold, no_params, |p, leg| {
+            p.unhold(leg)
+        })
+        .await
     }
 
     /// Transfers a connected call to `destination` without consultation. Returns when the call has left
@@ -604,11 +610,13 @@ impl Session {
 
     /// Removes a party from its conference.
     pub async fn remove_from_conference(&self, call: CallHandle) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::RemoveFromConference, no_params)?;
-        a.provider
-            .remove_from_conference(a.leg)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(
+            call,
+            CallOperation::RemoveFromConference,
+            no_params,
+            |p, leg| p.remove_from_conference(leg),
+        )
+        .await
     }
 
     /// Asks the switch to complete a call to a busy or unanswered party later; returns a completion ID.
@@ -617,11 +625,10 @@ impl Session {
         call: CallHandle,
         mode: CompletionMode,
     ) -> Result<u32, Error> {
-        let a = self.authorize(call, CallOperation::CompleteCall, no_params)?;
-        a.provider
-            .complete_call(a.leg, mode)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(call, CallOperation::CompleteCall, no_params, |p, leg| {
+            p.complete_call(leg, mode)
+        })
+        .await
     }
 
     /// Sends `digits` (`0-9 A-D * #`, `,` pause, `!` flash) in-band on a connected call.
@@ -658,20 +665,18 @@ impl Session {
         call: CallHandle,
         mode: Option<DigitMode>,
     ) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::MonitorDigits, no_params)?;
-        a.provider
-            .monitor_digits(a.leg, mode)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(call, CallOperation::MonitorDigits, no_params, |p, leg| {
+            p.monitor_digits(leg, mode)
+        })
+        .await
     }
 
     /// Secures the call against interruption for the rest of its life.
     pub async fn secure_call(&self, call: CallHandle) -> Result<(), Error> {
-        let a = self.authorize(call, CallOperation::SecureCall, no_params)?;
-        a.provider
-            .secure_call(a.leg)
-            .instrument(a.entry.span.clone())
-            .await
+        self.dispatch(call, CallOperation::SecureCall, no_params, |p, leg| {
+            p.secure_call(leg)
+        })
+        .await
     }
 
     /// Releases this session's handle. The call itself is not changed.
@@ -680,12 +685,7 @@ impl Session {
     /// another owner): that would leave a live call nobody can control. It gets
     /// [`Error::InvalidCallState`].
     pub fn deallocate(&self, call: CallHandle) -> Result<(), Error> {
-        let entry = self
-            .inner
-            .calls
-            .get(&call)
-            .map(|e| e.clone())
-            .ok_or(Error::InvalidCallHandle)?;
+        let entry = self.entry(call)?;
         if Inner::sole_live_owner(&entry, &self.inner, call) {
             return Err(Error::InvalidCallState {
                 state: lock(&entry.rec).state.kind(),
@@ -702,12 +702,7 @@ impl Session {
         call: CallHandle,
         privilege: CallPrivilege,
     ) -> Result<(), Error> {
-        let entry = self
-            .inner
-            .calls
-            .get(&call)
-            .map(|e| e.clone())
-            .ok_or(Error::InvalidCallHandle)?;
+        let entry = self.entry(call)?;
         let mut rec = lock(&entry.rec);
         let owners = rec.owners();
         let state = rec.state;
@@ -735,27 +730,12 @@ impl Session {
 
     /// The call's status: state, this session's privilege, the features available to it now.
     pub fn call_status(&self, call: CallHandle) -> Result<CallStatus, Error> {
-        let entry = self
-            .inner
-            .calls
-            .get(&call)
-            .map(|e| e.clone())
-            .ok_or(Error::InvalidCallHandle)?;
+        let entry = self.entry(call)?;
         let rec = lock(&entry.rec);
         let holder = rec
             .holder(&self.inner, call)
             .ok_or(Error::InvalidCallHandle)?;
-        let address_caps = entry
-            .line
-            .caps
-            .addresses
-            .get(entry.address.0 as usize)
-            .ok_or(Error::InvalidAddressId)?;
-        let ctx = CallContext {
-            state: rec.state,
-            role: rec.role,
-            usage: entry.line.usage(entry.address),
-        };
+        let (address_caps, ctx) = entry.gate_input(&rec)?;
         let mut features = gate::features(address_caps, &ctx);
         if holder.privilege == CallPrivilege::Monitor {
             features = features
@@ -774,12 +754,7 @@ impl Session {
 
     /// The call's information: call ID, parties, origin, reason, where it is.
     pub fn call_info(&self, call: CallHandle) -> Result<CallInfoView, Error> {
-        let entry = self
-            .inner
-            .calls
-            .get(&call)
-            .map(|e| e.clone())
-            .ok_or(Error::InvalidCallHandle)?;
+        let entry = self.entry(call)?;
         let rec = lock(&entry.rec);
         let holder = rec
             .holder(&self.inner, call)
