@@ -7,6 +7,7 @@ use tapir::core::dial::{DialModifier, DialStringError};
 use tapir::core::gate::CallOperation;
 use tapir::core::info::{CallOrigin, InfoChange, PartyId};
 use tapir::core::media::MediaModes;
+use tapir::core::params::ParkMode;
 use tapir::core::privilege::CallPrivilege;
 use tapir::core::state::{
     BusyMode, CallState, CallStateKind as K, ConnectedMode, DisconnectReason,
@@ -383,12 +384,12 @@ async fn never_not_now_and_not_yours() {
         Err(Error::InvalidCallHandle)
     );
     assert_eq!(bob.call_info(a), Err(Error::InvalidCallHandle));
-    // Never: the simulated PBX does not advertise hold (in this release).
+    // Never: the simulated PBX does not advertise park (in this release).
     assert_eq!(
-        alice.hold(a).await,
-        Err(Error::OperationUnavailable { operation: "hold" })
+        alice.park(a, ParkMode::NonDirected).await,
+        Err(Error::OperationUnavailable { operation: "park" })
     );
-    assert!(!before.features.contains(CallOperation::Hold));
+    assert!(!before.features.contains(CallOperation::Park));
     // Not now: answering a connected call.
     assert_eq!(
         bob.answer(b).await,
@@ -397,7 +398,10 @@ async fn never_not_now_and_not_yours() {
         })
     );
     // A monitor hears "not yours" before "never".
-    assert_eq!(sup.hold(s).await, Err(Error::NotOwner));
+    assert_eq!(
+        sup.park(s, ParkMode::NonDirected).await,
+        Err(Error::NotOwner)
+    );
     // The sole owner may neither walk away from nor demote itself on a live call.
     assert_eq!(
         alice.deallocate(a),

@@ -430,6 +430,11 @@ fn resources(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result
         Op::Hold if ctx.usage.on_hold >= caps.max_on_hold => Err(Error::ResourceUnavailable {
             what: "no free hold slot on the address",
         }),
+        Op::Unhold if ctx.active_others() >= caps.max_active_calls => {
+            Err(Error::ResourceUnavailable {
+                what: "another call is active on the address",
+            })
+        }
         Op::SetupTransfer | Op::SetupConference | Op::PrepareAddToConference
             if ctx.usage.pending_transfer + ctx.usage.pending_conference
                 >= caps.max_on_hold_pending =>

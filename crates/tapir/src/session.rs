@@ -547,6 +547,31 @@ impl Session {
         .await
     }
 
+    /// Holds `active` and takes `held` off hold, as one step. Both must be this session's calls on the
+    /// same address; `active` must be the one not on hold.
+    pub async fn swap_hold(&self, active: CallHandle, held: CallHandle) -> Result<(), Error> {
+        let a = self.authorize(active, CallOperation::SwapHold, no_params)?;
+        let h = self.authorize(held, CallOperation::SwapHold, no_params)?;
+        if active == held
+            || !Arc::ptr_eq(&a.entry.line, &h.entry.line)
+            || a.entry.address != h.entry.address
+        {
+            return Err(Error::InvalidParameter {
+                reason: "swap hold needs two different calls on the same address".into(),
+            });
+        }
+        for (entry, want_held) in [(&a.entry, false), (&h.entry, true)] {
+            let state = lock(&entry.rec).state.kind();
+            if state.is_held() != want_held {
+                return Err(Error::InvalidCallState { state });
+            }
+        }
+        a.provider
+            .swap_hold(a.leg, h.leg)
+            .instrument(a.entry.span.clone())
+            .await
+    }
+
     /// Transfers a connected call to `destination` without consultation. Returns when the call has left
     /// this line (it is idle here).
     pub async fn blind_transfer(&self, call: CallHandle, destination: &str) -> Result<(), Error> {

@@ -8,7 +8,9 @@
 //! no real time.
 //!
 //! The switch advertises exactly what it implements: make call, dial (with partial dialling), accept,
-//! answer, reject and drop. Everything else returns `OperationUnavailable`.
+//! answer, reject, drop, hold, unhold, swap hold, blind transfer, redirect, secure, and generating and
+//! monitoring digits. Each extension has two call appearances: one active call and one on hold.
+//! Everything else returns `OperationUnavailable`.
 //!
 //! ```
 //! use tapir_simswitch::{FarEnd, SimSwitch};
@@ -24,22 +26,23 @@
 //! ```
 
 mod script;
+mod switch;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use switch::{Peer, Shared, State, Timer};
 use tapir_core::caps::{AddressCaps, DialCaps, LineCaps};
 use tapir_core::dial::DialString;
+use tapir_core::gate::{CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Presentation};
 use tapir_core::media::MediaModes;
-use tapir_core::params::{MakeCall, RequestId};
-use tapir_core::state::{
-    BusyMode, CallState, CallStateKind, ConnectedMode, DialToneMode, DisconnectReason, OfferingMode,
-};
-use tapir_core::{AddressId, CallId, CallLegId, Error, LineId};
-use tapir_provider::{EventSink, LineEvent, NewCall, Provider};
+use tapir_core::params::{DigitMode, MakeCall};
+use tapir_core::state::{CallState, DialToneMode, DisconnectReason, OfferingMode};
+use tapir_core::{AddressId, CallLegId, Error};
+use tapir_provider::{EventSink, Provider};
 
 pub use script::{Answer, CallerId, CallerIdTiming, Extension, FarEnd, RingIn, Timing};
 
@@ -124,15 +127,7 @@ impl SimSwitchBuilder {
         Ok(SimSwitch {
             shared: Arc::new(Shared {
                 timing: self.timing,
-                state: Mutex::new(State {
-                    sink: None,
-                    extensions: self.extensions,
-                    far_ends: self.far_ends,
-                    legs: HashMap::new(),
-                    next_leg: 1,
-                    next_call: 1,
-                    next_epoch: 1,
-                }),
+                state: Mutex::new(State::new(self.extensions, self.far_ends)),
             }),
         })
     }
@@ -153,90 +148,35 @@ impl std::fmt::Debug for SimSwitch {
     }
 }
 
-/// A call from outside placed with [`SimSwitch::ring_in`]; the test's handle on the far end.
+/// A call from outside placed with [`SimSwitch::ring_in`]; the test's handle on the far end. It follows
+/// the outside party through transfers and redirects.
 #[derive(Clone, Debug)]
 pub struct RemoteCall {
     switch: SimSwitch,
-    leg: CallLegId,
+    party: u64,
 }
 
 impl RemoteCall {
-    /// The leg of the call on the extension.
-    pub fn leg(&self) -> CallLegId {
-        self.leg
+    /// The leg the outside party is in a call with now, if it is still in one.
+    pub fn leg(&self) -> Option<CallLegId> {
+        self.switch
+            .shared
+            .lock()
+            .outside
+            .get(&self.party)
+            .and_then(|o| o.leg)
     }
     /// The far end hangs up (or gives up, if the call was not answered yet).
     pub fn hang_up(&self) {
         let mut st = self.switch.shared.lock();
-        if let Some(sink) = st.sink.clone() {
-            st.far_end_clears(&sink, self.leg, DisconnectReason::Normal);
+        let leg = st.outside.get(&self.party).and_then(|o| o.leg);
+        match (st.sink.clone(), leg) {
+            (Some(sink), Some(leg)) => st.far_end_clears(&sink, leg),
+            _ => {
+                st.outside.remove(&self.party);
+            }
         }
     }
-}
-
-struct Shared {
-    timing: Timing,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// What a timer does when it fires, if its leg has not changed state since it was set.
-#[derive(Clone, Copy, Debug)]
-enum Timer {
-    /// The called line rings (ring `count`, from 0).
-    Ring { count: u32 },
-    /// Caller ID of an outside call arrives.
-    CallerId,
-    /// An unanswered call is given up.
-    NoAnswer,
-    /// The outside party gives up ringing.
-    GiveUp,
-    /// The outside party answers.
-    FarEndAnswers,
-    /// The outside party hangs up.
-    FarEndHangsUp,
-}
-
-#[derive(Clone, Debug)]
-enum Peer {
-    None,
-    /// Another extension's leg of the same call.
-    Leg(CallLegId),
-    /// An outside number.
-    Outside {
-        number: String,
-        name: Option<String>,
-        hang_up_after: Option<Duration>,
-    },
-}
-
-struct Leg {
-    line: usize,
-    state: CallState,
-    info: CallInfo,
-    peer: Peer,
-    /// Changes whenever the state changes (accepting an offered call aside), so a timer set in one state
-    /// does nothing in another.
-    epoch: u64,
-    /// Digits dialled so far.
-    dialed: String,
-    /// For outside calls: caller ID held back until the first ring is over.
-    pending_caller: Option<PartyId>,
-}
-
-struct State {
-    sink: Option<EventSink>,
-    extensions: Vec<Extension>,
-    far_ends: HashMap<String, FarEnd>,
-    legs: HashMap<CallLegId, Leg>,
-    next_leg: u64,
-    next_call: u64,
-    next_epoch: u64,
 }
 
 fn not_started() -> Error {
@@ -248,7 +188,26 @@ fn not_started() -> Error {
 fn line_caps(ext: &Extension) -> LineCaps {
     LineCaps {
         name: format!("Extension {} ({})", ext.number, ext.name),
-        addresses: vec![AddressCaps::basic(ext.number.clone())],
+        addresses: vec![AddressCaps {
+            call_features: FeatureSet::from_slice(&[
+                CallOperation::Accept,
+                CallOperation::Answer,
+                CallOperation::Reject,
+                CallOperation::Drop,
+                CallOperation::Dial,
+                CallOperation::Hold,
+                CallOperation::Unhold,
+                CallOperation::SwapHold,
+                CallOperation::BlindTransfer,
+                CallOperation::Redirect,
+                CallOperation::SecureCall,
+                CallOperation::GenerateDigits,
+                CallOperation::MonitorDigits,
+            ]),
+            max_active_calls: 1,
+            max_on_hold: (switch::APPEARANCES - 1) as u32,
+            ..AddressCaps::basic(ext.number.clone())
+        }],
         media_modes: MediaModes::INTERACTIVE_VOICE,
         dial: DialCaps {
             partial_dial: true,
@@ -294,27 +253,20 @@ impl SimSwitch {
             .ok_or_else(|| Error::InvalidAddress {
                 reason: format!("no extension {}", ring.to),
             })?;
-        if st.line_busy(line) {
+        if !st.can_take_call(line) {
             return Err(Error::InUse);
         }
-        let (caller, number, name) = match &ring.from {
-            CallerId::Number { number, name } => (
-                PartyId {
-                    number: Some(number.clone()),
-                    name: name.clone(),
-                    presentation: Presentation::Allowed,
-                },
-                number.clone(),
-                name.clone(),
-            ),
-            CallerId::Withheld => (PartyId::blocked(), String::new(), None),
-            CallerId::OutOfArea => (PartyId::out_of_area(), String::new(), None),
+        let caller = match &ring.from {
+            CallerId::Number { number, name } => PartyId {
+                number: Some(number.clone()),
+                name: name.clone(),
+                presentation: Presentation::Allowed,
+            },
+            CallerId::Withheld => PartyId::blocked(),
+            CallerId::OutOfArea => PartyId::out_of_area(),
         };
         let late = self.shared.timing.caller_id == CallerIdTiming::AfterFirstRing;
-        let called = PartyId::named(
-            st.extensions[line].number.clone(),
-            st.extensions[line].name.clone(),
-        );
+        let called = st.party(line);
         let call_id = st.new_call_id();
         let info = CallInfo {
             call_id,
@@ -332,26 +284,23 @@ impl SimSwitch {
             called,
             ..CallInfo::default()
         };
+        // The outside party is already "answered": it is the caller.
+        let party = st.new_outside(caller.clone(), ring.hang_up_after, true);
         let leg = st.new_leg(
             &sink,
             line,
             CallState::Offering(OfferingMode::Active),
             info,
-            Peer::Outside {
-                number,
-                name,
-                hang_up_after: ring.hang_up_after,
-            },
+            Peer::Outside(party),
             None,
         );
         if let Some(l) = st.legs.get_mut(&leg) {
             l.pending_caller = late.then_some(caller);
         }
-        let give_up = ring
-            .give_up_after
-            .unwrap_or(self.shared.timing.no_answer_timeout);
         st.start_alerting(&self.shared, leg);
-        st.schedule(&self.shared, give_up, leg, Timer::GiveUp);
+        if let Some(give_up) = ring.give_up_after {
+            st.schedule(&self.shared, give_up, leg, Timer::GiveUp);
+        }
         if late {
             st.schedule(
                 &self.shared,
@@ -362,7 +311,7 @@ impl SimSwitch {
         }
         Ok(RemoteCall {
             switch: self.clone(),
-            leg,
+            party,
         })
     }
 
@@ -370,428 +319,6 @@ impl SimSwitch {
         let st = self.shared.lock();
         let sink = st.sink.clone().ok_or_else(not_started)?;
         Ok((sink, st))
-    }
-}
-
-impl State {
-    fn extension_index(&self, number: &str) -> Option<usize> {
-        self.extensions.iter().position(|e| e.number == number)
-    }
-
-    fn line_busy(&self, line: usize) -> bool {
-        self.legs.values().any(|l| l.line == line)
-    }
-
-    fn party(&self, line: usize) -> PartyId {
-        let e = &self.extensions[line];
-        PartyId::named(e.number.clone(), e.name.clone())
-    }
-
-    fn new_call_id(&mut self) -> CallId {
-        let id = CallId(self.next_call);
-        self.next_call += 1;
-        id
-    }
-
-    fn epoch(&mut self) -> u64 {
-        self.next_epoch += 1;
-        self.next_epoch
-    }
-
-    fn new_leg(
-        &mut self,
-        sink: &EventSink,
-        line: usize,
-        state: CallState,
-        info: CallInfo,
-        peer: Peer,
-        request: Option<RequestId>,
-    ) -> CallLegId {
-        let id = CallLegId(self.next_leg);
-        self.next_leg += 1;
-        let epoch = self.epoch();
-        sink.new_call(NewCall {
-            leg: id,
-            line: LineId(line as u32),
-            address: AddressId(0),
-            state,
-            info: info.clone(),
-            request,
-        });
-        self.legs.insert(
-            id,
-            Leg {
-                line,
-                state,
-                info,
-                peer,
-                epoch,
-                dialed: String::new(),
-                pending_caller: None,
-            },
-        );
-        id
-    }
-
-    /// Moves a leg to `state` and reports it; an idle leg is removed.
-    fn set_state(&mut self, sink: &EventSink, id: CallLegId, state: CallState) {
-        let epoch = self.epoch();
-        let Some(leg) = self.legs.get_mut(&id) else {
-            return;
-        };
-        if leg.state == state {
-            return;
-        }
-        let accepting =
-            leg.state.kind() == CallStateKind::Offering && state.kind() == CallStateKind::Accepted;
-        if !accepting {
-            leg.epoch = epoch;
-        }
-        leg.state = state;
-        sink.call_state(id, state);
-        if state.is_idle() {
-            self.legs.remove(&id);
-        }
-    }
-
-    fn set_info(&mut self, sink: &EventSink, id: CallLegId, change: impl FnOnce(&mut CallInfo)) {
-        if let Some(leg) = self.legs.get_mut(&id) {
-            change(&mut leg.info);
-            sink.call_info(id, leg.info.clone());
-        }
-    }
-
-    fn schedule(&self, shared: &Arc<Shared>, delay: Duration, leg: CallLegId, timer: Timer) {
-        let Some(epoch) = self.legs.get(&leg).map(|l| l.epoch) else {
-            return;
-        };
-        let shared = Arc::downgrade(shared);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Some(shared) = shared.upgrade() {
-                let mut st = shared.lock();
-                if st.legs.get(&leg).is_some_and(|l| l.epoch == epoch) {
-                    st.fire(&shared, leg, timer);
-                }
-            }
-        });
-    }
-
-    /// An offered leg starts ringing: ring 0 now, then one per ring period.
-    fn start_alerting(&mut self, shared: &Arc<Shared>, leg: CallLegId) {
-        self.fire(shared, leg, Timer::Ring { count: 0 });
-    }
-
-    fn fire(&mut self, shared: &Arc<Shared>, id: CallLegId, timer: Timer) {
-        let Some(sink) = self.sink.clone() else {
-            return;
-        };
-        let Some(leg) = self.legs.get(&id) else {
-            return;
-        };
-        match timer {
-            Timer::Ring { count } => {
-                if matches!(
-                    leg.state.kind(),
-                    CallStateKind::Offering | CallStateKind::Accepted
-                ) {
-                    sink.line(
-                        LineId(leg.line as u32),
-                        LineEvent::Ringing {
-                            address: AddressId(0),
-                            count,
-                        },
-                    );
-                    self.schedule(
-                        shared,
-                        shared.timing.ring_period,
-                        id,
-                        Timer::Ring { count: count + 1 },
-                    );
-                }
-            }
-            Timer::CallerId => {
-                if let Some(caller) = self.legs.get_mut(&id).and_then(|l| l.pending_caller.take()) {
-                    self.set_info(&sink, id, |i| i.caller = caller);
-                }
-            }
-            Timer::NoAnswer => {
-                // The called leg (internal call) or the calling leg (call to outside) times out.
-                let peer = match &leg.peer {
-                    Peer::Leg(p) => Some(*p),
-                    _ => None,
-                };
-                match leg.state.kind() {
-                    CallStateKind::Offering | CallStateKind::Accepted => {
-                        self.set_state(
-                            &sink,
-                            id,
-                            CallState::Disconnected(DisconnectReason::NoAnswer),
-                        );
-                        self.set_state(&sink, id, CallState::Idle);
-                        if let Some(p) = peer {
-                            self.unlink(p);
-                            self.set_state(
-                                &sink,
-                                p,
-                                CallState::Disconnected(DisconnectReason::NoAnswer),
-                            );
-                        }
-                    }
-                    CallStateKind::Ringback => {
-                        self.unlink(id);
-                        self.set_state(
-                            &sink,
-                            id,
-                            CallState::Disconnected(DisconnectReason::NoAnswer),
-                        );
-                    }
-                    _ => {}
-                }
-            }
-            Timer::GiveUp => {
-                if matches!(
-                    leg.state.kind(),
-                    CallStateKind::Offering | CallStateKind::Accepted
-                ) {
-                    self.far_end_clears(&sink, id, DisconnectReason::Normal);
-                }
-            }
-            Timer::FarEndAnswers => {
-                if leg.state.kind() == CallStateKind::Ringback {
-                    let (connected, hang_up_after) = match &leg.peer {
-                        Peer::Outside {
-                            number,
-                            name,
-                            hang_up_after,
-                        } => (
-                            PartyId {
-                                number: Some(number.clone()),
-                                name: name.clone(),
-                                presentation: Presentation::Allowed,
-                            },
-                            *hang_up_after,
-                        ),
-                        _ => return,
-                    };
-                    self.set_state(&sink, id, CallState::Connected(ConnectedMode::Active));
-                    self.set_info(&sink, id, |i| i.connected = connected);
-                    if let Some(after) = hang_up_after {
-                        self.schedule(shared, after, id, Timer::FarEndHangsUp);
-                    }
-                }
-            }
-            Timer::FarEndHangsUp => self.far_end_clears(&sink, id, DisconnectReason::Normal),
-        }
-    }
-
-    /// An outside party clears: a connected leg is disconnected (its owner drops it); a leg that was
-    /// still being offered disconnects and goes idle, as the station never went off-hook.
-    fn far_end_clears(&mut self, sink: &EventSink, id: CallLegId, reason: DisconnectReason) {
-        let Some(leg) = self.legs.get(&id) else {
-            return;
-        };
-        if !matches!(leg.peer, Peer::Outside { .. }) {
-            return;
-        }
-        self.unlink(id);
-        self.peer_cleared(sink, id, reason);
-    }
-
-    /// The other side of a leg went away: the leg disconnects, and if it was never answered it goes idle.
-    fn peer_cleared(&mut self, sink: &EventSink, id: CallLegId, reason: DisconnectReason) {
-        let Some(state) = self.legs.get(&id).map(|l| l.state.kind()) else {
-            return;
-        };
-        match state {
-            CallStateKind::Idle | CallStateKind::Disconnected => {}
-            CallStateKind::Offering | CallStateKind::Accepted => {
-                self.set_state(sink, id, CallState::Disconnected(reason));
-                self.set_state(sink, id, CallState::Idle);
-            }
-            _ => self.set_state(sink, id, CallState::Disconnected(reason)),
-        }
-    }
-
-    fn unlink(&mut self, id: CallLegId) {
-        if let Some(l) = self.legs.get_mut(&id) {
-            l.peer = Peer::None;
-        }
-    }
-
-    /// Takes a leg's peer leg (and unlinks both).
-    fn take_peer_leg(&mut self, id: CallLegId) -> Option<CallLegId> {
-        let leg = self.legs.get_mut(&id)?;
-        match std::mem::replace(&mut leg.peer, Peer::None) {
-            Peer::Leg(p) => {
-                self.unlink(p);
-                Some(p)
-            }
-            other => {
-                leg.peer = other;
-                None
-            }
-        }
-    }
-
-    fn dial(
-        &mut self,
-        shared: &Arc<Shared>,
-        sink: &EventSink,
-        id: CallLegId,
-        digits: &DialString,
-    ) -> Result<(), Error> {
-        let leg = self.legs.get_mut(&id).ok_or(Error::InvalidCallHandle)?;
-        match leg.state.kind() {
-            CallStateKind::DialTone | CallStateKind::Dialing => {}
-            // Digits on an established call go in-band to the far end; nothing changes here.
-            CallStateKind::Connected => return Ok(()),
-            state => return Err(Error::InvalidCallState { state }),
-        }
-        leg.dialed.push_str(&digits.digits());
-        if leg.dialed.is_empty() && digits.is_partial() {
-            return Ok(());
-        }
-        self.set_state(sink, id, CallState::Dialing);
-        if !digits.is_partial() {
-            self.route(shared, sink, id);
-        }
-        Ok(())
-    }
-
-    /// Dialling is complete: find the destination and start the call towards it.
-    fn route(&mut self, shared: &Arc<Shared>, sink: &EventSink, id: CallLegId) {
-        let Some(leg) = self.legs.get(&id) else {
-            return;
-        };
-        let number = leg.dialed.clone();
-        let from_line = leg.line;
-        let call_id = leg.info.call_id;
-        self.set_info(sink, id, |i| i.called = PartyId::number(number.clone()));
-        self.set_state(sink, id, CallState::Proceeding);
-        if let Some(target) = self.extension_index(&number) {
-            if target == from_line || self.line_busy(target) {
-                self.set_state(sink, id, CallState::Busy(BusyMode::Station));
-                return;
-            }
-            let info = CallInfo {
-                call_id,
-                origin: CallOrigin::Internal,
-                reason: CallReason::Direct,
-                media_mode: MediaModes::INTERACTIVE_VOICE,
-                caller: self.party(from_line),
-                called: self.party(target),
-                ..CallInfo::default()
-            };
-            let callee = self.new_leg(
-                sink,
-                target,
-                CallState::Offering(OfferingMode::Active),
-                info,
-                Peer::Leg(id),
-                None,
-            );
-            if let Some(l) = self.legs.get_mut(&id) {
-                l.peer = Peer::Leg(callee);
-            }
-            self.set_state(sink, id, CallState::Ringback);
-            self.start_alerting(shared, callee);
-            self.schedule(
-                shared,
-                shared.timing.no_answer_timeout,
-                callee,
-                Timer::NoAnswer,
-            );
-            return;
-        }
-        let Some(far) = self.far_ends.get(&number).cloned() else {
-            self.set_state(
-                sink,
-                id,
-                CallState::Disconnected(DisconnectReason::BadAddress),
-            );
-            return;
-        };
-        match far.answer {
-            Answer::Busy => self.set_state(sink, id, CallState::Busy(BusyMode::Station)),
-            Answer::Reject => {
-                self.set_state(sink, id, CallState::Disconnected(DisconnectReason::Reject))
-            }
-            Answer::Unreachable => self.set_state(
-                sink,
-                id,
-                CallState::Disconnected(DisconnectReason::Unreachable),
-            ),
-            Answer::AfterRings(_) | Answer::Never => {
-                if let Some(l) = self.legs.get_mut(&id) {
-                    l.peer = Peer::Outside {
-                        number,
-                        name: far.name.clone(),
-                        hang_up_after: far.hang_up_after,
-                    };
-                }
-                self.set_state(sink, id, CallState::Ringback);
-                if let Answer::AfterRings(rings) = far.answer {
-                    let after = shared.timing.ring_period.saturating_mul(rings);
-                    if after < shared.timing.no_answer_timeout {
-                        self.schedule(shared, after, id, Timer::FarEndAnswers);
-                    }
-                }
-                self.schedule(shared, shared.timing.no_answer_timeout, id, Timer::NoAnswer);
-            }
-        }
-    }
-
-    fn answer(
-        &mut self,
-        shared: &Arc<Shared>,
-        sink: &EventSink,
-        id: CallLegId,
-    ) -> Result<(), Error> {
-        let leg = self.legs.get(&id).ok_or(Error::InvalidCallHandle)?;
-        match leg.state.kind() {
-            CallStateKind::Offering | CallStateKind::Accepted => {}
-            state => return Err(Error::InvalidCallState { state }),
-        }
-        let peer = leg.peer.clone();
-        let me = self.party(leg.line);
-        self.set_state(sink, id, CallState::Connected(ConnectedMode::Active));
-        match peer {
-            Peer::Leg(caller) => {
-                let caller_party = self.legs.get(&caller).map(|l| self.party(l.line));
-                self.set_state(sink, caller, CallState::Connected(ConnectedMode::Active));
-                self.set_info(sink, caller, |i| i.connected = me);
-                if let Some(p) = caller_party {
-                    self.set_info(sink, id, |i| i.connected = p);
-                }
-            }
-            Peer::Outside {
-                hang_up_after: Some(after),
-                ..
-            } => self.schedule(shared, after, id, Timer::FarEndHangsUp),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn drop_leg(
-        &mut self,
-        sink: &EventSink,
-        id: CallLegId,
-        peer_reason: DisconnectReason,
-    ) -> Result<(), Error> {
-        let leg = self.legs.get(&id).ok_or(Error::InvalidCallHandle)?;
-        if leg.state.is_idle() {
-            return Err(Error::InvalidCallState {
-                state: CallStateKind::Idle,
-            });
-        }
-        let peer = self.take_peer_leg(id);
-        self.set_state(sink, id, CallState::Idle);
-        if let Some(p) = peer {
-            self.peer_cleared(sink, p, peer_reason);
-        }
-        Ok(())
     }
 }
 
@@ -815,6 +342,7 @@ impl Provider for SimSwitch {
                 st.set_state(&sink, id, CallState::Idle);
             }
         }
+        st.outside.clear();
         st.sink = None;
     }
 
@@ -824,7 +352,7 @@ impl Provider for SimSwitch {
         if line >= st.extensions.len() || request.address != AddressId(0) {
             return Err(Error::InvalidAddressId);
         }
-        if st.line_busy(line) {
+        if !st.can_take_call(line) {
             return Err(Error::CallUnavailable);
         }
         let call_id = st.new_call_id();
@@ -857,17 +385,7 @@ impl Provider for SimSwitch {
 
     async fn accept(&self, leg: CallLegId) -> Result<(), Error> {
         let (sink, mut st) = self.sink_and_state()?;
-        let state = st
-            .legs
-            .get(&leg)
-            .ok_or(Error::InvalidCallHandle)?
-            .state
-            .kind();
-        if state != CallStateKind::Offering {
-            return Err(Error::InvalidCallState { state });
-        }
-        st.set_state(&sink, leg, CallState::Accepted);
-        Ok(())
+        st.accept(&sink, leg)
     }
 
     async fn answer(&self, leg: CallLegId) -> Result<(), Error> {
@@ -877,21 +395,57 @@ impl Provider for SimSwitch {
 
     async fn reject(&self, leg: CallLegId) -> Result<(), Error> {
         let (sink, mut st) = self.sink_and_state()?;
-        let state = st
-            .legs
-            .get(&leg)
-            .ok_or(Error::InvalidCallHandle)?
-            .state
-            .kind();
-        if !matches!(state, CallStateKind::Offering | CallStateKind::Accepted) {
-            return Err(Error::InvalidCallState { state });
-        }
-        st.drop_leg(&sink, leg, DisconnectReason::Reject)
+        st.reject(&sink, leg)
     }
 
     async fn drop_call(&self, leg: CallLegId) -> Result<(), Error> {
         let (sink, mut st) = self.sink_and_state()?;
         st.drop_leg(&sink, leg, DisconnectReason::Normal)
+    }
+
+    async fn hold(&self, leg: CallLegId) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.hold(&sink, leg)
+    }
+
+    async fn unhold(&self, leg: CallLegId) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.unhold(&sink, leg)
+    }
+
+    async fn swap_hold(&self, active: CallLegId, held: CallLegId) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.swap_hold(&sink, active, held)
+    }
+
+    async fn blind_transfer(&self, leg: CallLegId, destination: &DialString) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.blind_transfer(&self.shared, &sink, leg, destination)
+    }
+
+    async fn redirect(&self, leg: CallLegId, destination: &DialString) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.redirect(&self.shared, &sink, leg, destination)
+    }
+
+    async fn secure_call(&self, leg: CallLegId) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.secure(&sink, leg)
+    }
+
+    async fn generate_digits(
+        &self,
+        leg: CallLegId,
+        digits: &str,
+        mode: DigitMode,
+    ) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.generate_digits(&sink, leg, digits, mode)
+    }
+
+    async fn monitor_digits(&self, leg: CallLegId, mode: Option<DigitMode>) -> Result<(), Error> {
+        let (_, mut st) = self.sink_and_state()?;
+        st.monitor_digits(leg, mode)
     }
 }
 

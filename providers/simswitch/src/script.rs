@@ -129,7 +129,8 @@ pub struct RingIn {
     pub to: String,
     /// Who is calling.
     pub from: CallerId,
-    /// The caller gives up if not answered within this long (default: the no-answer timeout).
+    /// The caller gives up if not answered within this long (by default it rings until the switch's
+    /// no-answer timeout).
     pub give_up_after: Option<Duration>,
     /// Once answered, the caller hangs up after this long.
     pub hang_up_after: Option<Duration>,

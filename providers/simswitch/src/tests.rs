@@ -6,6 +6,10 @@ use tapir_core::params::RequestId;
 use tapir_provider::{EventLog, ProviderEvent};
 
 use super::*;
+use tapir_core::LineId;
+use tapir_core::params::ParkMode;
+use tapir_core::state::{BusyMode, CallStateKind, ConnectedMode};
+use tapir_provider::LineEvent;
 
 fn switch() -> SimSwitch {
     SimSwitch::builder()
@@ -176,9 +180,10 @@ async fn late_caller_id_arrives_between_first_and_second_ring() {
         .collect();
     assert_eq!(infos.len(), 1);
     assert_eq!(infos[0].caller, PartyId::named("+15551234", "Dave"));
+    let leg = remote.leg().unwrap();
     remote.hang_up();
     assert_eq!(
-        log.states_of(remote.leg()),
+        log.states_of(leg),
         vec![S::Disconnected(DisconnectReason::Normal), S::Idle]
     );
 }
@@ -190,15 +195,196 @@ async fn unsupported_operations_say_never_and_change_nothing() {
     let a = s.make_call(call(0, Some("200"))).await.unwrap();
     log.take();
     assert!(matches!(
-        s.hold(a).await,
+        s.park(a, &ParkMode::NonDirected).await,
         Err(Error::OperationUnavailable { .. })
     ));
     assert!(matches!(
-        s.blind_transfer(a, &DialString::parse("5551234").unwrap())
-            .await,
+        s.setup_transfer(a, RequestId(9)).await,
         Err(Error::OperationUnavailable { .. })
     ));
     assert!(log.take().is_empty());
+}
+
+/// 100 calls 200 and 200 answers; returns (100's leg, 200's leg).
+async fn connected(s: &SimSwitch, log: &EventLog) -> (CallLegId, CallLegId) {
+    let a = s.make_call(call(0, Some("200"))).await.unwrap();
+    let b = log.new_calls().last().unwrap().leg;
+    s.answer(b).await.unwrap();
+    (a, b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn hold_unhold_and_swap() {
+    let s = switch();
+    let log = started(&s).await;
+    let (a, _) = connected(&s, &log).await;
+    s.hold(a).await.unwrap();
+    assert!(matches!(
+        s.hold(a).await,
+        Err(Error::InvalidCallState {
+            state: CallStateKind::OnHold
+        })
+    ));
+    // With one call held, 100 can make another and swap between them.
+    let c = s.make_call(call(0, Some("5551234"))).await.unwrap();
+    assert!(matches!(
+        s.make_call(call(0, Some("5551234"))).await,
+        Err(Error::CallUnavailable)
+    ));
+    assert!(matches!(
+        s.unhold(a).await,
+        Err(Error::ResourceUnavailable { .. })
+    ));
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert_eq!(
+        log.states_of(c).last(),
+        Some(&S::Connected(ConnectedMode::Active))
+    );
+    assert!(
+        matches!(s.hold(c).await, Err(Error::ResourceUnavailable { .. })),
+        "one hold slot"
+    );
+    s.swap_hold(c, a).await.unwrap();
+    assert_eq!(log.states_of(c).last(), Some(&S::OnHold));
+    assert_eq!(
+        log.states_of(a).last(),
+        Some(&S::Connected(ConnectedMode::Active))
+    );
+    s.drop_call(a).await.unwrap();
+    s.unhold(c).await.unwrap();
+    assert_eq!(
+        log.states_of(c).last(),
+        Some(&S::Connected(ConnectedMode::Active))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn blind_transfer_to_an_extension_and_outside() {
+    let s = SimSwitch::builder()
+        .extension("100", "Alice")
+        .extension("200", "Bob")
+        .extension("300", "Carol")
+        .far_end("5551234", FarEnd::answers_after_rings(1).named("Dave"))
+        .far_end("5550002", FarEnd::unreachable())
+        .far_end("5550000", FarEnd::busy())
+        .build()
+        .unwrap();
+    let log = Arc::new(EventLog::default());
+    s.start(EventSink::new(ProviderId(0), log.clone()))
+        .await
+        .unwrap();
+    let (a, b) = connected(&s, &log).await;
+    // Destinations that cannot take the call leave it where it is.
+    for (to, err) in [
+        ("5550002", "address"),
+        ("5550000", "in use"),
+        ("999", "address"),
+        ("200", "address"),
+    ] {
+        let r = s.blind_transfer(b, &DialString::parse(to).unwrap()).await;
+        assert!(
+            matches!(
+                (&r, err),
+                (Err(Error::InvalidAddress { .. }), "address") | (Err(Error::InUse), "in use")
+            ),
+            "{to}: {r:?}"
+        );
+    }
+    assert_eq!(
+        log.states_of(b).last(),
+        Some(&S::Connected(ConnectedMode::Active))
+    );
+    // Bob sends Alice to Carol: Bob's leg goes idle, Carol is offered the call with reason transfer.
+    s.blind_transfer(b, &DialString::parse("300").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(log.states_of(b).last(), Some(&S::Idle));
+    let c = log.new_calls().last().unwrap().clone();
+    assert_eq!(c.line, LineId(2));
+    assert_eq!(c.info.reason, CallReason::Transfer);
+    assert_eq!(c.info.caller, PartyId::named("100", "Alice"));
+    assert_eq!(c.info.redirecting, PartyId::named("200", "Bob"));
+    s.answer(c.leg).await.unwrap();
+    // Carol sends Alice outside; Dave answers after a ring and Alice sees him as connected party.
+    s.blind_transfer(c.leg, &DialString::parse("5551234").unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let infos: Vec<CallInfo> = log
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            ProviderEvent::CallInfo { leg, info } if leg == a => Some(info),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        infos.last().unwrap().connected,
+        PartyId::named("5551234", "Dave")
+    );
+    assert_eq!(s.live_legs(), 1, "only Alice's leg is left in the switch");
+}
+
+#[tokio::test(start_paused = true)]
+async fn redirect_deflects_an_offered_call() {
+    let s = SimSwitch::builder()
+        .extension("100", "Alice")
+        .extension("200", "Bob")
+        .extension("300", "Carol")
+        .build()
+        .unwrap();
+    let log = Arc::new(EventLog::default());
+    s.start(EventSink::new(ProviderId(0), log.clone()))
+        .await
+        .unwrap();
+    let a = s.make_call(call(0, Some("200"))).await.unwrap();
+    let b = log.new_calls().last().unwrap().leg;
+    s.redirect(b, &DialString::parse("300").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        log.states_of(b),
+        vec![S::Offering(OfferingMode::Active), S::Idle]
+    );
+    let c = log.new_calls().last().unwrap().clone();
+    assert_eq!(c.info.reason, CallReason::Redirect);
+    assert_eq!(
+        log.states_of(a).last(),
+        Some(&S::Ringback),
+        "the caller keeps ringing"
+    );
+    s.answer(c.leg).await.unwrap();
+    assert_eq!(
+        log.states_of(a).last(),
+        Some(&S::Connected(ConnectedMode::Active))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn digits_cross_to_a_monitoring_party() {
+    let s = switch();
+    let log = started(&s).await;
+    let (a, b) = connected(&s, &log).await;
+    s.generate_digits(a, "12", DigitMode::Dtmf).await.unwrap();
+    s.monitor_digits(b, Some(DigitMode::Dtmf)).await.unwrap();
+    log.take();
+    s.generate_digits(a, "4#", DigitMode::Dtmf).await.unwrap();
+    s.dial(a, &DialString::parse("7").unwrap()).await.unwrap();
+    let digits: Vec<char> = log
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            ProviderEvent::Digit { leg, digit, .. } if leg == b => Some(digit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        digits,
+        vec!['4', '#', '7'],
+        "only digits sent while monitoring"
+    );
+    s.secure_call(a).await.unwrap();
+    assert!(matches!(log.take().as_slice(), [ProviderEvent::CallInfo { info, .. }] if info.secure));
 }
 
 #[tokio::test(start_paused = true)]

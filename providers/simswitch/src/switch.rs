@@ -1,0 +1,906 @@
+//! The switch's call model: legs on extensions, outside parties, and what each operation does to them.
+//!
+//! A *leg* is one call as seen on one extension. Two legs of an internal call point at each other; a leg
+//! talking to the outside world points at an *outside party* record, which points back. Transfers and
+//! redirects move a party from one leg to another, so parties are records of their own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tapir_core::dial::DialString;
+use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId};
+use tapir_core::media::MediaModes;
+use tapir_core::params::{DigitMode, RequestId};
+use tapir_core::state::{
+    BusyMode, CallState, CallStateKind, ConnectedMode, DisconnectReason, OfferingMode,
+};
+use tapir_core::{AddressId, CallId, CallLegId, Error, LineId};
+use tapir_provider::{EventSink, LineEvent, NewCall, ProviderEvent};
+
+use crate::script::{Answer, Extension, FarEnd, Timing};
+
+pub(crate) struct Shared {
+    pub(crate) timing: Timing,
+    pub(crate) state: std::sync::Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a timer does when it fires, if its leg has not changed state since it was set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Timer {
+    /// The called line rings (ring `count`, from 0).
+    Ring { count: u32 },
+    /// Caller ID of an outside call arrives.
+    CallerId,
+    /// An unanswered call is given up.
+    NoAnswer,
+    /// The outside caller gives up ringing.
+    GiveUp,
+    /// The outside party answers.
+    FarEndAnswers,
+    /// The outside party hangs up.
+    FarEndHangsUp,
+}
+
+/// Who a leg is talking to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Peer {
+    None,
+    /// Another extension's leg.
+    Leg(CallLegId),
+    /// An outside party.
+    Outside(u64),
+}
+
+pub(crate) struct Leg {
+    pub(crate) line: usize,
+    pub(crate) state: CallState,
+    pub(crate) info: CallInfo,
+    pub(crate) peer: Peer,
+    /// Changes whenever the state changes (accepting an offered call aside), so a timer set in one state
+    /// does nothing in another.
+    epoch: u64,
+    /// Digits dialled so far.
+    dialed: String,
+    /// For outside calls: caller ID held back until the first ring is over.
+    pub(crate) pending_caller: Option<PartyId>,
+    /// Whether digits received on this leg are reported.
+    monitoring_digits: Option<DigitMode>,
+}
+
+/// A party outside the switch, in a call with one of its legs.
+pub(crate) struct Outside {
+    party: PartyId,
+    hang_up_after: Option<Duration>,
+    pub(crate) leg: Option<CallLegId>,
+    answered: bool,
+}
+
+/// Where a call can be sent.
+enum Destination {
+    Extension(usize),
+    Outside(String, FarEnd),
+}
+
+pub(crate) struct State {
+    pub(crate) sink: Option<EventSink>,
+    pub(crate) extensions: Vec<Extension>,
+    pub(crate) far_ends: HashMap<String, FarEnd>,
+    pub(crate) legs: HashMap<CallLegId, Leg>,
+    pub(crate) outside: HashMap<u64, Outside>,
+    next_leg: u64,
+    next_call: u64,
+    next_epoch: u64,
+    next_outside: u64,
+}
+
+/// How many calls an extension may have at once: one active and one on hold.
+pub(crate) const APPEARANCES: usize = 2;
+
+fn is_held(state: CallState) -> bool {
+    state.kind().is_held()
+}
+
+impl State {
+    pub(crate) fn new(extensions: Vec<Extension>, far_ends: HashMap<String, FarEnd>) -> Self {
+        Self {
+            sink: None,
+            extensions,
+            far_ends,
+            legs: HashMap::new(),
+            outside: HashMap::new(),
+            next_leg: 1,
+            next_call: 1,
+            next_epoch: 1,
+            next_outside: 1,
+        }
+    }
+
+    pub(crate) fn extension_index(&self, number: &str) -> Option<usize> {
+        self.extensions.iter().position(|e| e.number == number)
+    }
+
+    fn legs_on(&self, line: usize) -> impl Iterator<Item = (&CallLegId, &Leg)> {
+        self.legs.iter().filter(move |(_, l)| l.line == line)
+    }
+
+    /// The extension's active (not held) call, if any.
+    fn active_on(&self, line: usize) -> Option<CallLegId> {
+        self.legs_on(line)
+            .find(|(_, l)| !is_held(l.state))
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether the extension can take another call: nothing active and a free appearance.
+    pub(crate) fn can_take_call(&self, line: usize) -> bool {
+        self.active_on(line).is_none() && self.legs_on(line).count() < APPEARANCES
+    }
+
+    pub(crate) fn party(&self, line: usize) -> PartyId {
+        let e = &self.extensions[line];
+        PartyId::named(e.number.clone(), e.name.clone())
+    }
+
+    /// Who `peer` is, as caller ID.
+    fn identity(&self, peer: Peer) -> PartyId {
+        match peer {
+            Peer::Leg(l) => self
+                .legs
+                .get(&l)
+                .map(|l| self.party(l.line))
+                .unwrap_or_default(),
+            Peer::Outside(o) => self
+                .outside
+                .get(&o)
+                .map(|o| o.party.clone())
+                .unwrap_or_default(),
+            Peer::None => PartyId::default(),
+        }
+    }
+
+    pub(crate) fn new_call_id(&mut self) -> CallId {
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        id
+    }
+
+    fn epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+
+    pub(crate) fn leg(&self, id: CallLegId) -> Result<&Leg, Error> {
+        self.legs.get(&id).ok_or(Error::InvalidCallHandle)
+    }
+
+    fn state_of(&self, id: CallLegId) -> Result<CallStateKind, Error> {
+        Ok(self.leg(id)?.state.kind())
+    }
+
+    pub(crate) fn new_outside(
+        &mut self,
+        party: PartyId,
+        hang_up_after: Option<Duration>,
+        answered: bool,
+    ) -> u64 {
+        let id = self.next_outside;
+        self.next_outside += 1;
+        self.outside.insert(
+            id,
+            Outside {
+                party,
+                hang_up_after,
+                leg: None,
+                answered,
+            },
+        );
+        id
+    }
+
+    /// Connects a leg and a party, both ways.
+    fn link(&mut self, leg: CallLegId, peer: Peer) {
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.peer = peer;
+        }
+        match peer {
+            Peer::Leg(p) => {
+                if let Some(l) = self.legs.get_mut(&p) {
+                    l.peer = Peer::Leg(leg);
+                }
+            }
+            Peer::Outside(o) => {
+                if let Some(o) = self.outside.get_mut(&o) {
+                    o.leg = Some(leg);
+                }
+            }
+            Peer::None => {}
+        }
+    }
+
+    /// Disconnects a leg from its party, both ways, and returns the party.
+    fn unlink(&mut self, leg: CallLegId) -> Peer {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return Peer::None;
+        };
+        let peer = std::mem::replace(&mut l.peer, Peer::None);
+        match peer {
+            Peer::Leg(p) => {
+                if let Some(l) = self.legs.get_mut(&p)
+                    && l.peer == Peer::Leg(leg)
+                {
+                    l.peer = Peer::None;
+                }
+            }
+            Peer::Outside(o) => {
+                if let Some(o) = self.outside.get_mut(&o) {
+                    o.leg = None;
+                }
+            }
+            Peer::None => {}
+        }
+        peer
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_leg(
+        &mut self,
+        sink: &EventSink,
+        line: usize,
+        state: CallState,
+        info: CallInfo,
+        peer: Peer,
+        request: Option<RequestId>,
+    ) -> CallLegId {
+        let id = CallLegId(self.next_leg);
+        self.next_leg += 1;
+        let epoch = self.epoch();
+        sink.new_call(NewCall {
+            leg: id,
+            line: LineId(line as u32),
+            address: AddressId(0),
+            state,
+            info: info.clone(),
+            request,
+        });
+        self.legs.insert(
+            id,
+            Leg {
+                line,
+                state,
+                info,
+                peer: Peer::None,
+                epoch,
+                dialed: String::new(),
+                pending_caller: None,
+                monitoring_digits: None,
+            },
+        );
+        self.link(id, peer);
+        id
+    }
+
+    /// Moves a leg to `state` and reports it; an idle leg is removed.
+    pub(crate) fn set_state(&mut self, sink: &EventSink, id: CallLegId, state: CallState) {
+        let epoch = self.epoch();
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        if leg.state == state {
+            return;
+        }
+        let accepting =
+            leg.state.kind() == CallStateKind::Offering && state.kind() == CallStateKind::Accepted;
+        if !accepting {
+            leg.epoch = epoch;
+        }
+        leg.state = state;
+        sink.call_state(id, state);
+        if state.is_idle() {
+            self.unlink(id);
+            self.legs.remove(&id);
+        }
+    }
+
+    fn set_info(&mut self, sink: &EventSink, id: CallLegId, change: impl FnOnce(&mut CallInfo)) {
+        if let Some(leg) = self.legs.get_mut(&id) {
+            let before = leg.info.clone();
+            change(&mut leg.info);
+            if leg.info != before {
+                sink.call_info(id, leg.info.clone());
+            }
+        }
+    }
+
+    pub(crate) fn schedule(
+        &self,
+        shared: &Arc<Shared>,
+        delay: Duration,
+        leg: CallLegId,
+        timer: Timer,
+    ) {
+        let Some(epoch) = self.legs.get(&leg).map(|l| l.epoch) else {
+            return;
+        };
+        let shared = Arc::downgrade(shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(shared) = shared.upgrade() {
+                let mut st = shared.lock();
+                if st.legs.get(&leg).is_some_and(|l| l.epoch == epoch) {
+                    st.fire(&shared, leg, timer);
+                }
+            }
+        });
+    }
+
+    /// An offered leg starts ringing (ring 0 now, then one per ring period) and is given up after the
+    /// no-answer timeout.
+    pub(crate) fn start_alerting(&mut self, shared: &Arc<Shared>, leg: CallLegId) {
+        self.fire(shared, leg, Timer::Ring { count: 0 });
+        self.schedule(
+            shared,
+            shared.timing.no_answer_timeout,
+            leg,
+            Timer::NoAnswer,
+        );
+    }
+
+    fn fire(&mut self, shared: &Arc<Shared>, id: CallLegId, timer: Timer) {
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        let Some(leg) = self.legs.get(&id) else {
+            return;
+        };
+        let alerting = matches!(
+            leg.state.kind(),
+            CallStateKind::Offering | CallStateKind::Accepted
+        );
+        let waiting_outside = match leg.peer {
+            Peer::Outside(o) => self.outside.get(&o).is_some_and(|o| !o.answered),
+            _ => false,
+        };
+        match timer {
+            Timer::Ring { count } if alerting => {
+                sink.line(
+                    LineId(leg.line as u32),
+                    LineEvent::Ringing {
+                        address: AddressId(0),
+                        count,
+                    },
+                );
+                self.schedule(
+                    shared,
+                    shared.timing.ring_period,
+                    id,
+                    Timer::Ring { count: count + 1 },
+                );
+            }
+            Timer::CallerId => {
+                if let Some(caller) = self.legs.get_mut(&id).and_then(|l| l.pending_caller.take()) {
+                    self.set_info(&sink, id, |i| i.caller = caller);
+                }
+            }
+            // The called leg rang out: it goes idle and its caller hears no answer.
+            Timer::NoAnswer if alerting => {
+                let caller = self.unlink(id);
+                self.set_state(
+                    &sink,
+                    id,
+                    CallState::Disconnected(DisconnectReason::NoAnswer),
+                );
+                self.set_state(&sink, id, CallState::Idle);
+                self.clear_party(&sink, caller, DisconnectReason::NoAnswer);
+            }
+            // An outside party never answered.
+            Timer::NoAnswer if waiting_outside => {
+                let party = self.unlink(id);
+                self.clear_party(&sink, party, DisconnectReason::NoAnswer);
+                self.set_state(
+                    &sink,
+                    id,
+                    CallState::Disconnected(DisconnectReason::NoAnswer),
+                );
+            }
+            Timer::GiveUp if alerting => {
+                let party = self.unlink(id);
+                self.clear_party(&sink, party, DisconnectReason::Normal);
+                self.peer_cleared(&sink, id, DisconnectReason::Normal);
+            }
+            Timer::FarEndAnswers if waiting_outside => {
+                let Peer::Outside(o) = leg.peer else {
+                    return;
+                };
+                let Some(outside) = self.outside.get_mut(&o) else {
+                    return;
+                };
+                outside.answered = true;
+                let party = outside.party.clone();
+                let hang_up_after = outside.hang_up_after;
+                if self.state_of(id).ok() == Some(CallStateKind::Ringback) {
+                    self.set_state(&sink, id, CallState::Connected(ConnectedMode::Active));
+                }
+                self.set_info(&sink, id, |i| i.connected = party);
+                if let Some(after) = hang_up_after {
+                    self.schedule(shared, after, id, Timer::FarEndHangsUp);
+                }
+            }
+            Timer::FarEndHangsUp => self.far_end_clears(&sink, id),
+            _ => {}
+        }
+    }
+
+    /// The outside party of leg `id` hangs up (or gives up, if the leg was never answered).
+    pub(crate) fn far_end_clears(&mut self, sink: &EventSink, id: CallLegId) {
+        let Some(Peer::Outside(o)) = self.legs.get(&id).map(|l| l.peer) else {
+            return;
+        };
+        self.unlink(id);
+        self.outside.remove(&o);
+        self.peer_cleared(sink, id, DisconnectReason::Normal);
+    }
+
+    /// The party on the other side of a leg went away, for `reason`.
+    fn clear_party(&mut self, sink: &EventSink, party: Peer, reason: DisconnectReason) {
+        match party {
+            Peer::Leg(p) => {
+                self.unlink(p);
+                self.peer_cleared(sink, p, reason);
+            }
+            Peer::Outside(o) => {
+                self.outside.remove(&o);
+            }
+            Peer::None => {}
+        }
+    }
+
+    /// A leg lost its party: it disconnects, and if it was never answered it goes idle as well (the
+    /// station never went off-hook).
+    fn peer_cleared(&mut self, sink: &EventSink, id: CallLegId, reason: DisconnectReason) {
+        let Ok(state) = self.state_of(id) else {
+            return;
+        };
+        match state {
+            CallStateKind::Idle | CallStateKind::Disconnected => {}
+            CallStateKind::Offering | CallStateKind::Accepted => {
+                self.set_state(sink, id, CallState::Disconnected(reason));
+                self.set_state(sink, id, CallState::Idle);
+            }
+            _ => self.set_state(sink, id, CallState::Disconnected(reason)),
+        }
+    }
+
+    /// Finds where a number goes; a destination that cannot take the call now is an error, and nothing
+    /// has changed.
+    fn destination(&self, number: &str) -> Result<Destination, Error> {
+        if let Some(line) = self.extension_index(number) {
+            return if self.can_take_call(line) {
+                Ok(Destination::Extension(line))
+            } else {
+                Err(Error::InUse)
+            };
+        }
+        let far = self
+            .far_ends
+            .get(number)
+            .ok_or_else(|| Error::InvalidAddress {
+                reason: format!("{number} is neither an extension nor a known outside number"),
+            })?;
+        match far.answer {
+            Answer::Busy => Err(Error::InUse),
+            Answer::Reject | Answer::Unreachable => Err(Error::InvalidAddress {
+                reason: format!("{number} cannot be reached"),
+            }),
+            Answer::AfterRings(_) | Answer::Never => {
+                Ok(Destination::Outside(number.to_owned(), far.clone()))
+            }
+        }
+    }
+
+    /// Sends `party` (who stays in whatever state it is in) to `destination`, as a transfer or a redirect
+    /// by `by`.
+    fn deliver(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        party: Peer,
+        destination: Destination,
+        reason: CallReason,
+        by: PartyId,
+        call_id: CallId,
+    ) {
+        match destination {
+            Destination::Extension(line) => {
+                let info = CallInfo {
+                    call_id,
+                    origin: match party {
+                        Peer::Outside(_) => CallOrigin::External,
+                        _ => CallOrigin::Internal,
+                    },
+                    reason,
+                    media_mode: MediaModes::INTERACTIVE_VOICE,
+                    caller: self.identity(party),
+                    called: self.party(line),
+                    redirecting: by,
+                    ..CallInfo::default()
+                };
+                let leg = self.new_leg(
+                    sink,
+                    line,
+                    CallState::Offering(OfferingMode::Active),
+                    info,
+                    party,
+                    None,
+                );
+                self.start_alerting(shared, leg);
+            }
+            Destination::Outside(number, far) => match party {
+                // Outside to outside: the call leaves the switch.
+                Peer::Outside(o) => {
+                    self.outside.remove(&o);
+                }
+                Peer::Leg(p) => {
+                    let o = self.new_outside(
+                        PartyId {
+                            number: Some(number.clone()),
+                            name: far.name.clone(),
+                            ..PartyId::default()
+                        },
+                        far.hang_up_after,
+                        false,
+                    );
+                    self.link(p, Peer::Outside(o));
+                    self.set_info(sink, p, |i| i.redirection = PartyId::number(number));
+                    self.ring_outside(shared, p, &far);
+                }
+                Peer::None => {}
+            },
+        }
+    }
+
+    /// Leg `id` waits for an outside party to answer.
+    fn ring_outside(&mut self, shared: &Arc<Shared>, id: CallLegId, far: &FarEnd) {
+        if let Answer::AfterRings(rings) = far.answer {
+            let after = shared.timing.ring_period.saturating_mul(rings);
+            if after < shared.timing.no_answer_timeout {
+                self.schedule(shared, after, id, Timer::FarEndAnswers);
+            }
+        }
+        self.schedule(shared, shared.timing.no_answer_timeout, id, Timer::NoAnswer);
+    }
+
+    pub(crate) fn dial(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        id: CallLegId,
+        digits: &DialString,
+    ) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::DialTone | CallStateKind::Dialing => {}
+            // Digits on an established call go in-band to the far end.
+            CallStateKind::Connected => {
+                return self.generate_digits(sink, id, &digits.digits(), DigitMode::Dtmf);
+            }
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return Err(Error::InvalidCallHandle);
+        };
+        leg.dialed.push_str(&digits.digits());
+        if leg.dialed.is_empty() && digits.is_partial() {
+            return Ok(());
+        }
+        self.set_state(sink, id, CallState::Dialing);
+        if !digits.is_partial() {
+            self.route(shared, sink, id);
+        }
+        Ok(())
+    }
+
+    /// Dialling is complete: find the destination and start the call towards it.
+    fn route(&mut self, shared: &Arc<Shared>, sink: &EventSink, id: CallLegId) {
+        let Some(leg) = self.legs.get(&id) else {
+            return;
+        };
+        let number = leg.dialed.clone();
+        let from_line = leg.line;
+        let call_id = leg.info.call_id;
+        self.set_info(sink, id, |i| i.called = PartyId::number(number.clone()));
+        self.set_state(sink, id, CallState::Proceeding);
+        match self.destination(&number) {
+            Ok(Destination::Extension(target)) if target != from_line => {
+                let info = CallInfo {
+                    call_id,
+                    origin: CallOrigin::Internal,
+                    reason: CallReason::Direct,
+                    media_mode: MediaModes::INTERACTIVE_VOICE,
+                    caller: self.party(from_line),
+                    called: self.party(target),
+                    ..CallInfo::default()
+                };
+                let callee = self.new_leg(
+                    sink,
+                    target,
+                    CallState::Offering(OfferingMode::Active),
+                    info,
+                    Peer::Leg(id),
+                    None,
+                );
+                self.set_state(sink, id, CallState::Ringback);
+                self.start_alerting(shared, callee);
+            }
+            Ok(Destination::Outside(number, far)) => {
+                let o = self.new_outside(
+                    PartyId {
+                        number: Some(number),
+                        name: far.name.clone(),
+                        ..PartyId::default()
+                    },
+                    far.hang_up_after,
+                    false,
+                );
+                self.link(id, Peer::Outside(o));
+                self.set_state(sink, id, CallState::Ringback);
+                self.ring_outside(shared, id, &far);
+            }
+            Ok(Destination::Extension(_)) | Err(Error::InUse) => {
+                self.set_state(sink, id, CallState::Busy(BusyMode::Station))
+            }
+            Err(_) => {
+                let reason = match self.far_ends.get(&number).map(|f| f.answer) {
+                    Some(Answer::Reject) => DisconnectReason::Reject,
+                    Some(Answer::Unreachable) => DisconnectReason::Unreachable,
+                    _ => DisconnectReason::BadAddress,
+                };
+                self.set_state(sink, id, CallState::Disconnected(reason));
+            }
+        }
+    }
+
+    pub(crate) fn answer(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        id: CallLegId,
+    ) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::Offering | CallStateKind::Accepted => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        let leg = self.leg(id)?;
+        let (peer, me) = (leg.peer, self.party(leg.line));
+        self.set_state(sink, id, CallState::Connected(ConnectedMode::Active));
+        let them = self.identity(peer);
+        self.set_info(sink, id, |i| i.connected = them);
+        match peer {
+            Peer::Leg(caller) => {
+                if self.state_of(caller).ok() == Some(CallStateKind::Ringback) {
+                    self.set_state(sink, caller, CallState::Connected(ConnectedMode::Active));
+                }
+                self.set_info(sink, caller, |i| i.connected = me);
+            }
+            Peer::Outside(o) => {
+                if let Some(after) = self.outside.get(&o).and_then(|o| o.hang_up_after) {
+                    self.schedule(shared, after, id, Timer::FarEndHangsUp);
+                }
+            }
+            Peer::None => {}
+        }
+        Ok(())
+    }
+
+    pub(crate) fn accept(&mut self, sink: &EventSink, id: CallLegId) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::Offering => {
+                self.set_state(sink, id, CallState::Accepted);
+                Ok(())
+            }
+            state => Err(Error::InvalidCallState { state }),
+        }
+    }
+
+    /// Hangs up a leg; its party hears `reason`.
+    pub(crate) fn drop_leg(
+        &mut self,
+        sink: &EventSink,
+        id: CallLegId,
+        reason: DisconnectReason,
+    ) -> Result<(), Error> {
+        if self.state_of(id)? == CallStateKind::Idle {
+            return Err(Error::InvalidCallState {
+                state: CallStateKind::Idle,
+            });
+        }
+        let party = self.unlink(id);
+        self.set_state(sink, id, CallState::Idle);
+        self.clear_party(sink, party, reason);
+        Ok(())
+    }
+
+    pub(crate) fn reject(&mut self, sink: &EventSink, id: CallLegId) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::Offering | CallStateKind::Accepted => {
+                self.drop_leg(sink, id, DisconnectReason::Reject)
+            }
+            state => Err(Error::InvalidCallState { state }),
+        }
+    }
+
+    pub(crate) fn hold(&mut self, sink: &EventSink, id: CallLegId) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::Connected => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        let line = self.leg(id)?.line;
+        if self.legs_on(line).any(|(_, l)| is_held(l.state)) {
+            return Err(Error::ResourceUnavailable {
+                what: "the extension already has a call on hold",
+            });
+        }
+        self.set_state(sink, id, CallState::OnHold);
+        Ok(())
+    }
+
+    pub(crate) fn unhold(&mut self, sink: &EventSink, id: CallLegId) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::OnHold => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        if self.active_on(self.leg(id)?.line).is_some() {
+            return Err(Error::ResourceUnavailable {
+                what: "another call is active on the extension",
+            });
+        }
+        self.set_state(sink, id, CallState::Connected(ConnectedMode::Active));
+        Ok(())
+    }
+
+    pub(crate) fn swap_hold(
+        &mut self,
+        sink: &EventSink,
+        active: CallLegId,
+        held: CallLegId,
+    ) -> Result<(), Error> {
+        let (a, h) = (self.leg(active)?, self.leg(held)?);
+        if a.line != h.line || active == held {
+            return Err(Error::InvalidParameter {
+                reason: "swap hold needs two different calls on the same extension".into(),
+            });
+        }
+        if a.state.kind() != CallStateKind::Connected {
+            return Err(Error::InvalidCallState {
+                state: a.state.kind(),
+            });
+        }
+        if h.state.kind() != CallStateKind::OnHold {
+            return Err(Error::InvalidCallState {
+                state: h.state.kind(),
+            });
+        }
+        self.set_state(sink, active, CallState::OnHold);
+        self.set_state(sink, held, CallState::Connected(ConnectedMode::Active));
+        Ok(())
+    }
+
+    /// Sends a connected call's party to `destination`; the leg goes idle here.
+    pub(crate) fn blind_transfer(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        id: CallLegId,
+        destination: &DialString,
+    ) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::Connected => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        self.send_party_away(shared, sink, id, destination, CallReason::Transfer)
+    }
+
+    /// Deflects an offered call to `destination`; the leg goes idle here.
+    pub(crate) fn redirect(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        id: CallLegId,
+        destination: &DialString,
+    ) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::Offering | CallStateKind::Accepted => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        self.send_party_away(shared, sink, id, destination, CallReason::Redirect)
+    }
+
+    fn send_party_away(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        id: CallLegId,
+        destination: &DialString,
+        reason: CallReason,
+    ) -> Result<(), Error> {
+        let leg = self.leg(id)?;
+        let (line, call_id) = (leg.line, leg.info.call_id);
+        let number = destination.digits();
+        if self.extension_index(&number) == Some(line) {
+            return Err(Error::InvalidAddress {
+                reason: "a call cannot be sent to the extension it is on".into(),
+            });
+        }
+        // Checked before anything changes: a destination that cannot take the call leaves it here.
+        let target = self.destination(&number)?;
+        let by = self.party(line);
+        let party = self.unlink(id);
+        self.set_state(sink, id, CallState::Idle);
+        self.deliver(shared, sink, party, target, reason, by, call_id);
+        Ok(())
+    }
+
+    pub(crate) fn secure(&mut self, sink: &EventSink, id: CallLegId) -> Result<(), Error> {
+        if self.state_of(id)? == CallStateKind::Idle {
+            return Err(Error::InvalidCallState {
+                state: CallStateKind::Idle,
+            });
+        }
+        self.set_info(sink, id, |i| i.secure = true);
+        Ok(())
+    }
+
+    pub(crate) fn generate_digits(
+        &mut self,
+        sink: &EventSink,
+        id: CallLegId,
+        digits: &str,
+        mode: DigitMode,
+    ) -> Result<(), Error> {
+        let leg = self.leg(id)?;
+        if leg.state.kind() != CallStateKind::Connected {
+            return Err(Error::InvalidCallState {
+                state: leg.state.kind(),
+            });
+        }
+        if let Peer::Leg(p) = leg.peer
+            && self
+                .legs
+                .get(&p)
+                .is_some_and(|l| l.monitoring_digits.is_some())
+        {
+            for digit in digits
+                .chars()
+                .filter(|c| c.is_ascii_digit() || matches!(c, 'A'..='D' | '*' | '#'))
+            {
+                sink.send(ProviderEvent::Digit {
+                    leg: p,
+                    digit,
+                    mode,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn monitor_digits(
+        &mut self,
+        id: CallLegId,
+        mode: Option<DigitMode>,
+    ) -> Result<(), Error> {
+        let leg = self.legs.get_mut(&id).ok_or(Error::InvalidCallHandle)?;
+        match leg.state.kind() {
+            CallStateKind::Idle | CallStateKind::Disconnected => Err(Error::InvalidCallState {
+                state: leg.state.kind(),
+            }),
+            _ => {
+                leg.monitoring_digits = mode;
+                Ok(())
+            }
+        }
+    }
+}

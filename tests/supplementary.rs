@@ -1,0 +1,202 @@
+//! Supplementary call control through the engine against the simulated PBX: hold, swap, blind transfer,
+//! redirect, digits, secure.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use tapir::core::gate::CallOperation;
+use tapir::core::info::{CallReason, InfoChange, PartyId};
+use tapir::core::params::DigitMode;
+use tapir::core::state::{CallState, CallStateKind as K, ConnectedMode, DisconnectReason};
+use tapir::{Error, Event, OpenOptions};
+use tapir_tests::{Watcher, numbers, pbx};
+
+#[tokio::test(start_paused = true)]
+async fn hold_unhold_and_swap_change_the_features() {
+    let pbx = pbx().await;
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let (sup, _) = pbx.app("sup", &[("100", OpenOptions::monitor())]).await;
+    let (mut wa, mut wb, mut ws) = (Watcher::new(&alice), Watcher::new(&bob), Watcher::new(&sup));
+    let a = alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wb.new_call().await;
+    bob.answer(b).await.unwrap();
+
+    let f = alice.call_status(a).unwrap().features;
+    assert!(f.contains(CallOperation::Hold) && !f.contains(CallOperation::Unhold));
+    alice.hold(a).await.unwrap();
+    let st = alice.call_status(a).unwrap();
+    assert_eq!(st.state, CallState::OnHold, "hold returns once held");
+    assert!(
+        st.features.contains(CallOperation::Unhold) && !st.features.contains(CallOperation::Hold)
+    );
+    assert_eq!(
+        alice.hold(a).await,
+        Err(Error::InvalidCallState { state: K::OnHold })
+    );
+
+    // A second call while the first is held; then swap between them.
+    let c = alice
+        .make_call(l[0], Some(numbers::ANSWERS_AT_ONCE))
+        .await
+        .unwrap();
+    wa.state(c, K::Connected).await;
+    assert!(
+        alice
+            .call_status(c)
+            .unwrap()
+            .features
+            .contains(CallOperation::SwapHold)
+    );
+    assert!(
+        !alice
+            .call_status(c)
+            .unwrap()
+            .features
+            .contains(CallOperation::Hold),
+        "the hold slot is taken"
+    );
+    assert_eq!(
+        alice.unhold(a).await,
+        Err(Error::ResourceUnavailable {
+            what: "another call is active on the address"
+        })
+    );
+    assert_eq!(
+        alice.swap_hold(a, c).await,
+        Err(Error::InvalidCallState { state: K::OnHold }),
+        "arguments swapped"
+    );
+    alice.swap_hold(c, a).await.unwrap();
+    assert_eq!(alice.call_status(c).unwrap().state, CallState::OnHold);
+    assert_eq!(alice.call_status(a).unwrap().state.kind(), K::Connected);
+
+    // The monitor saw the same sequence for the first call.
+    let s = ws.new_call().await;
+    ws.state(s, K::Connected).await;
+    ws.until(|e| matches!(e, Event::CallState { call, state: CallState::Connected(_), .. } if *call == s))
+        .await;
+    let kinds: Vec<K> = ws.states(s).iter().map(|s| s.kind()).collect();
+    assert_eq!(
+        &kinds[kinds.len() - 3..],
+        &[K::Connected, K::OnHold, K::Connected]
+    );
+
+    for h in [a, c] {
+        alice.drop_call(h).await.unwrap();
+        alice.deallocate(h).unwrap();
+    }
+    wb.state(b, K::Disconnected).await;
+    bob.drop_call(b).await.unwrap();
+    bob.deallocate(b).unwrap();
+    sup.logoff().await;
+    pbx.assert_empty();
+}
+
+#[tokio::test(start_paused = true)]
+async fn blind_transfer_hands_the_caller_to_another_extension() {
+    let pbx = pbx().await;
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let (carol, _) = pbx.app("carol", &[("300", OpenOptions::owner())]).await;
+    let (mut wa, mut wb, mut wc) = (
+        Watcher::new(&alice),
+        Watcher::new(&bob),
+        Watcher::new(&carol),
+    );
+    let a = alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wb.new_call().await;
+    bob.answer(b).await.unwrap();
+
+    // A destination that cannot take the call: the original call is not lost.
+    assert!(matches!(
+        bob.blind_transfer(b, numbers::UNREACHABLE).await,
+        Err(Error::InvalidAddress { .. })
+    ));
+    assert_eq!(bob.call_status(b).unwrap().state.kind(), K::Connected);
+
+    bob.blind_transfer(b, "300").await.unwrap();
+    assert_eq!(
+        bob.call_status(b).unwrap().state,
+        CallState::Idle,
+        "the transferring leg is gone"
+    );
+    let c = wc.new_call().await;
+    let info = carol.call_info(c).unwrap();
+    assert_eq!(info.info.reason, CallReason::Transfer);
+    assert_eq!(info.info.caller, PartyId::named("100", "User 0"));
+    assert_eq!(info.info.redirecting, PartyId::named("200", "User 1"));
+    assert_eq!(
+        info.call_id(),
+        alice.call_info(a).unwrap().call_id(),
+        "one call ID through the transfer"
+    );
+    carol.answer(c).await.unwrap();
+    wa.until(|e| matches!(e, Event::CallInfo { call, changed } if *call == a && changed.contains(InfoChange::CONNECTED_ID)))
+        .await;
+    wa.until(|e| matches!(e, Event::CallInfo { call, changed } if *call == a && changed.contains(InfoChange::CONNECTED_ID)))
+        .await;
+    assert_eq!(
+        alice.call_info(a).unwrap().info.connected,
+        PartyId::named("300", "User 2")
+    );
+    alice.drop_call(a).await.unwrap();
+    assert_eq!(
+        wc.state(c, K::Disconnected).await,
+        CallState::Disconnected(DisconnectReason::Normal)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn redirect_and_digits() {
+    let pbx = pbx().await;
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let (carol, _) = pbx.app("carol", &[("300", OpenOptions::owner())]).await;
+    let (mut wb, mut wc) = (Watcher::new(&bob), Watcher::new(&carol));
+    let a = alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wb.new_call().await;
+    assert!(
+        bob.call_status(b)
+            .unwrap()
+            .features
+            .contains(CallOperation::Redirect)
+    );
+    bob.redirect(b, "300").await.unwrap();
+    assert_eq!(bob.call_status(b).unwrap().state, CallState::Idle);
+    let c = wc.new_call().await;
+    assert_eq!(
+        carol.call_info(c).unwrap().info.reason,
+        CallReason::Redirect
+    );
+    assert_eq!(alice.call_status(a).unwrap().state, CallState::Ringback);
+    carol.answer(c).await.unwrap();
+    assert_eq!(
+        alice.call_status(a).unwrap().state,
+        CallState::Connected(ConnectedMode::Active)
+    );
+
+    // Carol listens for digits; Alice sends some.
+    carol
+        .monitor_digits(c, Some(DigitMode::Dtmf))
+        .await
+        .unwrap();
+    alice
+        .generate_digits(a, "1*9", DigitMode::Dtmf)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let Event::Digit { call, digit, .. } =
+            wc.until(|e| matches!(e, Event::Digit { .. })).await
+        {
+            assert_eq!(call, c);
+            got.push(digit);
+        }
+    }
+    assert_eq!(got, vec!['1', '*', '9']);
+    assert!(matches!(
+        alice.generate_digits(a, "12x", DigitMode::Dtmf).await,
+        Err(Error::InvalidParameter { .. })
+    ));
+    alice.secure_call(a).await.unwrap();
+    assert!(alice.call_info(a).unwrap().info.secure);
+}
