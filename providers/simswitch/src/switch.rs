@@ -82,6 +82,13 @@ pub(crate) struct Outside {
     answered: bool,
 }
 
+/// Why and by whom a party is sent to a new destination.
+struct Handover {
+    reason: CallReason,
+    by: PartyId,
+    call_id: CallId,
+}
+
 /// Where a call can be sent.
 enum Destination {
     Extension(usize),
@@ -247,7 +254,6 @@ impl State {
         peer
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_leg(
         &mut self,
         sink: &EventSink,
@@ -511,10 +517,13 @@ impl State {
         sink: &EventSink,
         party: Peer,
         destination: Destination,
-        reason: CallReason,
-        by: PartyId,
-        call_id: CallId,
+        handover: Handover,
     ) {
+        let Handover {
+            reason,
+            by,
+            call_id,
+        } = handover;
         match destination {
             Destination::Extension(line) => {
                 let info = CallInfo {
@@ -840,7 +849,12 @@ impl State {
         let by = self.party(line);
         let party = self.unlink(id);
         self.set_state(sink, id, CallState::Idle);
-        self.deliver(shared, sink, party, target, reason, by, call_id);
+        let handover = Handover {
+            reason,
+            by,
+            call_id,
+        };
+        self.deliver(shared, sink, party, target, handover);
         Ok(())
     }
 
