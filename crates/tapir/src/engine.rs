@@ -324,11 +324,13 @@ pub(crate) struct OpenLine {
     pub(crate) line: Arc<LineSlot>,
 }
 
-/// A make-call (or other call-creating) request waiting for its provider to report the new call.
+/// A request that may create calls (make call, setup transfer, setup conference …), in flight. Each call
+/// the provider reports with the request's ID is bound to a fresh, not yet published handle of the
+/// requesting session.
 pub(crate) struct Pending {
     pub(crate) session: Arc<SessionInner>,
-    pub(crate) handle: CallHandle,
     pub(crate) line: LineHandle,
+    pub(crate) bound: Vec<(CallLegId, CallHandle)>,
 }
 
 /// One call leg as the engine tracks it.
@@ -590,19 +592,22 @@ impl Inner {
             warn!(%provider, leg = %call.leg, "new call reported twice; ignored");
             return;
         }
-        let creator = call
-            .request
-            .and_then(|r| self.pending.remove(&r))
-            .map(|(_, p)| p);
+        // A call made at a session's request: bind it to a fresh handle of that session.
+        let creator = call.request.and_then(|r| {
+            let mut p = self.pending.get_mut(&r)?;
+            let handle = self.mint_call_handle(&p.session);
+            p.bound.push((call.leg, handle));
+            Some((p.session.clone(), p.line, handle))
+        });
         let openers = lock(&line.openers).clone();
 
         let mut holders: Vec<Holder> = Vec::with_capacity(openers.len() + 1);
         let requested = creator.is_some();
-        if let Some(p) = creator {
+        if let Some((session, line, handle)) = creator {
             holders.push(Holder {
-                session: p.session,
-                handle: p.handle,
-                line: p.line,
+                session,
+                handle,
+                line,
                 privilege: CallPrivilege::Owner,
                 published: false,
                 held_back: Vec::new(),
@@ -901,6 +906,49 @@ impl Inner {
         if orphan {
             self.drop_orphan(&entry);
         }
+    }
+
+    /// Finishes a call-creating request: on success every call the provider reported for it is
+    /// published to the session and the handles of `legs` are returned in order; on failure every
+    /// bound handle is undone. A leg the provider returned but never reported is a provider error.
+    pub(crate) async fn finish_request(
+        &self,
+        session: &Arc<SessionInner>,
+        provider: &Arc<dyn Provider>,
+        request: RequestId,
+        result: Result<Vec<CallLegId>, Error>,
+    ) -> Result<Vec<CallHandle>, Error> {
+        let bound = self
+            .pending
+            .remove(&request)
+            .map(|(_, p)| p.bound)
+            .unwrap_or_default();
+        let legs = match result {
+            Ok(legs) => legs,
+            Err(e) => {
+                for (_, handle) in bound {
+                    self.abandon(session, handle);
+                }
+                return Err(e);
+            }
+        };
+        for (_, handle) in &bound {
+            self.publish(session, *handle)?;
+        }
+        let mut handles = Vec::with_capacity(legs.len());
+        for leg in legs {
+            match bound.iter().find(|(l, _)| *l == leg) {
+                Some((_, h)) => handles.push(*h),
+                None => {
+                    warn!(%leg, "provider returned a call it never reported; dropping it");
+                    let _ = provider.drop_call(leg).await;
+                    return Err(Error::OperationFailed {
+                        reason: "the provider did not report a call it created".into(),
+                    });
+                }
+            }
+        }
+        Ok(handles)
     }
 
     /// Ends a session: no more events, every call handle released (solely owned calls dropped), every

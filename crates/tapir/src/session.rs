@@ -9,12 +9,12 @@ use tapir_core::dial::DialString;
 use tapir_core::gate::{self, AddressOperation, CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
-use tapir_core::params::{CompletionMode, DigitMode, MakeCall, ParkMode};
+use tapir_core::params::{CompletionMode, DigitMode, MakeCall, ParkMode, RequestId};
 use tapir_core::privilege::{CallPrivilege, LinePrivileges};
 use tapir_core::state::CallState;
 use tapir_core::{AddressId, CallId, CallLegId, Error, LineId, ProviderId};
 use tapir_provider::Provider;
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, debug};
 
 use crate::engine::{CallEntry, Inner, LineSlot, OpenLine, Opener, Pending, SessionInner, lock};
 use crate::event::SessionEvent;
@@ -385,46 +385,53 @@ impl Session {
             &slot.usage(params.address),
         )?;
 
+        let provider = self.engine.provider(slot.provider).provider.clone();
+        let handles = self
+            .create(line, |request| {
+                let provider = provider.clone();
+                async move {
+                    let request = MakeCall {
+                        request,
+                        line: slot.local,
+                        address: params.address,
+                        destination,
+                        media_mode,
+                    };
+                    provider.make_call(request).await.map(|leg| vec![leg])
+                }
+            })
+            .await?;
+        handles.into_iter().next().ok_or(Error::OperationFailed {
+            reason: "the provider created no call".into(),
+        })
+    }
+
+    /// Runs a request that creates calls for this session through line open `line`: registers it so the
+    /// calls the provider reports are bound to handles held back from the session, runs it, then
+    /// publishes those handles (or undoes them on failure).
+    async fn create<F, Fut>(&self, line: LineHandle, run: F) -> Result<Vec<CallHandle>, Error>
+    where
+        F: FnOnce(RequestId) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<CallLegId>, Error>>,
+    {
+        self.alive()?;
+        let slot = self.open_line_slot(line)?;
+        let provider = self.engine.provider(slot.provider).provider.clone();
         let request = self.engine.next_request();
-        let handle = self.engine.mint_call_handle(&self.inner);
         self.engine.pending.insert(
             request,
             Pending {
                 session: self.inner.clone(),
-                handle,
                 line,
+                bound: Vec::new(),
             },
         );
-        let provider = self.engine.provider(slot.provider).provider.clone();
-        let result = provider
-            .make_call(MakeCall {
-                request,
-                line: slot.local,
-                address: params.address,
-                destination,
-                media_mode,
-            })
-            .instrument(tracing::debug_span!("make_call", request = request.0))
+        let result = run(request)
+            .instrument(tracing::debug_span!("request", request = request.0))
             .await;
-        let never_reported = self.engine.pending.remove(&request).is_some();
-        match (result, never_reported) {
-            (Ok(_), false) => {
-                self.engine.publish(&self.inner, handle)?;
-                Ok(handle)
-            }
-            (Ok(leg), true) => {
-                warn!(%leg, "provider returned a call it never reported; treating the request as failed");
-                let _ = provider.drop_call(leg).await;
-                Err(Error::OperationFailed {
-                    reason: "the provider did not report the call it created".into(),
-                })
-            }
-            (Err(e), true) => Err(e),
-            (Err(e), false) => {
-                self.engine.abandon(&self.inner, handle);
-                Err(e)
-            }
-        }
+        self.engine
+            .finish_request(&self.inner, &provider, request, result)
+            .await
     }
 
     /// The call behind one of this session's handles.
