@@ -200,3 +200,263 @@ async fn redirect_and_digits() {
     alice.secure_call(a).await.unwrap();
     assert!(alice.call_info(a).unwrap().info.secure);
 }
+
+/// 100 (Alice) calls 200 (Bob), Bob answers. Returns the sessions, watchers and handles.
+async fn alice_talks_to_bob(
+    pbx: &tapir_tests::Pbx,
+) -> (
+    tapir::Session,
+    tapir::Session,
+    tapir::Session,
+    Watcher,
+    Watcher,
+    Watcher,
+    tapir::CallHandle,
+    tapir::CallHandle,
+) {
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let (carol, _) = pbx.app("carol", &[("300", OpenOptions::owner())]).await;
+    let (wa, mut wb, wc) = (
+        Watcher::new(&alice),
+        Watcher::new(&bob),
+        Watcher::new(&carol),
+    );
+    let a = alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wb.new_call().await;
+    bob.answer(b).await.unwrap();
+    (alice, bob, carol, wa, wb, wc, a, b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn consultation_transfer_connects_the_other_two() {
+    let pbx = pbx().await;
+    let (alice, bob, carol, mut wa, _wb, mut wc, a, b) = alice_talks_to_bob(&pbx).await;
+
+    let consult = bob.setup_transfer(b).await.unwrap();
+    assert_eq!(
+        bob.call_status(b).unwrap().state,
+        CallState::OnHoldPendingTransfer
+    );
+    assert_eq!(bob.call_status(consult).unwrap().state.kind(), K::DialTone);
+    let f = bob.call_status(consult).unwrap().features;
+    assert!(f.contains(CallOperation::Dial) && !f.contains(CallOperation::SetupTransfer));
+    bob.dial(consult, "300").await.unwrap();
+    let c = wc.new_call().await;
+    carol.answer(c).await.unwrap();
+    assert!(
+        bob.call_status(b)
+            .unwrap()
+            .features
+            .contains(CallOperation::CompleteTransfer)
+    );
+
+    assert_eq!(
+        bob.complete_transfer(b, consult, tapir::core::params::TransferMode::Transfer)
+            .await,
+        Ok(None)
+    );
+    assert_eq!(bob.call_status(b).unwrap().state, CallState::Idle);
+    assert_eq!(bob.call_status(consult).unwrap().state, CallState::Idle);
+    // Alice and Carol now talk to each other, and each knows who the other is.
+    assert_eq!(alice.call_status(a).unwrap().state.kind(), K::Connected);
+    assert_eq!(
+        alice.call_info(a).unwrap().info.connected,
+        PartyId::named("300", "User 2")
+    );
+    assert_eq!(
+        carol.call_info(c).unwrap().info.connected,
+        PartyId::named("100", "User 0")
+    );
+    alice.drop_call(a).await.unwrap();
+    wc.state(c, K::Disconnected).await;
+    wa.state(a, K::Idle).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_consultation_returns_to_the_original_call() {
+    let pbx = pbx().await;
+    let (_alice, bob, _carol, _wa, _wb, mut wc, _a, b) = alice_talks_to_bob(&pbx).await;
+
+    // Cancel by dropping the consultation call.
+    let consult = bob.setup_transfer(b).await.unwrap();
+    bob.dial(consult, "300").await.unwrap();
+    let c = wc.new_call().await;
+    bob.drop_call(consult).await.unwrap();
+    assert_eq!(
+        bob.call_status(b).unwrap().state.kind(),
+        K::Connected,
+        "reconnected"
+    );
+    wc.state(c, K::Idle).await;
+
+    // Cancel by unholding the original: the consultation call is dropped.
+    let consult = bob.setup_transfer(b).await.unwrap();
+    bob.unhold(b).await.unwrap();
+    assert_eq!(bob.call_status(b).unwrap().state.kind(), K::Connected);
+    assert_eq!(bob.call_status(consult).unwrap().state, CallState::Idle);
+
+    // A consultation to an unreachable number fails; the original is not lost.
+    let consult = bob.setup_transfer(b).await.unwrap();
+    bob.dial(consult, numbers::UNREACHABLE).await.unwrap();
+    assert_eq!(
+        bob.call_status(consult).unwrap().state,
+        CallState::Disconnected(DisconnectReason::Unreachable)
+    );
+    assert!(matches!(
+        bob.complete_transfer(b, consult, tapir::core::params::TransferMode::Transfer)
+            .await,
+        Err(Error::InvalidCallState {
+            state: K::Disconnected
+        })
+    ));
+    bob.drop_call(consult).await.unwrap();
+    assert_eq!(bob.call_status(b).unwrap().state.kind(), K::Connected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_far_end_hangs_up_while_a_transfer_is_pending() {
+    let pbx = pbx().await;
+    let (alice, bob, carol, _wa, mut wb, mut wc, a, b) = alice_talks_to_bob(&pbx).await;
+    let consult = bob.setup_transfer(b).await.unwrap();
+    bob.dial(consult, "300").await.unwrap();
+    let c = wc.new_call().await;
+    carol.answer(c).await.unwrap();
+    alice.drop_call(a).await.unwrap();
+    assert_eq!(
+        wb.state(b, K::Disconnected).await,
+        CallState::Disconnected(DisconnectReason::Normal)
+    );
+    assert!(matches!(
+        bob.complete_transfer(b, consult, tapir::core::params::TransferMode::Transfer)
+            .await,
+        Err(Error::InvalidCallState {
+            state: K::Disconnected
+        })
+    ));
+    // The consultation call carries on as an ordinary call.
+    assert_eq!(bob.call_status(consult).unwrap().state.kind(), K::Connected);
+    bob.drop_call(b).await.unwrap();
+    bob.drop_call(consult).await.unwrap();
+    wc.state(c, K::Disconnected).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn transfer_completed_as_a_conference_then_dropped() {
+    let pbx = pbx().await;
+    let (_alice, bob, carol, mut wa, _wb, mut wc, a, b) = alice_talks_to_bob(&pbx).await;
+    let consult = bob.setup_transfer(b).await.unwrap();
+    bob.dial(consult, "300").await.unwrap();
+    let c = wc.new_call().await;
+    carol.answer(c).await.unwrap();
+    let conf = bob
+        .complete_transfer(b, consult, tapir::core::params::TransferMode::Conference)
+        .await
+        .unwrap()
+        .expect("a conference call");
+    assert_eq!(bob.call_status(conf).unwrap().state.kind(), K::Connected);
+    for party in [b, consult] {
+        assert_eq!(
+            bob.call_status(party).unwrap().state,
+            CallState::Conferenced
+        );
+        assert!(
+            bob.call_status(party)
+                .unwrap()
+                .features
+                .contains(CallOperation::RemoveFromConference)
+        );
+    }
+    assert_eq!(bob.conference_calls(b).unwrap(), vec![conf, b, consult]);
+    assert_eq!(bob.conference_calls(conf).unwrap(), vec![conf, b, consult]);
+    assert!(
+        bob.call_status(conf)
+            .unwrap()
+            .features
+            .contains(CallOperation::PrepareAddToConference)
+    );
+
+    // Dropping the conference ends every party; the far ends hear the hang-up.
+    bob.drop_call(conf).await.unwrap();
+    for h in [conf, b, consult] {
+        assert_eq!(bob.call_status(h).unwrap().state, CallState::Idle);
+    }
+    wa.state(a, K::Disconnected).await;
+    wc.state(c, K::Disconnected).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn conference_set_up_grown_to_full_and_shrunk() {
+    let pbx = tapir_tests::pbx_with(&["100", "200", "300", "400", "500"]).await;
+    let (host, l) = pbx.app("host", &[("100", OpenOptions::owner())]).await;
+    let (guests, _) = pbx
+        .app(
+            "guests",
+            &[
+                ("200", OpenOptions::owner()),
+                ("300", OpenOptions::owner()),
+                ("400", OpenOptions::owner()),
+                ("500", OpenOptions::owner()),
+            ],
+        )
+        .await;
+    let mut wg = Watcher::new(&guests);
+    let answer_next = async |wg: &mut Watcher| {
+        let h = wg.new_call().await;
+        guests.answer(h).await.unwrap();
+        h
+    };
+    let first = host.make_call(l[0], Some("200")).await.unwrap();
+    let g1 = answer_next(&mut wg).await;
+
+    let (conf, consult) = host.setup_conference(first).await.unwrap();
+    assert_eq!(
+        host.call_status(conf).unwrap().state,
+        CallState::OnHoldPendingConference
+    );
+    assert_eq!(
+        host.call_status(first).unwrap().state,
+        CallState::Conferenced
+    );
+    host.dial(consult, "300").await.unwrap();
+    answer_next(&mut wg).await;
+    host.add_to_conference(conf, consult).await.unwrap();
+    assert_eq!(host.call_status(conf).unwrap().state.kind(), K::Connected);
+    assert_eq!(
+        host.conference_calls(conf).unwrap(),
+        vec![conf, first, consult]
+    );
+
+    let third = host.prepare_add_to_conference(conf).await.unwrap();
+    host.dial(third, "400").await.unwrap();
+    answer_next(&mut wg).await;
+    host.add_to_conference(conf, third).await.unwrap();
+
+    // Three parties is the simulated switch's limit.
+    assert!(
+        !host
+            .call_status(conf)
+            .unwrap()
+            .features
+            .contains(CallOperation::PrepareAddToConference)
+    );
+    assert_eq!(
+        host.prepare_add_to_conference(conf).await,
+        Err(Error::ConferenceFull)
+    );
+
+    // Removing a party disconnects its far end and leaves the others.
+    host.remove_from_conference(first).await.unwrap();
+    assert_eq!(host.call_status(first).unwrap().state, CallState::Idle);
+    wg.state(g1, K::Disconnected).await;
+    assert_eq!(
+        host.conference_calls(conf).unwrap(),
+        vec![conf, consult, third]
+    );
+    assert_eq!(host.conference_calls(first), Err(Error::NoConference));
+    let fourth = host.prepare_add_to_conference(conf).await.unwrap();
+    host.dial(fourth, "500").await.unwrap();
+    answer_next(&mut wg).await;
+    host.add_to_conference(conf, fourth).await.unwrap();
+    assert_eq!(host.conference_calls(conf).unwrap().len(), 4);
+}

@@ -430,7 +430,12 @@ fn resources(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result
         Op::Hold if ctx.usage.on_hold >= caps.max_on_hold => Err(Error::ResourceUnavailable {
             what: "no free hold slot on the address",
         }),
-        Op::Unhold if ctx.active_others() >= caps.max_active_calls => {
+        // Taking a hard-held call back needs a free active slot; unholding a call held for a transfer or
+        // conference cancels the consultation call that occupies it.
+        Op::Unhold
+            if ctx.state.kind() == CallStateKind::OnHold
+                && ctx.active_others() >= caps.max_active_calls =>
+        {
             Err(Error::ResourceUnavailable {
                 what: "another call is active on the address",
             })

@@ -371,7 +371,13 @@ impl CallEntry {
 pub(crate) struct CallRecord {
     pub(crate) state: CallState,
     pub(crate) info: CallInfo,
+    /// The call's relation to others, as the engine's own operations made it (consultation call,
+    /// conference parent or party). The gate reads it.
     pub(crate) role: CallRole,
+    /// For a conference parent: its parties, in the order they were added.
+    pub(crate) parties: Vec<Arc<CallEntry>>,
+    /// For a conference party: its parent.
+    pub(crate) conference: Option<Weak<CallEntry>>,
     pub(crate) holders: Vec<Holder>,
     /// The engine no longer tracks the call (idle, no holders); late events are ignored.
     pub(crate) forgotten: bool,
@@ -647,6 +653,8 @@ impl Inner {
                 state: call.state,
                 info: call.info,
                 role: CallRole::Plain,
+                parties: Vec::new(),
+                conference: None,
                 holders: Vec::new(),
                 forgotten: false,
             }),
@@ -753,6 +761,8 @@ impl Inner {
     /// Removes the engine's record of an idle call nobody holds.
     fn forget(&self, entry: &Arc<CallEntry>, rec: &mut CallRecord) {
         rec.forgotten = true;
+        rec.parties.clear();
+        rec.conference = None;
         self.calls.remove(&entry.key);
         debug!("forgotten");
     }
@@ -949,6 +959,48 @@ impl Inner {
             }
         }
         Ok(handles)
+    }
+
+    /// Records that `party` joined the conference `parent` (parent and party locked one at a time).
+    pub(crate) fn join_conference(&self, parent: &Arc<CallEntry>, party: &Arc<CallEntry>) {
+        let previous_last = {
+            let mut rec = lock(&parent.rec);
+            let previous = rec.parties.last().cloned();
+            rec.parties.push(party.clone());
+            rec.role = CallRole::ConferenceParent {
+                parties: rec.parties.len() as u32,
+            };
+            previous
+        };
+        if let Some(p) = previous_last {
+            lock(&p.rec).role = CallRole::ConferenceParty { last_added: false };
+        }
+        let mut rec = lock(&party.rec);
+        rec.role = CallRole::ConferenceParty { last_added: true };
+        rec.conference = Some(Arc::downgrade(parent));
+    }
+
+    /// Records that `party` left its conference.
+    pub(crate) fn leave_conference(&self, party: &Arc<CallEntry>) {
+        let parent = {
+            let mut rec = lock(&party.rec);
+            rec.role = CallRole::Plain;
+            rec.conference.take().and_then(|p| p.upgrade())
+        };
+        let Some(parent) = parent else {
+            return;
+        };
+        let new_last = {
+            let mut rec = lock(&parent.rec);
+            rec.parties.retain(|p| !Arc::ptr_eq(p, party));
+            rec.role = CallRole::ConferenceParent {
+                parties: rec.parties.len() as u32,
+            };
+            rec.parties.last().cloned()
+        };
+        if let Some(p) = new_last {
+            lock(&p.rec).role = CallRole::ConferenceParty { last_added: true };
+        }
     }
 
     /// Ends a session: no more events, every call handle released (solely owned calls dropped), every

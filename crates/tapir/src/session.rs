@@ -6,12 +6,14 @@ use std::sync::atomic::Ordering;
 
 use tapir_core::caps::{AddressCaps, LineCaps};
 use tapir_core::dial::DialString;
-use tapir_core::gate::{self, AddressOperation, CallOperation, FeatureSet};
+use tapir_core::gate::{self, AddressOperation, CallOperation, CallRole, FeatureSet};
 use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
-use tapir_core::params::{CompletionMode, DigitMode, MakeCall, ParkMode, RequestId};
+use tapir_core::params::{
+    CompletionMode, DigitMode, MakeCall, Origin, ParkMode, RequestId, TransferMode,
+};
 use tapir_core::privilege::{CallPrivilege, LinePrivileges};
-use tapir_core::state::CallState;
+use tapir_core::state::{CallState, CallStateKind};
 use tapir_core::{AddressId, CallId, CallLegId, Error, LineId, ProviderId};
 use tapir_provider::Provider;
 use tracing::{Instrument, debug};
@@ -579,6 +581,278 @@ impl Session {
             .await
     }
 
+    /// The line open through which this session holds `call`.
+    fn line_of(&self, entry: &CallEntry, call: CallHandle) -> Result<LineHandle, Error> {
+        lock(&entry.rec)
+            .holder(&self.inner, call)
+            .map(|h| h.line)
+            .ok_or(Error::InvalidCallHandle)
+    }
+
+    /// A second call of this session taking part in an operation (a consultation call): it must be held
+    /// by this session as owner, on the same address as `first`, and in one of `states`.
+    fn partner(
+        &self,
+        first: &CallEntry,
+        call: CallHandle,
+        states: &[CallStateKind],
+    ) -> Result<Arc<CallEntry>, Error> {
+        let entry = self.entry(call)?;
+        let rec = lock(&entry.rec);
+        let holder = rec
+            .holder(&self.inner, call)
+            .ok_or(Error::InvalidCallHandle)?;
+        if holder.privilege != CallPrivilege::Owner {
+            return Err(Error::NotOwner);
+        }
+        if !Arc::ptr_eq(&entry.line, &first.line) || entry.address != first.address {
+            return Err(Error::InvalidParameter {
+                reason: "both calls must be on the same address".into(),
+            });
+        }
+        if !states.contains(&rec.state.kind()) {
+            return Err(Error::InvalidCallState {
+                state: rec.state.kind(),
+            });
+        }
+        drop(rec);
+        Ok(entry)
+    }
+
+    /// Holds a connected call pending transfer and returns a new consultation call in dial tone; dial
+    /// it, then [`complete_transfer`](Session::complete_transfer). Dropping the consultation call (or
+    /// unholding the original) cancels.
+    pub async fn setup_transfer(&self, call: CallHandle) -> Result<CallHandle, Error> {
+        let a = self.authorize(call, CallOperation::SetupTransfer, no_params)?;
+        let line = self.line_of(&a.entry, call)?;
+        let (provider, leg) = (a.provider.clone(), a.leg);
+        let consult = self
+            .create(line, |request| async move {
+                provider.setup_transfer(leg, request).await.map(|c| vec![c])
+            })
+            .instrument(a.entry.span.clone())
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(Error::OperationFailed {
+                reason: "the provider created no consultation call".into(),
+            })?;
+        self.set_role(
+            consult,
+            CallRole::Consultation {
+                for_conference: false,
+            },
+        );
+        Ok(consult)
+    }
+
+    /// Completes a consultation transfer of `held` (on hold pending transfer) with `consultation`
+    /// (connected, ringing back, busy or proceeding). As a [`TransferMode::Transfer`] both of this
+    /// session's calls go idle and the other two parties are connected; as a
+    /// [`TransferMode::Conference`] the three parties form a conference, whose new parent call is
+    /// returned.
+    pub async fn complete_transfer(
+        &self,
+        held: CallHandle,
+        consultation: CallHandle,
+        mode: TransferMode,
+    ) -> Result<Option<CallHandle>, Error> {
+        let a = self.authorize(held, CallOperation::CompleteTransfer, |_, address| {
+            let modes = address.transfer_modes;
+            let offered = match mode {
+                TransferMode::Transfer => modes.transfer,
+                TransferMode::Conference => modes.conference,
+            };
+            if (modes.transfer || modes.conference) && !offered {
+                return Err(Error::InvalidParameter {
+                    reason: format!("the address cannot complete a transfer as {mode:?}"),
+                });
+            }
+            Ok(())
+        })?;
+        let c = self.partner(
+            &a.entry,
+            consultation,
+            &[
+                CallStateKind::Connected,
+                CallStateKind::Ringback,
+                CallStateKind::Busy,
+                CallStateKind::Proceeding,
+            ],
+        )?;
+        if Arc::ptr_eq(&a.entry, &c) {
+            return Err(Error::InvalidParameter {
+                reason: "a call cannot be transferred to itself".into(),
+            });
+        }
+        let line = self.line_of(&a.entry, held)?;
+        let (provider, leg, consult_leg) = (a.provider.clone(), a.leg, c.key.1);
+        let conference = self
+            .create(line, |request| async move {
+                provider
+                    .complete_transfer(leg, consult_leg, mode, request)
+                    .await
+                    .map(|c| c.into_iter().collect())
+            })
+            .instrument(a.entry.span.clone())
+            .await?
+            .into_iter()
+            .next();
+        if let Some(parent) = conference {
+            let parent = self.entry(parent)?;
+            self.engine.join_conference(&parent, &a.entry);
+            self.engine.join_conference(&parent, &c);
+        }
+        Ok(conference)
+    }
+
+    /// Turns a connected call into a conference: returns the conference's parent call (on hold pending
+    /// a party) and a consultation call in dial tone; the original call becomes the first party. Dial the
+    /// consultation call, then [`add_to_conference`](Session::add_to_conference).
+    pub async fn setup_conference(
+        &self,
+        call: CallHandle,
+    ) -> Result<(CallHandle, CallHandle), Error> {
+        let a = self.authorize(call, CallOperation::SetupConference, no_params)?;
+        let line = self.line_of(&a.entry, call)?;
+        let origin = Origin {
+            request: RequestId(0),
+            line: a.entry.line.local,
+            address: a.entry.address,
+        };
+        let (provider, leg) = (a.provider.clone(), a.leg);
+        let created = self
+            .create(line, |request| async move {
+                provider
+                    .setup_conference(Some(leg), Origin { request, ..origin })
+                    .await
+                    .map(|(conf, consult)| vec![conf, consult])
+            })
+            .instrument(a.entry.span.clone())
+            .await?;
+        let [conference, consult] = created[..] else {
+            return Err(Error::OperationFailed {
+                reason: "the provider did not create a conference and a consultation call".into(),
+            });
+        };
+        let parent = self.entry(conference)?;
+        self.engine.join_conference(&parent, &a.entry);
+        self.set_role(
+            consult,
+            CallRole::Consultation {
+                for_conference: true,
+            },
+        );
+        Ok((conference, consult))
+    }
+
+    /// Holds a conference pending a new party and returns a consultation call in dial tone.
+    pub async fn prepare_add_to_conference(
+        &self,
+        conference: CallHandle,
+    ) -> Result<CallHandle, Error> {
+        let a = self.authorize(conference, CallOperation::PrepareAddToConference, no_params)?;
+        let line = self.line_of(&a.entry, conference)?;
+        let (provider, leg) = (a.provider.clone(), a.leg);
+        let consult = self
+            .create(line, |request| async move {
+                provider
+                    .prepare_add_to_conference(leg, request)
+                    .await
+                    .map(|c| vec![c])
+            })
+            .instrument(a.entry.span.clone())
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(Error::OperationFailed {
+                reason: "the provider created no consultation call".into(),
+            })?;
+        self.set_role(
+            consult,
+            CallRole::Consultation {
+                for_conference: true,
+            },
+        );
+        Ok(consult)
+    }
+
+    /// Adds a consultation call to the conference it was made for.
+    pub async fn add_to_conference(
+        &self,
+        conference: CallHandle,
+        consultation: CallHandle,
+    ) -> Result<(), Error> {
+        let a = self.authorize(conference, CallOperation::AddToConference, no_params)?;
+        let c = self.partner(
+            &a.entry,
+            consultation,
+            &[
+                CallStateKind::Connected,
+                CallStateKind::OnHold,
+                CallStateKind::Proceeding,
+                CallStateKind::Ringback,
+            ],
+        )?;
+        if !matches!(lock(&c.rec).role, CallRole::Consultation { .. }) {
+            return Err(Error::InvalidCallHandle);
+        }
+        let parties = lock(&a.entry.rec).parties.len() as u32;
+        let max = a
+            .entry
+            .line
+            .caps
+            .addresses
+            .get(a.entry.address.0 as usize)
+            .map_or(0, |c| c.max_conference);
+        if parties >= max {
+            return Err(Error::ConferenceFull);
+        }
+        a.provider
+            .add_to_conference(a.leg, c.key.1)
+            .instrument(a.entry.span.clone())
+            .await?;
+        self.engine.join_conference(&a.entry, &c);
+        Ok(())
+    }
+
+    /// The calls of the conference `call` belongs to (or is the parent of) that this session holds: the
+    /// parent first, then the parties in the order they joined.
+    pub fn conference_calls(&self, call: CallHandle) -> Result<Vec<CallHandle>, Error> {
+        let entry = self.entry(call)?;
+        let parent = {
+            let rec = lock(&entry.rec);
+            rec.holder(&self.inner, call)
+                .ok_or(Error::InvalidCallHandle)?;
+            match (&rec.role, &rec.conference) {
+                (CallRole::ConferenceParent { .. }, _) => entry.clone(),
+                (CallRole::ConferenceParty { .. }, Some(p)) => {
+                    p.upgrade().ok_or(Error::NoConference)?
+                }
+                _ => return Err(Error::NoConference),
+            }
+        };
+        let members: Vec<Arc<CallEntry>> = std::iter::once(parent.clone())
+            .chain(lock(&parent.rec).parties.iter().cloned())
+            .collect();
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                lock(&m.rec)
+                    .holders
+                    .iter()
+                    .find(|h| Arc::ptr_eq(&h.session, &self.inner))
+                    .map(|h| h.handle)
+            })
+            .collect())
+    }
+
+    fn set_role(&self, call: CallHandle, role: CallRole) {
+        if let Ok(entry) = self.entry(call) {
+            lock(&entry.rec).role = role;
+        }
+    }
+
     /// Transfers a connected call to `destination` without consultation. Returns when the call has left
     /// this line (it is idle here).
     pub async fn blind_transfer(&self, call: CallHandle, destination: &str) -> Result<(), Error> {
@@ -642,13 +916,16 @@ impl Session {
 
     /// Removes a party from its conference.
     pub async fn remove_from_conference(&self, call: CallHandle) -> Result<(), Error> {
+        let entry = self.entry(call)?;
         self.dispatch(
             call,
             CallOperation::RemoveFromConference,
             no_params,
             |p, leg| p.remove_from_conference(leg),
         )
-        .await
+        .await?;
+        self.engine.leave_conference(&entry);
+        Ok(())
     }
 
     /// Asks the switch to complete a call to a busy or unanswered party later; returns a completion ID.

@@ -34,12 +34,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use switch::{Peer, Shared, State, Timer};
-use tapir_core::caps::{AddressCaps, DialCaps, LineCaps};
+use tapir_core::caps::{AddressCaps, DialCaps, LineCaps, RemoveFromConference, TransferModes};
 use tapir_core::dial::DialString;
 use tapir_core::gate::{CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Presentation};
 use tapir_core::media::MediaModes;
-use tapir_core::params::{DigitMode, MakeCall};
+use tapir_core::params::{DigitMode, MakeCall, Origin, RequestId, TransferMode};
 use tapir_core::state::{CallState, DialToneMode, DisconnectReason, OfferingMode};
 use tapir_core::{AddressId, CallLegId, Error};
 use tapir_provider::{EventSink, Provider};
@@ -179,6 +179,9 @@ impl RemoteCall {
     }
 }
 
+/// Parties a conference on the simulated switch can have.
+pub const MAX_CONFERENCE_PARTIES: usize = 3;
+
 fn not_started() -> Error {
     Error::OperationFailed {
         reason: "the simulated switch is not started".into(),
@@ -203,9 +206,25 @@ fn line_caps(ext: &Extension) -> LineCaps {
                 CallOperation::SecureCall,
                 CallOperation::GenerateDigits,
                 CallOperation::MonitorDigits,
+                CallOperation::SetupTransfer,
+                CallOperation::CompleteTransfer,
+                CallOperation::SetupConference,
+                CallOperation::PrepareAddToConference,
+                CallOperation::AddToConference,
+                CallOperation::RemoveFromConference,
             ]),
             max_active_calls: 1,
             max_on_hold: (switch::APPEARANCES - 1) as u32,
+            max_on_hold_pending: 1,
+            max_conference: MAX_CONFERENCE_PARTIES as u32,
+            max_transfer_conference: MAX_CONFERENCE_PARTIES as u32,
+            transfer_modes: TransferModes {
+                transfer: true,
+                conference: true,
+            },
+            remove_from_conference: RemoveFromConference::Any,
+            auto_reconnect: true,
+            conference_drop: true,
             ..AddressCaps::basic(ext.number.clone())
         }],
         media_modes: MediaModes::INTERACTIVE_VOICE,
@@ -441,6 +460,65 @@ impl Provider for SimSwitch {
     ) -> Result<(), Error> {
         let (sink, mut st) = self.sink_and_state()?;
         st.generate_digits(&sink, leg, digits, mode)
+    }
+
+    async fn setup_transfer(&self, leg: CallLegId, request: RequestId) -> Result<CallLegId, Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.setup_transfer(&sink, leg, request)
+    }
+
+    async fn complete_transfer(
+        &self,
+        held: CallLegId,
+        consultation: CallLegId,
+        mode: TransferMode,
+        request: RequestId,
+    ) -> Result<Option<CallLegId>, Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.complete_transfer(
+            &self.shared,
+            &sink,
+            held,
+            consultation,
+            mode == TransferMode::Conference,
+            request,
+        )
+    }
+
+    async fn setup_conference(
+        &self,
+        leg: Option<CallLegId>,
+        origin: Origin,
+    ) -> Result<(CallLegId, CallLegId), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        // A conference is always set up from an existing call here (no "setup conference null").
+        let leg = leg.ok_or(Error::OperationUnavailable {
+            operation: "setup-conference",
+        })?;
+        st.setup_conference(&sink, leg, origin.request)
+    }
+
+    async fn prepare_add_to_conference(
+        &self,
+        conference: CallLegId,
+        request: RequestId,
+    ) -> Result<CallLegId, Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.prepare_add_to_conference(&sink, conference, request, MAX_CONFERENCE_PARTIES)
+    }
+
+    async fn add_to_conference(
+        &self,
+        conference: CallLegId,
+        consultation: CallLegId,
+    ) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.add_to_conference(&sink, conference, consultation, MAX_CONFERENCE_PARTIES)
+    }
+
+    async fn remove_from_conference(&self, leg: CallLegId) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        st.remove_from_conference(&sink, leg)
     }
 
     async fn monitor_digits(&self, leg: CallLegId, mode: Option<DigitMode>) -> Result<(), Error> {

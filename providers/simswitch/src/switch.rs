@@ -58,8 +58,24 @@ pub(crate) enum Peer {
     Outside(u64),
 }
 
+/// How a leg relates to the other legs on its extension.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Relation {
+    #[default]
+    None,
+    /// A consultation call made to transfer the held call.
+    ConsultFor(CallLegId),
+    /// A consultation call made to add a party to the conference.
+    ConsultForConference(CallLegId),
+    /// A party of the conference.
+    Party(CallLegId),
+    /// A conference parent with its parties, in the order they joined.
+    Parent(Vec<CallLegId>),
+}
+
 pub(crate) struct Leg {
     pub(crate) line: usize,
+    pub(crate) relation: Relation,
     pub(crate) state: CallState,
     pub(crate) info: CallInfo,
     pub(crate) peer: Peer,
@@ -77,6 +93,8 @@ pub(crate) struct Leg {
 /// A party outside the switch, in a call with one of its legs.
 pub(crate) struct Outside {
     party: PartyId,
+    /// How it behaves while it has not answered yet (kept so a transfer can move the waiting).
+    script: Option<FarEnd>,
     hang_up_after: Option<Duration>,
     pub(crate) leg: Option<CallLegId>,
     answered: bool,
@@ -114,6 +132,11 @@ fn is_held(state: CallState) -> bool {
     state.kind().is_held()
 }
 
+/// Conference parties are bridged through their parent and take no call appearance of their own.
+fn occupies_appearance(state: CallState) -> bool {
+    state.kind() != CallStateKind::Conferenced
+}
+
 impl State {
     pub(crate) fn new(extensions: Vec<Extension>, far_ends: HashMap<String, FarEnd>) -> Self {
         Self {
@@ -137,16 +160,23 @@ impl State {
         self.legs.iter().filter(move |(_, l)| l.line == line)
     }
 
-    /// The extension's active (not held) call, if any.
+    /// The extension's active (not held, not conferenced) call, if any.
     fn active_on(&self, line: usize) -> Option<CallLegId> {
         self.legs_on(line)
-            .find(|(_, l)| !is_held(l.state))
+            .find(|(_, l)| !is_held(l.state) && occupies_appearance(l.state))
             .map(|(id, _)| *id)
+    }
+
+    /// Call appearances in use on the extension, not counting `except`.
+    fn appearances_used(&self, line: usize, except: &[CallLegId]) -> usize {
+        self.legs_on(line)
+            .filter(|(id, l)| occupies_appearance(l.state) && !except.contains(id))
+            .count()
     }
 
     /// Whether the extension can take another call: nothing active and a free appearance.
     pub(crate) fn can_take_call(&self, line: usize) -> bool {
-        self.active_on(line).is_none() && self.legs_on(line).count() < APPEARANCES
+        self.active_on(line).is_none() && self.appearances_used(line, &[]) < APPEARANCES
     }
 
     pub(crate) fn party(&self, line: usize) -> PartyId {
@@ -202,6 +232,7 @@ impl State {
             id,
             Outside {
                 party,
+                script: None,
                 hang_up_after,
                 leg: None,
                 answered,
@@ -278,6 +309,7 @@ impl State {
             id,
             Leg {
                 line,
+                relation: Relation::None,
                 state,
                 info,
                 peer: Peer::None,
@@ -575,6 +607,11 @@ impl State {
 
     /// Leg `id` waits for an outside party to answer.
     fn ring_outside(&mut self, shared: &Arc<Shared>, id: CallLegId, far: &FarEnd) {
+        if let Some(Peer::Outside(o)) = self.legs.get(&id).map(|l| l.peer)
+            && let Some(o) = self.outside.get_mut(&o)
+        {
+            o.script = Some(far.clone());
+        }
         if let Answer::AfterRings(rings) = far.answer {
             let after = shared.timing.ring_period.saturating_mul(rings);
             if after < shared.timing.no_answer_timeout {
@@ -727,10 +764,52 @@ impl State {
                 state: CallStateKind::Idle,
             });
         }
+        let relation = self.leg(id)?.relation.clone();
         let party = self.unlink(id);
         self.set_state(sink, id, CallState::Idle);
         self.clear_party(sink, party, reason);
+        self.after_leaving(sink, id, relation);
         Ok(())
+    }
+
+    /// What happens to related legs when leg `id` (related as `relation`) has gone idle.
+    fn after_leaving(&mut self, sink: &EventSink, id: CallLegId, relation: Relation) {
+        match relation {
+            // Dropping a consultation call brings the held call back.
+            Relation::ConsultFor(original) => {
+                if self.state_of(original).ok() == Some(CallStateKind::OnHoldPendingTransfer) {
+                    self.set_state(sink, original, CallState::Connected(ConnectedMode::Active));
+                }
+            }
+            Relation::ConsultForConference(parent) => {
+                if self.state_of(parent).ok() == Some(CallStateKind::OnHoldPendingConference) {
+                    self.set_state(sink, parent, CallState::Connected(ConnectedMode::Active));
+                }
+            }
+            Relation::Party(parent) => {
+                if let Some(Relation::Parent(parties)) =
+                    self.legs.get_mut(&parent).map(|l| &mut l.relation)
+                {
+                    parties.retain(|p| *p != id);
+                }
+            }
+            // Dropping the conference drops every party, and their far ends hear the hang-up.
+            Relation::Parent(parties) => {
+                for p in parties {
+                    let party = self.unlink(p);
+                    self.set_state(sink, p, CallState::Idle);
+                    self.clear_party(sink, party, DisconnectReason::Normal);
+                }
+            }
+            Relation::None => {}
+        }
+        // A call whose original or conference went away is a plain call now.
+        for leg in self.legs.values_mut() {
+            if matches!(leg.relation, Relation::ConsultFor(o) | Relation::ConsultForConference(o) | Relation::Party(o) if o == id)
+            {
+                leg.relation = Relation::None;
+            }
+        }
     }
 
     pub(crate) fn reject(&mut self, sink: &EventSink, id: CallLegId) -> Result<(), Error> {
@@ -758,17 +837,339 @@ impl State {
     }
 
     pub(crate) fn unhold(&mut self, sink: &EventSink, id: CallLegId) -> Result<(), Error> {
-        match self.state_of(id)? {
-            CallStateKind::OnHold => {}
+        let state = self.state_of(id)?;
+        // Unholding a call held for a transfer or conference cancels the consultation call.
+        let consultation = match state {
+            CallStateKind::OnHold => None,
+            CallStateKind::OnHoldPendingTransfer => self.consultation_of(id, false),
+            CallStateKind::OnHoldPendingConference => self.consultation_of(id, true),
             state => return Err(Error::InvalidCallState { state }),
-        }
-        if self.active_on(self.leg(id)?.line).is_some() {
+        };
+        let line = self.leg(id)?.line;
+        let active = self.active_on(line);
+        if active.is_some() && active != consultation {
             return Err(Error::ResourceUnavailable {
                 what: "another call is active on the extension",
             });
         }
+        if let Some(c) = consultation {
+            let party = self.unlink(c);
+            self.set_state(sink, c, CallState::Idle);
+            self.clear_party(sink, party, DisconnectReason::Normal);
+        }
         self.set_state(sink, id, CallState::Connected(ConnectedMode::Active));
         Ok(())
+    }
+
+    /// The consultation call made for `id` (a transfer original or a conference parent).
+    fn consultation_of(&self, id: CallLegId, conference: bool) -> Option<CallLegId> {
+        self.legs
+            .iter()
+            .find(|(_, l)| {
+                l.relation
+                    == if conference {
+                        Relation::ConsultForConference(id)
+                    } else {
+                        Relation::ConsultFor(id)
+                    }
+            })
+            .map(|(c, _)| *c)
+    }
+
+    /// A consultation call in dial tone on `line`, related to `to`.
+    fn consultation_leg(
+        &mut self,
+        sink: &EventSink,
+        line: usize,
+        relation: Relation,
+        request: RequestId,
+    ) -> CallLegId {
+        let call_id = self.new_call_id();
+        let info = CallInfo {
+            call_id,
+            origin: CallOrigin::Outbound,
+            reason: CallReason::Direct,
+            media_mode: MediaModes::INTERACTIVE_VOICE,
+            caller: self.party(line),
+            ..CallInfo::default()
+        };
+        let c = self.new_leg(
+            sink,
+            line,
+            CallState::DialTone(tapir_core::state::DialToneMode::Internal),
+            info,
+            Peer::None,
+            Some(request),
+        );
+        if let Some(l) = self.legs.get_mut(&c) {
+            l.relation = relation;
+        }
+        c
+    }
+
+    pub(crate) fn setup_transfer(
+        &mut self,
+        sink: &EventSink,
+        id: CallLegId,
+        request: RequestId,
+    ) -> Result<CallLegId, Error> {
+        match self.state_of(id)? {
+            CallStateKind::Connected => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        let line = self.leg(id)?.line;
+        if self.appearances_used(line, &[id]) + 2 > APPEARANCES {
+            return Err(Error::CallUnavailable);
+        }
+        self.set_state(sink, id, CallState::OnHoldPendingTransfer);
+        let original_call = self.leg(id)?.info.call_id;
+        let c = self.consultation_leg(sink, line, Relation::ConsultFor(id), request);
+        self.set_info(sink, c, |i| i.related_call_id = Some(original_call));
+        Ok(c)
+    }
+
+    pub(crate) fn complete_transfer(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        held: CallLegId,
+        consult: CallLegId,
+        conference: bool,
+        request: RequestId,
+    ) -> Result<Option<CallLegId>, Error> {
+        match self.state_of(held)? {
+            CallStateKind::OnHoldPendingTransfer => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        match self.state_of(consult)? {
+            CallStateKind::Connected | CallStateKind::Ringback | CallStateKind::Proceeding => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        let line = self.leg(held)?.line;
+        if self.leg(consult)?.line != line || held == consult {
+            return Err(Error::InvalidCallHandle);
+        }
+        if conference {
+            let call_id = self.new_call_id();
+            let info = CallInfo {
+                call_id,
+                origin: CallOrigin::Conference,
+                reason: CallReason::Direct,
+                media_mode: MediaModes::INTERACTIVE_VOICE,
+                caller: self.party(line),
+                ..CallInfo::default()
+            };
+            let parent = self.new_leg(
+                sink,
+                line,
+                CallState::Connected(ConnectedMode::Active),
+                info,
+                Peer::None,
+                Some(request),
+            );
+            for p in [held, consult] {
+                if let Some(l) = self.legs.get_mut(&p) {
+                    l.relation = Relation::Party(parent);
+                }
+                self.set_state(sink, p, CallState::Conferenced);
+                self.set_info(sink, p, |i| i.related_call_id = Some(call_id));
+            }
+            if let Some(l) = self.legs.get_mut(&parent) {
+                l.relation = Relation::Parent(vec![held, consult]);
+            }
+            return Ok(Some(parent));
+        }
+        // Transfer: the two far parties are connected to each other; both of our legs go idle.
+        let first = self.unlink(held);
+        let second = self.unlink(consult);
+        for l in [held, consult] {
+            if let Some(leg) = self.legs.get_mut(&l) {
+                leg.relation = Relation::None;
+            }
+            self.set_state(sink, l, CallState::Idle);
+        }
+        self.join(shared, sink, first, second);
+        Ok(None)
+    }
+
+    /// Connects two parties whose legs on a transferring extension have gone.
+    fn join(&mut self, shared: &Arc<Shared>, sink: &EventSink, a: Peer, b: Peer) {
+        match (a, b) {
+            (Peer::Leg(x), Peer::Leg(y)) => {
+                self.link(x, Peer::Leg(y));
+                self.update_parties(sink, x, y);
+            }
+            (Peer::Leg(x), Peer::Outside(o)) | (Peer::Outside(o), Peer::Leg(x)) => {
+                self.link(x, Peer::Outside(o));
+                let (party, waiting) = match self.outside.get(&o) {
+                    Some(out) => (
+                        out.party.clone(),
+                        (!out.answered).then(|| out.script.clone()).flatten(),
+                    ),
+                    None => return,
+                };
+                match waiting {
+                    Some(script) => self.ring_outside(shared, x, &script),
+                    None => self.set_info(sink, x, |i| i.connected = party),
+                }
+            }
+            (Peer::Outside(o), Peer::Outside(p)) => {
+                // Both parties are outside: the call leaves the switch.
+                self.outside.remove(&o);
+                self.outside.remove(&p);
+            }
+            (Peer::None, other) | (other, Peer::None) => {
+                self.clear_party(sink, other, DisconnectReason::Normal)
+            }
+        }
+    }
+
+    /// After a transfer joined legs `x` and `y`, each learns who the other is.
+    fn update_parties(&mut self, sink: &EventSink, x: CallLegId, y: CallLegId) {
+        let (px, py) = (self.identity(Peer::Leg(x)), self.identity(Peer::Leg(y)));
+        for (leg, other, other_party) in [(x, y, py), (y, x, px)] {
+            match self.state_of(leg).ok() {
+                // Still ringing: it is now the transferred party calling.
+                Some(CallStateKind::Offering | CallStateKind::Accepted) => {
+                    self.set_info(sink, leg, |i| {
+                        i.caller = other_party;
+                        i.reason = CallReason::Transfer;
+                    })
+                }
+                Some(_) if self.state_of(other).ok() != Some(CallStateKind::Offering) => {
+                    self.set_info(sink, leg, |i| i.connected = other_party)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn setup_conference(
+        &mut self,
+        sink: &EventSink,
+        id: CallLegId,
+        request: RequestId,
+    ) -> Result<(CallLegId, CallLegId), Error> {
+        match self.state_of(id)? {
+            CallStateKind::Connected => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        if self.leg(id)?.relation != Relation::None {
+            return Err(Error::InvalidCallState {
+                state: CallStateKind::Connected,
+            });
+        }
+        let line = self.leg(id)?.line;
+        if self.appearances_used(line, &[id]) + 2 > APPEARANCES {
+            return Err(Error::CallUnavailable);
+        }
+        let call_id = self.new_call_id();
+        let info = CallInfo {
+            call_id,
+            origin: CallOrigin::Conference,
+            reason: CallReason::Direct,
+            media_mode: MediaModes::INTERACTIVE_VOICE,
+            caller: self.party(line),
+            ..CallInfo::default()
+        };
+        let parent = self.new_leg(
+            sink,
+            line,
+            CallState::OnHoldPendingConference,
+            info,
+            Peer::None,
+            Some(request),
+        );
+        if let Some(l) = self.legs.get_mut(&parent) {
+            l.relation = Relation::Parent(vec![id]);
+        }
+        if let Some(l) = self.legs.get_mut(&id) {
+            l.relation = Relation::Party(parent);
+        }
+        self.set_state(sink, id, CallState::Conferenced);
+        self.set_info(sink, id, |i| i.related_call_id = Some(call_id));
+        let c = self.consultation_leg(sink, line, Relation::ConsultForConference(parent), request);
+        Ok((parent, c))
+    }
+
+    fn parties_of(&self, parent: CallLegId) -> Result<Vec<CallLegId>, Error> {
+        match &self.leg(parent)?.relation {
+            Relation::Parent(p) => Ok(p.clone()),
+            _ => Err(Error::NoConference),
+        }
+    }
+
+    pub(crate) fn prepare_add_to_conference(
+        &mut self,
+        sink: &EventSink,
+        parent: CallLegId,
+        request: RequestId,
+        max_parties: usize,
+    ) -> Result<CallLegId, Error> {
+        match self.state_of(parent)? {
+            CallStateKind::Connected => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        if self.parties_of(parent)?.len() >= max_parties {
+            return Err(Error::ConferenceFull);
+        }
+        let line = self.leg(parent)?.line;
+        if self.appearances_used(line, &[parent]) + 2 > APPEARANCES {
+            return Err(Error::CallUnavailable);
+        }
+        self.set_state(sink, parent, CallState::OnHoldPendingConference);
+        Ok(self.consultation_leg(sink, line, Relation::ConsultForConference(parent), request))
+    }
+
+    pub(crate) fn add_to_conference(
+        &mut self,
+        sink: &EventSink,
+        parent: CallLegId,
+        consult: CallLegId,
+        max_parties: usize,
+    ) -> Result<(), Error> {
+        match self.state_of(parent)? {
+            CallStateKind::OnHoldPendingConference => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        if self.leg(consult)?.relation != Relation::ConsultForConference(parent) {
+            return Err(Error::InvalidCallHandle);
+        }
+        match self.state_of(consult)? {
+            CallStateKind::Connected
+            | CallStateKind::Ringback
+            | CallStateKind::Proceeding
+            | CallStateKind::OnHold => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        if self.parties_of(parent)?.len() >= max_parties {
+            return Err(Error::ConferenceFull);
+        }
+        let call_id = self.leg(parent)?.info.call_id;
+        if let Some(l) = self.legs.get_mut(&consult) {
+            l.relation = Relation::Party(parent);
+        }
+        if let Some(Relation::Parent(parties)) = self.legs.get_mut(&parent).map(|l| &mut l.relation)
+        {
+            parties.push(consult);
+        }
+        self.set_state(sink, consult, CallState::Conferenced);
+        self.set_info(sink, consult, |i| i.related_call_id = Some(call_id));
+        self.set_state(sink, parent, CallState::Connected(ConnectedMode::Active));
+        Ok(())
+    }
+
+    /// Removes a party: it leaves the bridge and its far end is disconnected.
+    pub(crate) fn remove_from_conference(
+        &mut self,
+        sink: &EventSink,
+        id: CallLegId,
+    ) -> Result<(), Error> {
+        match self.state_of(id)? {
+            CallStateKind::Conferenced => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        self.drop_leg(sink, id, DisconnectReason::Normal)
     }
 
     pub(crate) fn swap_hold(

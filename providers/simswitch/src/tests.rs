@@ -199,7 +199,8 @@ async fn unsupported_operations_say_never_and_change_nothing() {
         Err(Error::OperationUnavailable { .. })
     ));
     assert!(matches!(
-        s.setup_transfer(a, RequestId(9)).await,
+        s.complete_call(a, tapir_core::params::CompletionMode::CampOn)
+            .await,
         Err(Error::OperationUnavailable { .. })
     ));
     assert!(log.take().is_empty());
