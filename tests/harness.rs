@@ -53,13 +53,26 @@ pub async fn pbx_with(extensions: &[&str]) -> Pbx {
     for (i, n) in extensions.iter().enumerate() {
         b = b.extension(*n, format!("User {i}"));
     }
-    let switch = b.build().unwrap();
+    pbx_from(b.build().unwrap()).await
+}
+
+/// An engine in front of the given switch.
+pub async fn pbx_from(switch: SimSwitch) -> Pbx {
     let engine = Engine::builder()
         .provider(switch.clone())
         .build()
         .await
         .unwrap();
     Pbx { engine, switch }
+}
+
+/// Logs every session off and asserts the engine and the switch hold nothing.
+pub async fn close_all(pbx: &Pbx, sessions: impl IntoIterator<Item = Session>) {
+    for s in sessions {
+        s.logoff().await;
+    }
+    pbx.assert_empty();
+    assert_eq!(pbx.switch.live_legs(), 0, "legs left in the switch");
 }
 
 impl Pbx {

@@ -6,7 +6,7 @@ use tapir_core::caps::LineCaps;
 use tapir_core::info::CallInfo;
 use tapir_core::params::{DigitMode, RequestId};
 use tapir_core::state::CallState;
-use tapir_core::{AddressId, CallLegId, LineId, ProviderId};
+use tapir_core::{AddressId, CallId, CallLegId, LineId, ProviderId};
 
 /// A call that appeared on one of the provider's lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +47,21 @@ pub enum LineEvent {
     ForwardingChanged {
         /// The address.
         address: AddressId,
+    },
+    /// A call from this line was parked in `orbit`.
+    Parked {
+        /// The orbit (park address).
+        orbit: String,
+        /// The parked call.
+        call_id: CallId,
+    },
+    /// The call this line parked in `orbit` left it: retrieved, recalled after the park timeout, or
+    /// abandoned by its far end.
+    Unparked {
+        /// The orbit.
+        orbit: String,
+        /// The call that was parked.
+        call_id: CallId,
     },
     /// The line's capabilities changed.
     CapsChanged(Box<LineCaps>),

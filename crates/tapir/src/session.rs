@@ -10,7 +10,7 @@ use tapir_core::gate::{self, AddressOperation, CallOperation, CallRole, FeatureS
 use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
 use tapir_core::params::{
-    CompletionMode, DigitMode, MakeCall, Origin, ParkMode, RequestId, TransferMode,
+    CompletionMode, DigitMode, MakeCall, Origin, ParkMode, PickupTarget, RequestId, TransferMode,
 };
 use tapir_core::privilege::{CallPrivilege, LinePrivileges};
 use tapir_core::state::{CallState, CallStateKind};
@@ -443,6 +443,98 @@ impl Session {
             .get(&call)
             .map(|e| e.clone())
             .ok_or(Error::InvalidCallHandle)
+    }
+
+    /// Gate and run an address operation that creates one call for this session through `line`.
+    async fn create_on_address<F, Fut>(
+        &self,
+        line: LineHandle,
+        op: AddressOperation,
+        params: impl FnOnce(&AddressCaps) -> Result<(), Error>,
+        run: F,
+    ) -> Result<CallHandle, Error>
+    where
+        F: FnOnce(Arc<dyn Provider>, Origin) -> Fut,
+        Fut: std::future::Future<Output = Result<CallLegId, Error>>,
+    {
+        let slot = self.open_line_slot(line)?;
+        let address = AddressId(0);
+        let caps = slot
+            .caps
+            .addresses
+            .get(address.0 as usize)
+            .ok_or(Error::InvalidAddressId)?;
+        gate::check_address(op, || params(caps), caps, &slot.usage(address))?;
+        let provider = self.engine.provider(slot.provider).provider.clone();
+        let local = slot.local;
+        self.create(line, |request| async move {
+            let origin = Origin {
+                request,
+                line: local,
+                address,
+            };
+            run(provider, origin).await.map(|leg| vec![leg])
+        })
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(Error::OperationFailed {
+            reason: "the provider created no call".into(),
+        })
+    }
+
+    /// Retrieves the call parked in `orbit` to this line: a new call, connected, reason *unpark*.
+    pub async fn unpark(&self, line: LineHandle, orbit: &str) -> Result<CallHandle, Error> {
+        let owned = orbit.to_owned();
+        self.create_on_address(
+            line,
+            AddressOperation::Unpark,
+            |_| {
+                DialString::parse_destination(orbit)?;
+                Ok(())
+            },
+            |provider, origin| async move { provider.unpark(origin, &owned).await },
+        )
+        .await
+    }
+
+    /// Picks up a call ringing elsewhere — at a named station, or anywhere in a pickup group — to this
+    /// line: a new call, connected, reason *pickup*. The station that was ringing sees its call end,
+    /// disconnected with reason *picked up*.
+    pub async fn pickup(
+        &self,
+        line: LineHandle,
+        target: PickupTarget,
+    ) -> Result<CallHandle, Error> {
+        self.create_on_address(
+            line,
+            AddressOperation::Pickup,
+            |caps| {
+                let modes = caps.pickup_modes;
+                let any = modes.directed || modes.group;
+                match &target {
+                    PickupTarget::Directed(n) | PickupTarget::Group(n) if n.is_empty() => {
+                        Err(Error::InvalidParameter {
+                            reason: "a pickup needs a station or a group".into(),
+                        })
+                    }
+                    PickupTarget::Directed(_) if any && !modes.directed => {
+                        Err(Error::InvalidParameter {
+                            reason: "the address does not support directed pickup".into(),
+                        })
+                    }
+                    PickupTarget::Group(_) if any && !modes.group => Err(Error::InvalidParameter {
+                        reason: "the address does not support group pickup".into(),
+                    }),
+                    _ => Ok(()),
+                }
+            },
+            |provider, origin| {
+                let target = target.clone();
+                async move { provider.pickup(origin, &target).await }
+            },
+        )
+        .await
     }
 
     /// Finds the call, checks the gate, and returns what is needed to hand the operation to the provider.

@@ -34,17 +34,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use switch::{Peer, Shared, State, Timer};
-use tapir_core::caps::{AddressCaps, DialCaps, LineCaps, RemoveFromConference, TransferModes};
+use tapir_core::caps::{
+    AddressCaps, AddressFeatureSet, DialCaps, LineCaps, ParkModes, PickupModes,
+    RemoveFromConference, TransferModes,
+};
 use tapir_core::dial::DialString;
-use tapir_core::gate::{CallOperation, FeatureSet};
+use tapir_core::gate::{AddressOperation, CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Presentation};
 use tapir_core::media::MediaModes;
-use tapir_core::params::{DigitMode, MakeCall, Origin, RequestId, TransferMode};
+use tapir_core::params::{
+    DigitMode, MakeCall, Origin, ParkMode, PickupTarget, RequestId, TransferMode,
+};
 use tapir_core::state::{CallState, DialToneMode, DisconnectReason, OfferingMode};
 use tapir_core::{AddressId, CallLegId, Error};
 use tapir_provider::{EventSink, Provider};
 
-pub use script::{Answer, CallerId, CallerIdTiming, Extension, FarEnd, RingIn, Timing};
+pub use script::{Answer, CallerId, CallerIdTiming, Extension, FarEnd, ParkLot, RingIn, Timing};
 
 /// Builds a [`SimSwitch`].
 #[derive(Clone, Debug, Default)]
@@ -52,6 +57,8 @@ pub struct SimSwitchBuilder {
     extensions: Vec<Extension>,
     far_ends: HashMap<String, FarEnd>,
     timing: Timing,
+    park_lot: ParkLot,
+    pickup_groups: HashMap<String, Vec<String>>,
 }
 
 impl SimSwitchBuilder {
@@ -81,6 +88,21 @@ impl SimSwitchBuilder {
     /// How long an unanswered call rings before it is given up.
     pub fn no_answer_timeout(mut self, timeout: Duration) -> Self {
         self.timing.no_answer_timeout = timeout;
+        self
+    }
+    /// The park lot (default: orbits 701–710, 60 s before a parked call comes back).
+    pub fn park_lot(mut self, lot: ParkLot) -> Self {
+        self.park_lot = lot;
+        self
+    }
+    /// A pickup group: any member may pick up a call ringing at another member.
+    pub fn pickup_group(
+        mut self,
+        name: impl Into<String>,
+        members: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.pickup_groups
+            .insert(name.into(), members.into_iter().map(Into::into).collect());
         self
     }
     /// When caller ID of outside calls arrives.
@@ -124,10 +146,33 @@ impl SimSwitchBuilder {
         if self.timing.ring_period.is_zero() {
             return bad("the ring period must be longer than zero".into());
         }
+        for orbit in &self.park_lot.orbits {
+            if !is_number(orbit, false) {
+                return bad(format!("park orbit {orbit:?} is not digits"));
+            }
+            if !seen.insert(orbit.clone()) || self.far_ends.contains_key(orbit) {
+                return bad(format!("park orbit {orbit} is also another number"));
+            }
+        }
+        for (group, members) in &self.pickup_groups {
+            if let Some(m) = members
+                .iter()
+                .find(|m| !self.extensions.iter().any(|e| &e.number == *m))
+            {
+                return bad(format!(
+                    "pickup group {group} names {m}, which is not an extension"
+                ));
+            }
+        }
         Ok(SimSwitch {
             shared: Arc::new(Shared {
                 timing: self.timing,
-                state: Mutex::new(State::new(self.extensions, self.far_ends)),
+                state: Mutex::new(State::new(
+                    self.extensions,
+                    self.far_ends,
+                    self.park_lot,
+                    self.pickup_groups,
+                )),
             }),
         })
     }
@@ -172,7 +217,12 @@ impl RemoteCall {
         let leg = st.outside.get(&self.party).and_then(|o| o.leg);
         match (st.sink.clone(), leg) {
             (Some(sink), Some(leg)) => st.far_end_clears(&sink, leg),
-            _ => {
+            (Some(sink), None) => {
+                // Not in a call with any leg: it may be waiting in a park orbit.
+                st.forget_parked(&sink, Peer::Outside(self.party));
+                st.outside.remove(&self.party);
+            }
+            (None, _) => {
                 st.outside.remove(&self.party);
             }
         }
@@ -212,7 +262,21 @@ fn line_caps(ext: &Extension) -> LineCaps {
                 CallOperation::PrepareAddToConference,
                 CallOperation::AddToConference,
                 CallOperation::RemoveFromConference,
+                CallOperation::Park,
             ]),
+            address_features: AddressFeatureSet::from_slice(&[
+                AddressOperation::MakeCall,
+                AddressOperation::Unpark,
+                AddressOperation::Pickup,
+            ]),
+            park_modes: ParkModes {
+                directed: true,
+                non_directed: true,
+            },
+            pickup_modes: PickupModes {
+                directed: true,
+                group: true,
+            },
             max_active_calls: 1,
             max_on_hold: (switch::APPEARANCES - 1) as u32,
             max_on_hold_pending: 1,
@@ -332,6 +396,15 @@ impl SimSwitch {
             switch: self.clone(),
             party,
         })
+    }
+
+    /// The extension an engine request names, checked.
+    fn local_line(&self, st: &State, origin: Origin) -> Result<usize, Error> {
+        let line = origin.line.0 as usize;
+        if line >= st.extensions.len() || origin.address != AddressId(0) {
+            return Err(Error::InvalidAddressId);
+        }
+        Ok(line)
     }
 
     fn sink_and_state(&self) -> Result<(EventSink, MutexGuard<'_, State>), Error> {
@@ -519,6 +592,27 @@ impl Provider for SimSwitch {
     async fn remove_from_conference(&self, leg: CallLegId) -> Result<(), Error> {
         let (sink, mut st) = self.sink_and_state()?;
         st.remove_from_conference(&sink, leg)
+    }
+
+    async fn park(&self, leg: CallLegId, mode: &ParkMode) -> Result<String, Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        let orbit = match mode {
+            ParkMode::Directed(o) => Some(o.as_str()),
+            ParkMode::NonDirected => None,
+        };
+        st.park(&self.shared, &sink, leg, orbit)
+    }
+
+    async fn unpark(&self, origin: Origin, orbit: &str) -> Result<CallLegId, Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        let line = self.local_line(&st, origin)?;
+        st.unpark(&sink, line, orbit, origin.request)
+    }
+
+    async fn pickup(&self, origin: Origin, target: &PickupTarget) -> Result<CallLegId, Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        let line = self.local_line(&st, origin)?;
+        st.pickup(&sink, line, target, origin.request)
     }
 
     async fn monitor_digits(&self, leg: CallLegId, mode: Option<DigitMode>) -> Result<(), Error> {

@@ -178,3 +178,21 @@ impl Default for Timing {
         }
     }
 }
+
+/// A park lot: the orbits calls can be parked in, and how long a parked call waits before it comes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParkLot {
+    /// The orbits, e.g. `"701"` … `"710"`. Non-directed park picks the first free one.
+    pub orbits: Vec<String>,
+    /// A call parked longer than this rings its parker again, reason *reminder*.
+    pub timeout: Duration,
+}
+
+impl Default for ParkLot {
+    fn default() -> Self {
+        Self {
+            orbits: (701..=710).map(|o| o.to_string()).collect(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -18,7 +18,7 @@ use tapir_core::state::{
 use tapir_core::{AddressId, CallId, CallLegId, Error, LineId};
 use tapir_provider::{EventSink, LineEvent, NewCall, ProviderEvent};
 
-use crate::script::{Answer, Extension, FarEnd, Timing};
+use crate::script::{Answer, Extension, FarEnd, ParkLot, Timing};
 
 pub(crate) struct Shared {
     pub(crate) timing: Timing,
@@ -113,10 +113,23 @@ enum Destination {
     Outside(String, FarEnd),
 }
 
+/// A call waiting in a park orbit.
+struct Parked {
+    party: Peer,
+    call_id: CallId,
+    /// The extension that parked it, which it rings again after the timeout.
+    parker: usize,
+    /// Identifies this stay in the orbit, so a timeout set for an earlier one does nothing.
+    stay: u64,
+}
+
 pub(crate) struct State {
     pub(crate) sink: Option<EventSink>,
     pub(crate) extensions: Vec<Extension>,
     pub(crate) far_ends: HashMap<String, FarEnd>,
+    park_lot: ParkLot,
+    parked: HashMap<String, Parked>,
+    pickup_groups: HashMap<String, Vec<String>>,
     pub(crate) legs: HashMap<CallLegId, Leg>,
     pub(crate) outside: HashMap<u64, Outside>,
     next_leg: u64,
@@ -138,11 +151,19 @@ fn occupies_appearance(state: CallState) -> bool {
 }
 
 impl State {
-    pub(crate) fn new(extensions: Vec<Extension>, far_ends: HashMap<String, FarEnd>) -> Self {
+    pub(crate) fn new(
+        extensions: Vec<Extension>,
+        far_ends: HashMap<String, FarEnd>,
+        park_lot: ParkLot,
+        pickup_groups: HashMap<String, Vec<String>>,
+    ) -> Self {
         Self {
             sink: None,
             extensions,
             far_ends,
+            park_lot,
+            parked: HashMap::new(),
+            pickup_groups,
             legs: HashMap::new(),
             outside: HashMap::new(),
             next_leg: 1,
@@ -474,6 +495,27 @@ impl State {
         }
     }
 
+    /// A parked party went away (hung up): its orbit is free again.
+    pub(crate) fn forget_parked(&mut self, sink: &EventSink, party: Peer) {
+        let Some(orbit) = self
+            .parked
+            .iter()
+            .find(|(_, p)| p.party == party)
+            .map(|(o, _)| o.clone())
+        else {
+            return;
+        };
+        if let Some(p) = self.parked.remove(&orbit) {
+            sink.line(
+                LineId(p.parker as u32),
+                LineEvent::Unparked {
+                    orbit,
+                    call_id: p.call_id,
+                },
+            );
+        }
+    }
+
     /// The outside party of leg `id` hangs up (or gives up, if the leg was never answered).
     pub(crate) fn far_end_clears(&mut self, sink: &EventSink, id: CallLegId) {
         let Some(Peer::Outside(o)) = self.legs.get(&id).map(|l| l.peer) else {
@@ -769,6 +811,8 @@ impl State {
         self.set_state(sink, id, CallState::Idle);
         self.clear_party(sink, party, reason);
         self.after_leaving(sink, id, relation);
+        // A party waiting in a park orbit that hangs up leaves the orbit free.
+        self.forget_parked(sink, Peer::Leg(id));
         Ok(())
     }
 
@@ -1317,5 +1361,271 @@ impl State {
                 Ok(())
             }
         }
+    }
+
+    /// Parks a connected call: its party waits in an orbit and the leg goes idle here.
+    pub(crate) fn park(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        id: CallLegId,
+        orbit: Option<&str>,
+    ) -> Result<String, Error> {
+        match self.state_of(id)? {
+            CallStateKind::Connected => {}
+            state => return Err(Error::InvalidCallState { state }),
+        }
+        let orbit = match orbit {
+            Some(o) if !self.park_lot.orbits.iter().any(|x| x == o) => {
+                return Err(Error::InvalidAddress {
+                    reason: format!("{o} is not a park orbit"),
+                });
+            }
+            Some(o) if self.parked.contains_key(o) => return Err(Error::InUse),
+            Some(o) => o.to_owned(),
+            None => self
+                .park_lot
+                .orbits
+                .iter()
+                .find(|o| !self.parked.contains_key(*o))
+                .cloned()
+                .ok_or(Error::ResourceUnavailable {
+                    what: "every park orbit is taken",
+                })?,
+        };
+        let leg = self.leg(id)?;
+        let (parker, call_id) = (leg.line, leg.info.call_id);
+        let party = self.unlink(id);
+        self.set_state(sink, id, CallState::Idle);
+        let stay = self.epoch();
+        self.parked.insert(
+            orbit.clone(),
+            Parked {
+                party,
+                call_id,
+                parker,
+                stay,
+            },
+        );
+        sink.line(
+            LineId(parker as u32),
+            LineEvent::Parked {
+                orbit: orbit.clone(),
+                call_id,
+            },
+        );
+        self.schedule_park_timeout(shared, orbit.clone(), stay);
+        Ok(orbit)
+    }
+
+    fn schedule_park_timeout(&self, shared: &Arc<Shared>, orbit: String, stay: u64) {
+        let weak = Arc::downgrade(shared);
+        let timeout = self.park_lot.timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(shared) = weak.upgrade() {
+                let mut st = shared.lock();
+                if st.parked.get(&orbit).is_some_and(|p| p.stay == stay) {
+                    st.park_timed_out(&shared, orbit);
+                }
+            }
+        });
+    }
+
+    /// A call parked too long rings its parker again (reason *reminder*); if the parker cannot take it
+    /// now it stays parked for another timeout.
+    fn park_timed_out(&mut self, shared: &Arc<Shared>, orbit: String) {
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        let Some(parker) = self.parked.get(&orbit).map(|p| p.parker) else {
+            return;
+        };
+        if !self.can_take_call(parker) {
+            let stay = self.epoch();
+            if let Some(p) = self.parked.get_mut(&orbit) {
+                p.stay = stay;
+            }
+            self.schedule_park_timeout(shared, orbit, stay);
+            return;
+        }
+        let Some(p) = self.parked.remove(&orbit) else {
+            return;
+        };
+        sink.line(
+            LineId(p.parker as u32),
+            LineEvent::Unparked {
+                orbit,
+                call_id: p.call_id,
+            },
+        );
+        let info = CallInfo {
+            call_id: p.call_id,
+            origin: CallOrigin::Internal,
+            reason: CallReason::Reminder,
+            media_mode: MediaModes::INTERACTIVE_VOICE,
+            caller: self.identity(p.party),
+            called: self.party(p.parker),
+            ..CallInfo::default()
+        };
+        let leg = self.new_leg(
+            &sink,
+            p.parker,
+            CallState::Offering(OfferingMode::Active),
+            info,
+            p.party,
+            None,
+        );
+        self.start_alerting(shared, leg);
+    }
+
+    /// Retrieves the call parked in `orbit` to extension `line`: a new, connected call, reason
+    /// *unpark*.
+    pub(crate) fn unpark(
+        &mut self,
+        sink: &EventSink,
+        line: usize,
+        orbit: &str,
+        request: RequestId,
+    ) -> Result<CallLegId, Error> {
+        if !self.parked.contains_key(orbit) {
+            return Err(Error::InvalidAddress {
+                reason: format!("no call is parked in {orbit}"),
+            });
+        }
+        if !self.can_take_call(line) {
+            return Err(Error::CallUnavailable);
+        }
+        let Some(p) = self.parked.remove(orbit) else {
+            return Err(Error::InvalidAddress {
+                reason: format!("no call is parked in {orbit}"),
+            });
+        };
+        sink.line(
+            LineId(p.parker as u32),
+            LineEvent::Unparked {
+                orbit: orbit.to_owned(),
+                call_id: p.call_id,
+            },
+        );
+        let them = self.identity(p.party);
+        let info = CallInfo {
+            call_id: p.call_id,
+            origin: CallOrigin::Internal,
+            reason: CallReason::Unpark,
+            media_mode: MediaModes::INTERACTIVE_VOICE,
+            caller: them.clone(),
+            connected: them,
+            ..CallInfo::default()
+        };
+        let leg = self.new_leg(
+            sink,
+            line,
+            CallState::Connected(ConnectedMode::Active),
+            info,
+            p.party,
+            Some(request),
+        );
+        if let Peer::Leg(other) = p.party {
+            let me = self.party(line);
+            self.set_info(sink, other, |i| i.connected = me);
+        }
+        Ok(leg)
+    }
+
+    /// Picks up a call ringing at `target` (an extension) or at any member of pickup group `group` for
+    /// extension `line`: the ringing leg ends (disconnected, picked up) and a new, connected leg on
+    /// `line` takes its party (reason *pickup*).
+    pub(crate) fn pickup(
+        &mut self,
+        sink: &EventSink,
+        line: usize,
+        target: &tapir_core::params::PickupTarget,
+        request: RequestId,
+    ) -> Result<CallLegId, Error> {
+        use tapir_core::params::PickupTarget;
+        let candidates: Vec<usize> = match target {
+            PickupTarget::Directed(number) => {
+                vec![
+                    self.extension_index(number)
+                        .ok_or_else(|| Error::InvalidAddress {
+                            reason: format!("no extension {number}"),
+                        })?,
+                ]
+            }
+            PickupTarget::Group(group) => {
+                let members =
+                    self.pickup_groups
+                        .get(group)
+                        .ok_or_else(|| Error::InvalidParameter {
+                            reason: format!("no pickup group {group}"),
+                        })?;
+                if !members.contains(&self.extensions[line].number) {
+                    return Err(Error::InvalidParameter {
+                        reason: format!("extension is not in pickup group {group}"),
+                    });
+                }
+                members
+                    .iter()
+                    .filter_map(|m| self.extension_index(m))
+                    .collect()
+            }
+        };
+        let ringing = self
+            .legs
+            .iter()
+            .filter(|(_, l)| {
+                l.line != line
+                    && candidates.contains(&l.line)
+                    && matches!(
+                        l.state.kind(),
+                        CallStateKind::Offering | CallStateKind::Accepted
+                    )
+            })
+            .map(|(id, _)| *id)
+            .min()
+            .ok_or_else(|| Error::InvalidAddress {
+                reason: "no call is ringing there".into(),
+            })?;
+        if !self.can_take_call(line) {
+            return Err(Error::CallUnavailable);
+        }
+        let call_id = self.leg(ringing)?.info.call_id;
+        let party = self.unlink(ringing);
+        self.set_state(
+            sink,
+            ringing,
+            CallState::Disconnected(DisconnectReason::PickedUp),
+        );
+        self.set_state(sink, ringing, CallState::Idle);
+        let them = self.identity(party);
+        let info = CallInfo {
+            call_id,
+            origin: match party {
+                Peer::Outside(_) => CallOrigin::External,
+                _ => CallOrigin::Internal,
+            },
+            reason: CallReason::Pickup,
+            media_mode: MediaModes::INTERACTIVE_VOICE,
+            caller: them.clone(),
+            connected: them,
+            ..CallInfo::default()
+        };
+        let leg = self.new_leg(
+            sink,
+            line,
+            CallState::Connected(ConnectedMode::Active),
+            info,
+            party,
+            Some(request),
+        );
+        if let Peer::Leg(caller) = party {
+            if self.state_of(caller).ok() == Some(CallStateKind::Ringback) {
+                self.set_state(sink, caller, CallState::Connected(ConnectedMode::Active));
+            }
+            let me = self.party(line);
+            self.set_info(sink, caller, |i| i.connected = me);
+        }
+        Ok(leg)
     }
 }

@@ -7,7 +7,6 @@ use tapir_provider::{EventLog, ProviderEvent};
 
 use super::*;
 use tapir_core::LineId;
-use tapir_core::params::ParkMode;
 use tapir_core::state::{BusyMode, CallStateKind, ConnectedMode};
 use tapir_provider::LineEvent;
 
@@ -195,7 +194,8 @@ async fn unsupported_operations_say_never_and_change_nothing() {
     let a = s.make_call(call(0, Some("200"))).await.unwrap();
     log.take();
     assert!(matches!(
-        s.park(a, &ParkMode::NonDirected).await,
+        s.forward(LineId(0), AddressId(0), &Default::default())
+            .await,
         Err(Error::OperationUnavailable { .. })
     ));
     assert!(matches!(
