@@ -7,7 +7,7 @@ use tapir::core::dial::{DialModifier, DialStringError};
 use tapir::core::gate::CallOperation;
 use tapir::core::info::{CallOrigin, InfoChange, PartyId};
 use tapir::core::media::MediaModes;
-use tapir::core::params::ParkMode;
+use tapir::core::params::{CompletionMode, ParkMode};
 use tapir::core::privilege::CallPrivilege;
 use tapir::core::state::{
     BusyMode, CallState, CallStateKind as K, ConnectedMode, DisconnectReason,
@@ -384,12 +384,15 @@ async fn never_not_now_and_not_yours() {
         Err(Error::InvalidCallHandle)
     );
     assert_eq!(bob.call_info(a), Err(Error::InvalidCallHandle));
-    // Never: the simulated PBX does not advertise park (in this release).
+    // Never: the simulated PBX does not advertise call completion (in this release) — "never" wins over
+    // "not now" even though completion would also be refused in this state.
     assert_eq!(
-        alice.park(a, ParkMode::NonDirected).await,
-        Err(Error::OperationUnavailable { operation: "park" })
+        alice.complete_call(a, CompletionMode::CampOn).await,
+        Err(Error::OperationUnavailable {
+            operation: "complete-call"
+        })
     );
-    assert!(!before.features.contains(CallOperation::Park));
+    assert!(!before.features.contains(CallOperation::CompleteCall));
     // Not now: answering a connected call.
     assert_eq!(
         bob.answer(b).await,
