@@ -10,7 +10,8 @@ use tapir_core::gate::{self, AddressOperation, CallOperation, CallRole, FeatureS
 use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
 use tapir_core::params::{
-    CompletionMode, DigitMode, MakeCall, Origin, ParkMode, PickupTarget, RequestId, TransferMode,
+    CompletionMode, DigitMode, ForwardCondition, Forwarding, MakeCall, Origin, ParkMode,
+    PickupTarget, RequestId, TransferMode,
 };
 use tapir_core::privilege::{CallPrivilege, LinePrivileges};
 use tapir_core::state::{CallState, CallStateKind};
@@ -535,6 +536,58 @@ impl Session {
             },
         )
         .await
+    }
+
+    /// Replaces the forwarding of this line's address (an empty [`Forwarding`] cancels it). Returns once
+    /// the switch has applied it; openers of the line are told with
+    /// [`LineEvent::ForwardingChanged`](crate::LineEvent::ForwardingChanged).
+    pub async fn forward(&self, line: LineHandle, forwarding: Forwarding) -> Result<(), Error> {
+        self.alive()?;
+        let slot = self.open_line_slot(line)?;
+        let address = AddressId(0);
+        let caps = slot
+            .caps
+            .addresses
+            .get(address.0 as usize)
+            .ok_or(Error::InvalidAddressId)?;
+        gate::check_address(
+            AddressOperation::Forward,
+            || {
+                let modes = caps.forward_modes;
+                let any = modes.unconditional || modes.busy || modes.no_answer;
+                if forwarding.do_not_disturb && !modes.do_not_disturb {
+                    return Err(Error::InvalidParameter {
+                        reason: "the address does not support do-not-disturb".into(),
+                    });
+                }
+                for (condition, to) in &forwarding.rules {
+                    let supported = match condition {
+                        ForwardCondition::Unconditional => modes.unconditional,
+                        ForwardCondition::Busy => modes.busy,
+                        ForwardCondition::NoAnswer { .. } => modes.no_answer,
+                    };
+                    if any && !supported {
+                        return Err(Error::InvalidParameter {
+                            reason: format!("the address cannot forward {condition:?}"),
+                        });
+                    }
+                    if to.dialable().is_empty() || to.is_partial() {
+                        return Err(Error::InvalidDialString(
+                            tapir_core::dial::DialStringError::Empty,
+                        ));
+                    }
+                    to.check(&slot.caps.dial)?;
+                }
+                Ok(())
+            },
+            caps,
+            &slot.usage(address),
+        )?;
+        self.engine
+            .provider(slot.provider)
+            .provider
+            .forward(slot.local, address, &forwarding)
+            .await
     }
 
     /// Finds the call, checks the gate, and returns what is needed to hand the operation to the provider.

@@ -33,9 +33,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switch::{Peer, Shared, State, Timer};
+use switch::{Forwarded, Peer, Shared, State, Timer};
 use tapir_core::caps::{
-    AddressCaps, AddressFeatureSet, DialCaps, LineCaps, ParkModes, PickupModes,
+    AddressCaps, AddressFeatureSet, DialCaps, ForwardModes, LineCaps, ParkModes, PickupModes,
     RemoveFromConference, TransferModes,
 };
 use tapir_core::dial::DialString;
@@ -43,10 +43,10 @@ use tapir_core::gate::{AddressOperation, CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Presentation};
 use tapir_core::media::MediaModes;
 use tapir_core::params::{
-    DigitMode, MakeCall, Origin, ParkMode, PickupTarget, RequestId, TransferMode,
+    DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId, TransferMode,
 };
 use tapir_core::state::{CallState, DialToneMode, DisconnectReason, OfferingMode};
-use tapir_core::{AddressId, CallLegId, Error};
+use tapir_core::{AddressId, CallLegId, Error, LineId};
 use tapir_provider::{EventSink, Provider};
 
 pub use script::{Answer, CallerId, CallerIdTiming, Extension, FarEnd, ParkLot, RingIn, Timing};
@@ -268,7 +268,14 @@ fn line_caps(ext: &Extension) -> LineCaps {
                 AddressOperation::MakeCall,
                 AddressOperation::Unpark,
                 AddressOperation::Pickup,
+                AddressOperation::Forward,
             ]),
+            forward_modes: ForwardModes {
+                unconditional: true,
+                busy: true,
+                no_answer: true,
+                do_not_disturb: true,
+            },
             park_modes: ParkModes {
                 directed: true,
                 non_directed: true,
@@ -336,6 +343,22 @@ impl SimSwitch {
             .ok_or_else(|| Error::InvalidAddress {
                 reason: format!("no extension {}", ring.to),
             })?;
+        // Forwarding applies to calls from outside too (to another extension; an outside destination
+        // would take the call off the switch, so it rings here instead).
+        let mut reason = CallReason::Direct;
+        let mut redirecting = PartyId::default();
+        let line = match st.forwarded(line) {
+            Forwarded::DoNotDisturb => return Err(Error::InUse),
+            Forwarded::To(to, why) => match st.extension_index(&to) {
+                Some(target) => {
+                    reason = why;
+                    redirecting = st.party(line);
+                    target
+                }
+                None => line,
+            },
+            Forwarded::No => line,
+        };
         if !st.can_take_call(line) {
             return Err(Error::InUse);
         }
@@ -354,7 +377,8 @@ impl SimSwitch {
         let info = CallInfo {
             call_id,
             origin: CallOrigin::External,
-            reason: CallReason::Direct,
+            reason,
+            redirecting,
             media_mode: MediaModes::INTERACTIVE_VOICE,
             caller: if late {
                 PartyId {
@@ -613,6 +637,24 @@ impl Provider for SimSwitch {
         let (sink, mut st) = self.sink_and_state()?;
         let line = self.local_line(&st, origin)?;
         st.pickup(&sink, line, target, origin.request)
+    }
+
+    async fn forward(
+        &self,
+        line: LineId,
+        address: AddressId,
+        forwarding: &Forwarding,
+    ) -> Result<(), Error> {
+        let (sink, mut st) = self.sink_and_state()?;
+        let line = self.local_line(
+            &st,
+            Origin {
+                request: RequestId(0),
+                line,
+                address,
+            },
+        )?;
+        st.set_forwarding(&sink, line, forwarding)
     }
 
     async fn monitor_digits(&self, leg: CallLegId, mode: Option<DigitMode>) -> Result<(), Error> {

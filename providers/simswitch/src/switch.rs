@@ -11,7 +11,7 @@ use std::time::Duration;
 use tapir_core::dial::DialString;
 use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId};
 use tapir_core::media::MediaModes;
-use tapir_core::params::{DigitMode, RequestId};
+use tapir_core::params::{DigitMode, ForwardCondition, Forwarding, RequestId};
 use tapir_core::state::{
     BusyMode, CallState, CallStateKind, ConnectedMode, DisconnectReason, OfferingMode,
 };
@@ -46,6 +46,8 @@ pub(crate) enum Timer {
     FarEndAnswers,
     /// The outside party hangs up.
     FarEndHangsUp,
+    /// An offered call rang as many times as forward-on-no-answer allows.
+    ForwardNoAnswer,
 }
 
 /// Who a leg is talking to.
@@ -107,6 +109,13 @@ struct Handover {
     call_id: CallId,
 }
 
+/// What forwarding does to a call for an extension.
+pub(crate) enum Forwarded {
+    No,
+    DoNotDisturb,
+    To(String, CallReason),
+}
+
 /// Where a call can be sent.
 enum Destination {
     Extension(usize),
@@ -129,6 +138,8 @@ pub(crate) struct State {
     pub(crate) far_ends: HashMap<String, FarEnd>,
     park_lot: ParkLot,
     parked: HashMap<String, Parked>,
+    /// Forwarding set on each extension (by line).
+    forwarding: HashMap<usize, Forwarding>,
     pickup_groups: HashMap<String, Vec<String>>,
     pub(crate) legs: HashMap<CallLegId, Leg>,
     pub(crate) outside: HashMap<u64, Outside>,
@@ -163,6 +174,7 @@ impl State {
             far_ends,
             park_lot,
             parked: HashMap::new(),
+            forwarding: HashMap::new(),
             pickup_groups,
             legs: HashMap::new(),
             outside: HashMap::new(),
@@ -408,6 +420,93 @@ impl State {
             leg,
             Timer::NoAnswer,
         );
+        let rings = self.legs.get(&leg).and_then(|l| {
+            self.forwarding
+                .get(&l.line)?
+                .rules
+                .iter()
+                .find_map(|(c, _)| match c {
+                    ForwardCondition::NoAnswer { rings } => Some(*rings),
+                    _ => None,
+                })
+        });
+        if let Some(rings) = rings {
+            let after = shared.timing.ring_period.saturating_mul(rings);
+            self.schedule(shared, after, leg, Timer::ForwardNoAnswer);
+        }
+    }
+
+    /// The destination of the first forwarding rule of extension `line` whose condition matches.
+    fn forward_rule(
+        &self,
+        line: usize,
+        condition: impl Fn(&ForwardCondition) -> bool,
+    ) -> Option<String> {
+        self.forwarding
+            .get(&line)?
+            .rules
+            .iter()
+            .find(|(c, _)| condition(c))
+            .map(|(_, d)| d.digits())
+    }
+
+    /// Where a call dialled to extension `line` really goes: do-not-disturb refuses it; forwarding
+    /// unconditionally, or on busy when the extension cannot take the call, sends it on (one hop).
+    pub(crate) fn forwarded(&self, line: usize) -> Forwarded {
+        let Some(f) = self.forwarding.get(&line) else {
+            return Forwarded::No;
+        };
+        if f.do_not_disturb {
+            return Forwarded::DoNotDisturb;
+        }
+        if let Some(to) = self.forward_rule(line, |c| *c == ForwardCondition::Unconditional) {
+            return Forwarded::To(to, CallReason::ForwardUnconditional);
+        }
+        if !self.can_take_call(line)
+            && let Some(to) = self.forward_rule(line, |c| *c == ForwardCondition::Busy)
+        {
+            return Forwarded::To(to, CallReason::ForwardBusy);
+        }
+        Forwarded::No
+    }
+
+    /// Replaces extension `line`'s forwarding (an empty one cancels it). Destinations must be numbers
+    /// the switch knows, other than the extension itself.
+    pub(crate) fn set_forwarding(
+        &mut self,
+        sink: &EventSink,
+        line: usize,
+        forwarding: &Forwarding,
+    ) -> Result<(), Error> {
+        for (condition, to) in &forwarding.rules {
+            let number = to.digits();
+            let known = self.extension_index(&number).is_some_and(|l| l != line)
+                || self.far_ends.contains_key(&number);
+            if !known {
+                return Err(Error::InvalidAddress {
+                    reason: format!("cannot forward to {number}"),
+                });
+            }
+            if let ForwardCondition::NoAnswer { rings } = condition
+                && *rings == 0
+            {
+                return Err(Error::InvalidParameter {
+                    reason: "forwarding on no answer needs at least one ring".into(),
+                });
+            }
+        }
+        if forwarding.rules.is_empty() && !forwarding.do_not_disturb {
+            self.forwarding.remove(&line);
+        } else {
+            self.forwarding.insert(line, forwarding.clone());
+        }
+        sink.line(
+            LineId(line as u32),
+            LineEvent::ForwardingChanged {
+                address: AddressId(0),
+            },
+        );
+        Ok(())
     }
 
     fn fire(&mut self, shared: &Arc<Shared>, id: CallLegId, timer: Timer) {
@@ -465,6 +564,38 @@ impl State {
                     &sink,
                     id,
                     CallState::Disconnected(DisconnectReason::NoAnswer),
+                );
+            }
+            Timer::ForwardNoAnswer if alerting => {
+                let line = leg.line;
+                let call_id = leg.info.call_id;
+                let Some(to) =
+                    self.forward_rule(line, |c| matches!(c, ForwardCondition::NoAnswer { .. }))
+                else {
+                    return;
+                };
+                // A destination that cannot take the call now: keep ringing here.
+                let Ok(target) = self.destination(&to) else {
+                    return;
+                };
+                let party = self.unlink(id);
+                self.set_state(
+                    &sink,
+                    id,
+                    CallState::Disconnected(DisconnectReason::Forwarded),
+                );
+                self.set_state(&sink, id, CallState::Idle);
+                let by = self.party(line);
+                self.deliver(
+                    shared,
+                    &sink,
+                    party,
+                    target,
+                    Handover {
+                        reason: CallReason::ForwardNoAnswer,
+                        by,
+                        call_id,
+                    },
                 );
             }
             Timer::GiveUp if alerting => {
@@ -697,20 +828,42 @@ impl State {
         let Some(leg) = self.legs.get(&id) else {
             return;
         };
-        let number = leg.dialed.clone();
+        let mut number = leg.dialed.clone();
         let from_line = leg.line;
         let call_id = leg.info.call_id;
         self.set_info(sink, id, |i| i.called = PartyId::number(number.clone()));
         self.set_state(sink, id, CallState::Proceeding);
+        let mut reason = CallReason::Direct;
+        let mut redirecting = PartyId::default();
+        if let Some(dialled) = self.extension_index(&number).filter(|l| *l != from_line) {
+            match self.forwarded(dialled) {
+                Forwarded::No => {}
+                Forwarded::DoNotDisturb => {
+                    self.set_state(
+                        sink,
+                        id,
+                        CallState::Disconnected(DisconnectReason::DoNotDisturb),
+                    );
+                    return;
+                }
+                Forwarded::To(to, why) => {
+                    redirecting = self.party(dialled);
+                    reason = why;
+                    self.set_info(sink, id, |i| i.redirection = PartyId::number(to.clone()));
+                    number = to;
+                }
+            }
+        }
         match self.destination(&number) {
             Ok(Destination::Extension(target)) if target != from_line => {
                 let info = CallInfo {
                     call_id,
                     origin: CallOrigin::Internal,
-                    reason: CallReason::Direct,
+                    reason,
                     media_mode: MediaModes::INTERACTIVE_VOICE,
                     caller: self.party(from_line),
                     called: self.party(target),
+                    redirecting,
                     ..CallInfo::default()
                 };
                 let callee = self.new_leg(

@@ -194,11 +194,6 @@ async fn unsupported_operations_say_never_and_change_nothing() {
     let a = s.make_call(call(0, Some("200"))).await.unwrap();
     log.take();
     assert!(matches!(
-        s.forward(LineId(0), AddressId(0), &Default::default())
-            .await,
-        Err(Error::OperationUnavailable { .. })
-    ));
-    assert!(matches!(
         s.complete_call(a, tapir_core::params::CompletionMode::CampOn)
             .await,
         Err(Error::OperationUnavailable { .. })
