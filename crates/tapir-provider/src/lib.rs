@@ -21,6 +21,8 @@
 //!
 //! [`EventLog`] records what a provider reports, so a provider's own tests can drive it directly.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod events;
 
 use async_trait::async_trait;

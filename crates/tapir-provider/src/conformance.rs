@@ -1,0 +1,565 @@
+//! A conformance kit every provider runs against itself.
+//!
+//! Give [`run`] a [`Harness`] — a way to create your provider and to make its far end do things — and it
+//! checks, against the provider alone (no engine):
+//! - the capabilities it describes are well formed;
+//! - every call operation and address operation it does **not** advertise returns
+//!   `OperationUnavailable` and reports nothing;
+//! - the basic operations it advertises work and complete on effect: make call (the new call is reported
+//!   with the request's ID before `make_call` returns, and reaches connected), dial, accept, answer,
+//!   reject, hold, unhold, drop (the call is idle when `drop_call` returns);
+//! - calls from outside are reported as offered calls without a request ID, and a far-end hang-up
+//!   disconnects a connected call;
+//! - every state sequence it reports is one `tapir_core`'s transition table allows, nothing is reported
+//!   for a call before its new-call report, and nothing after it is idle.
+//!
+//! Operations with more moving parts (transfer, conference, park, pickup, forward) need scenario tests of
+//! their own; the kit checks that unadvertised ones are refused.
+//!
+//! A provider's test implements [`Harness`] and asserts that [`run`] found nothing, e.g.
+//! `assert!(run(&MyHarness::default()).await.is_empty())` inside a `#[tokio::test(start_paused = true)]`.
+//! The simulated PBX's `conformance` test (`providers/simswitch/tests/conformance.rs`) is a complete
+//! example.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tapir_core::caps::LineCaps;
+use tapir_core::dial::DialString;
+use tapir_core::gate::{AddressOperation, CallOperation};
+use tapir_core::media::MediaModes;
+use tapir_core::params::{
+    CompletionMode, DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId,
+    TransferMode,
+};
+use tapir_core::state::{CallState, CallStateKind, initial_state_allowed, transition_allowed};
+use tapir_core::{AddressId, CallLegId, Error, LineId, ProviderId};
+
+use crate::{EventHandler, EventSink, Provider, ProviderEvent};
+
+/// What the kit needs from a provider author's test. The kit runs its checks one after another, each
+/// on a fresh provider from [`Harness::provider`]; the other methods act on the one created last.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// A new, not yet started instance of the provider under test.
+    async fn provider(&self) -> Arc<dyn Provider>;
+    /// A number that a call from line 0 can reach and that answers within a minute.
+    fn answering_number(&self) -> String;
+    /// Makes a call from outside ring one of the provider's lines; returns once it has been offered.
+    async fn ring_in(&self) -> Result<(), Error>;
+    /// Makes the far end of the call on `leg` hang up.
+    async fn far_end_hangs_up(&self, leg: CallLegId);
+}
+
+/// Records a provider's events and checks each against the transition table as it arrives.
+#[derive(Default)]
+struct Checker {
+    inner: Mutex<CheckerState>,
+}
+
+#[derive(Default)]
+struct CheckerState {
+    events: Vec<ProviderEvent>,
+    states: std::collections::HashMap<CallLegId, CallState>,
+    failures: Vec<String>,
+}
+
+impl EventHandler for Checker {
+    fn on_event(&self, _provider: ProviderId, event: ProviderEvent) {
+        let mut st = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let fail = match &event {
+            ProviderEvent::NewCall(c) => match st.states.entry(c.leg) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    Some(format!("{} reported as new twice", c.leg))
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(c.state);
+                    (!initial_state_allowed(c.state.kind()))
+                        .then(|| format!("{} reported as new in state {:?}", c.leg, c.state))
+                }
+            },
+            ProviderEvent::CallState { leg, state } => match st.states.get(leg).copied() {
+                None => Some(format!(
+                    "state {state:?} for {leg} before its new-call report"
+                )),
+                Some(old) if old.is_idle() => Some(format!("state {state:?} for {leg} after idle")),
+                Some(old) if !transition_allowed(old.kind(), state.kind()) => Some(format!(
+                    "{leg}: {old:?} -> {state:?} is not in the transition table"
+                )),
+                Some(_) => {
+                    st.states.insert(*leg, *state);
+                    None
+                }
+            },
+            ProviderEvent::CallInfo { leg, .. } | ProviderEvent::Digit { leg, .. } => {
+                match st.states.get(leg) {
+                    None => Some(format!(
+                        "call information for {leg} before its new-call report"
+                    )),
+                    Some(s) if s.is_idle() => {
+                        Some(format!("call information for {leg} after idle"))
+                    }
+                    Some(_) => None,
+                }
+            }
+            ProviderEvent::Line { .. } | ProviderEvent::LineClosed { .. } => None,
+        };
+        if let Some(f) = fail {
+            st.failures.push(f);
+        }
+        st.events.push(event);
+    }
+}
+
+impl Checker {
+    fn with<T>(&self, f: impl FnOnce(&mut CheckerState) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+    fn state(&self, leg: CallLegId) -> Option<CallState> {
+        self.with(|s| s.states.get(&leg).copied())
+    }
+    fn event_count(&self) -> usize {
+        self.with(|s| s.events.len())
+    }
+    fn newest_unrequested_call(&self) -> Option<(CallLegId, CallState)> {
+        self.with(|s| {
+            s.events.iter().rev().find_map(|e| match e {
+                ProviderEvent::NewCall(c) if c.request.is_none() => Some((c.leg, c.state)),
+                _ => None,
+            })
+        })
+    }
+    fn reported_with(&self, request: RequestId) -> Vec<CallLegId> {
+        self.with(|s| {
+            s.events
+                .iter()
+                .filter_map(|e| match e {
+                    ProviderEvent::NewCall(c) if c.request == Some(request) => Some(c.leg),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+}
+
+/// One check's context: a started provider and its checker.
+struct Case {
+    provider: Arc<dyn Provider>,
+    checker: Arc<Checker>,
+    caps: Vec<LineCaps>,
+    failures: Vec<String>,
+    name: &'static str,
+}
+
+impl Case {
+    async fn new(harness: &dyn Harness, name: &'static str) -> Result<Self, String> {
+        let provider = harness.provider().await;
+        let checker = Arc::new(Checker::default());
+        let caps = provider
+            .start(EventSink::new(ProviderId(0), checker.clone()))
+            .await
+            .map_err(|e| format!("{name}: start failed: {e}"))?;
+        Ok(Self {
+            provider,
+            checker,
+            caps,
+            failures: Vec::new(),
+            name,
+        })
+    }
+
+    fn fail(&mut self, what: String) {
+        self.failures.push(format!("{}: {what}", self.name));
+    }
+
+    fn call_ops(&self) -> tapir_core::gate::FeatureSet {
+        self.caps[0].addresses[0].call_features
+    }
+
+    fn expect(&mut self, what: &str, r: Result<(), Error>) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(format!("{what} failed: {e}"));
+                false
+            }
+        }
+    }
+
+    fn expect_state(&mut self, leg: CallLegId, kind: CallStateKind, when: &str) -> bool {
+        let got = self.checker.state(leg).map(|s| s.kind());
+        if got == Some(kind) {
+            true
+        } else {
+            self.fail(format!("{when}: {leg} is {got:?}, expected {kind:?}"));
+            false
+        }
+    }
+
+    /// Waits (up to two minutes of the clock the provider runs on) for `leg` to reach `kind`.
+    async fn wait_for(&mut self, leg: CallLegId, kind: CallStateKind, what: &str) -> bool {
+        for _ in 0..1200 {
+            if self.checker.state(leg).map(|s| s.kind()) == Some(kind) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.fail(format!(
+            "{what}: {leg} never reached {kind:?} (last {:?})",
+            self.checker.state(leg)
+        ));
+        false
+    }
+
+    async fn make_call(&mut self, to: Option<&str>) -> Option<CallLegId> {
+        let request = RequestId(77);
+        let destination = match to.map(DialString::parse_destination) {
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                self.fail(format!("the harness's number does not parse: {e}"));
+                return None;
+            }
+            None => None,
+        };
+        let media_mode = if self.caps[0]
+            .media_modes
+            .contains(MediaModes::INTERACTIVE_VOICE)
+        {
+            MediaModes::INTERACTIVE_VOICE
+        } else {
+            MediaModes::DATA_MODEM
+        };
+        let r = self
+            .provider
+            .make_call(MakeCall {
+                request,
+                line: LineId(0),
+                address: AddressId(0),
+                destination,
+                media_mode,
+            })
+            .await;
+        match r {
+            Ok(leg) => {
+                if !self.checker.reported_with(request).contains(&leg) {
+                    self.fail(format!(
+                        "make_call returned {leg} without reporting it with the request's ID"
+                    ));
+                }
+                Some(leg)
+            }
+            Err(e) => {
+                self.fail(format!("make_call failed: {e}"));
+                None
+            }
+        }
+    }
+
+    async fn finish(mut self) -> Vec<String> {
+        self.provider.stop().await;
+        let problems = self.checker.with(|s| std::mem::take(&mut s.failures));
+        for p in problems {
+            self.fail(p);
+        }
+        self.failures
+    }
+}
+
+/// Runs every check and returns what failed (empty: the provider conforms).
+pub async fn run(harness: &dyn Harness) -> Vec<String> {
+    let mut failures = check_caps(harness).await;
+    failures.extend(check_unadvertised(harness).await);
+    failures.extend(check_outgoing(harness).await);
+    failures.extend(check_incoming(harness).await);
+    failures.extend(check_hold(harness).await);
+    failures
+}
+
+async fn check_caps(h: &dyn Harness) -> Vec<String> {
+    let case = match Case::new(h, "capabilities").await {
+        Ok(c) => c,
+        Err(e) => return vec![e],
+    };
+    let mut problems = Vec::new();
+    if case.caps.is_empty() {
+        problems.push("the provider describes no line".to_owned());
+    }
+    for (i, line) in case.caps.iter().enumerate() {
+        if line.addresses.is_empty() {
+            problems.push(format!("line {i} has no address"));
+        }
+        if line.media_modes.is_empty() {
+            problems.push(format!("line {i} supports no media mode"));
+        }
+        for a in &line.addresses {
+            let f = a.call_features;
+            if a.max_active_calls == 0 && a.address_features.contains(AddressOperation::MakeCall) {
+                problems.push(format!(
+                    "line {i} can make calls but has no active-call slot"
+                ));
+            }
+            if f.contains(CallOperation::Hold) && a.max_on_hold == 0 {
+                problems.push(format!("line {i} advertises hold with no hold slot"));
+            }
+            if f.contains(CallOperation::Park)
+                && !(a.park_modes.directed || a.park_modes.non_directed)
+            {
+                problems.push(format!("line {i} advertises park with no park mode"));
+            }
+            if f.contains(CallOperation::CompleteTransfer)
+                && !(a.transfer_modes.transfer || a.transfer_modes.conference)
+            {
+                problems.push(format!(
+                    "line {i} advertises complete-transfer with no mode"
+                ));
+            }
+        }
+    }
+    let mut out = case.finish().await;
+    out.extend(problems.into_iter().map(|p| format!("capabilities: {p}")));
+    out
+}
+
+async fn check_unadvertised(h: &dyn Harness) -> Vec<String> {
+    let mut case = match Case::new(h, "unadvertised operations").await {
+        Ok(c) => c,
+        Err(e) => return vec![e],
+    };
+    // A made-up call: a provider must say "never" before it looks the call up.
+    let leg = CallLegId(u64::MAX - 1);
+    let digits = DialString::parse("1").unwrap_or_else(|_| unreachable!("a valid dial string"));
+    let ops = case.call_ops();
+    let address = case.caps[0].addresses[0].address_features;
+    let origin = Origin {
+        request: RequestId(99),
+        line: LineId(0),
+        address: AddressId(0),
+    };
+    let before = case.checker.event_count();
+    for op in CallOperation::ALL {
+        if ops.contains(op) || op == CallOperation::Handoff || op == CallOperation::Reject {
+            // Hand-off is the engine's; reject defaults to drop.
+            continue;
+        }
+        let p = &case.provider;
+        let r: Result<(), Error> = match op {
+            CallOperation::Accept => p.accept(leg).await,
+            CallOperation::Answer => p.answer(leg).await,
+            CallOperation::Redirect => p.redirect(leg, &digits).await,
+            CallOperation::Drop => p.drop_call(leg).await,
+            CallOperation::Dial => p.dial(leg, &digits).await,
+            CallOperation::Hold => p.hold(leg).await,
+            CallOperation::Unhold => p.unhold(leg).await,
+            CallOperation::SwapHold => p.swap_hold(leg, leg).await,
+            CallOperation::BlindTransfer => p.blind_transfer(leg, &digits).await,
+            CallOperation::SetupTransfer => p.setup_transfer(leg, RequestId(98)).await.map(|_| ()),
+            CallOperation::CompleteTransfer => p
+                .complete_transfer(leg, leg, TransferMode::Transfer, RequestId(97))
+                .await
+                .map(|_| ()),
+            CallOperation::SetupConference => {
+                p.setup_conference(Some(leg), origin).await.map(|_| ())
+            }
+            CallOperation::PrepareAddToConference => p
+                .prepare_add_to_conference(leg, RequestId(96))
+                .await
+                .map(|_| ()),
+            CallOperation::AddToConference => p.add_to_conference(leg, leg).await,
+            CallOperation::RemoveFromConference => p.remove_from_conference(leg).await,
+            CallOperation::Park => p.park(leg, &ParkMode::NonDirected).await.map(|_| ()),
+            CallOperation::CompleteCall => p
+                .complete_call(leg, CompletionMode::CampOn)
+                .await
+                .map(|_| ()),
+            CallOperation::GenerateDigits => p.generate_digits(leg, "1", DigitMode::Dtmf).await,
+            CallOperation::MonitorDigits => p.monitor_digits(leg, Some(DigitMode::Dtmf)).await,
+            CallOperation::SecureCall => p.secure_call(leg).await,
+            CallOperation::Reject | CallOperation::Handoff => Ok(()),
+        };
+        if !matches!(r, Err(Error::OperationUnavailable { .. })) {
+            case.fail(format!("{op} is not advertised but answered {r:?}"));
+        }
+    }
+    for op in AddressOperation::ALL {
+        if address.contains(op) {
+            continue;
+        }
+        let p = &case.provider;
+        let r: Result<(), Error> = match op {
+            AddressOperation::MakeCall => p
+                .make_call(MakeCall {
+                    request: RequestId(95),
+                    line: LineId(0),
+                    address: AddressId(0),
+                    destination: None,
+                    media_mode: MediaModes::INTERACTIVE_VOICE,
+                })
+                .await
+                .map(|_| ()),
+            AddressOperation::Unpark => p.unpark(origin, "1").await.map(|_| ()),
+            AddressOperation::Pickup => p
+                .pickup(origin, &PickupTarget::Directed("1".into()))
+                .await
+                .map(|_| ()),
+            AddressOperation::Forward => {
+                p.forward(LineId(0), AddressId(0), &Forwarding::default())
+                    .await
+            }
+            AddressOperation::SetupConference => p.setup_conference(None, origin).await.map(|_| ()),
+        };
+        if !matches!(r, Err(Error::OperationUnavailable { .. })) {
+            case.fail(format!(
+                "address operation {op} is not advertised but answered {r:?}"
+            ));
+        }
+    }
+    if case.checker.event_count() != before {
+        case.fail("refused operations reported events".into());
+    }
+    case.finish().await
+}
+
+async fn check_outgoing(h: &dyn Harness) -> Vec<String> {
+    let mut case = match Case::new(h, "outgoing call").await {
+        Ok(c) => c,
+        Err(e) => return vec![e],
+    };
+    if !case.caps[0].addresses[0]
+        .address_features
+        .contains(AddressOperation::MakeCall)
+    {
+        return case.finish().await;
+    }
+    let number = h.answering_number();
+    let ops = case.call_ops();
+    // Dial tone first, then dial, where the provider can dial on an existing call.
+    let leg = if ops.contains(CallOperation::Dial) {
+        let Some(leg) = case.make_call(None).await else {
+            return case.finish().await;
+        };
+        match DialString::parse_destination(&number) {
+            Ok(d) => {
+                let r = case.provider.dial(leg, &d).await;
+                case.expect("dial", r);
+            }
+            Err(e) => case.fail(format!("the harness's number does not parse: {e}")),
+        }
+        leg
+    } else {
+        match case.make_call(Some(&number)).await {
+            Some(leg) => leg,
+            None => return case.finish().await,
+        }
+    };
+    if case
+        .wait_for(leg, CallStateKind::Connected, "outgoing call")
+        .await
+    {
+        let r = case.provider.drop_call(leg).await;
+        if case.expect("drop", r) {
+            case.expect_state(leg, CallStateKind::Idle, "when drop returned");
+        }
+    }
+    case.finish().await
+}
+
+async fn check_incoming(h: &dyn Harness) -> Vec<String> {
+    let mut case = match Case::new(h, "incoming call").await {
+        Ok(c) => c,
+        Err(e) => return vec![e],
+    };
+    let ops = case.call_ops();
+    // Answered, then the far end hangs up.
+    if let Err(e) = h.ring_in().await {
+        case.fail(format!("the harness could not ring in: {e}"));
+        return case.finish().await;
+    }
+    let Some((leg, state)) = case.checker.newest_unrequested_call() else {
+        case.fail("a call from outside was not reported".into());
+        return case.finish().await;
+    };
+    if state.kind() != CallStateKind::Offering {
+        case.fail(format!(
+            "a call from outside was first reported as {state:?}"
+        ));
+    }
+    if ops.contains(CallOperation::Accept) {
+        let r = case.provider.accept(leg).await;
+        if case.expect("accept", r) {
+            case.expect_state(leg, CallStateKind::Accepted, "when accept returned");
+        }
+    }
+    if ops.contains(CallOperation::Answer) {
+        let r = case.provider.answer(leg).await;
+        if case.expect("answer", r)
+            && case.expect_state(leg, CallStateKind::Connected, "when answer returned")
+        {
+            h.far_end_hangs_up(leg).await;
+            if case
+                .wait_for(leg, CallStateKind::Disconnected, "far-end hang-up")
+                .await
+            {
+                let r = case.provider.drop_call(leg).await;
+                if case.expect("drop of a disconnected call", r) {
+                    case.expect_state(leg, CallStateKind::Idle, "when drop returned");
+                }
+            }
+        }
+    }
+    // Rejected.
+    if ops.contains(CallOperation::Reject) || ops.contains(CallOperation::Drop) {
+        if let Err(e) = h.ring_in().await {
+            case.fail(format!("the harness could not ring in a second time: {e}"));
+            return case.finish().await;
+        }
+        match case.checker.newest_unrequested_call() {
+            Some((second, _)) if second != leg => {
+                let r = case.provider.reject(second).await;
+                if case.expect("reject", r) {
+                    case.expect_state(second, CallStateKind::Idle, "when reject returned");
+                }
+            }
+            _ => case.fail("a second call from outside was not reported".into()),
+        }
+    }
+    case.finish().await
+}
+
+async fn check_hold(h: &dyn Harness) -> Vec<String> {
+    let mut case = match Case::new(h, "hold").await {
+        Ok(c) => c,
+        Err(e) => return vec![e],
+    };
+    let ops = case.call_ops();
+    if !ops.contains(CallOperation::Hold) {
+        return case.finish().await;
+    }
+    let number = h.answering_number();
+    let Some(leg) = case.make_call(Some(&number)).await else {
+        return case.finish().await;
+    };
+    if case
+        .wait_for(leg, CallStateKind::Connected, "call to hold")
+        .await
+    {
+        let r = case.provider.hold(leg).await;
+        if case.expect("hold", r)
+            && case.expect_state(leg, CallStateKind::OnHold, "when hold returned")
+        {
+            let again = case.provider.hold(leg).await;
+            if !matches!(again, Err(Error::InvalidCallState { .. })) {
+                case.fail(format!("hold of a held call answered {again:?}"));
+            }
+            if ops.contains(CallOperation::Unhold) {
+                let r = case.provider.unhold(leg).await;
+                if case.expect("unhold", r) {
+                    case.expect_state(leg, CallStateKind::Connected, "when unhold returned");
+                }
+            }
+        }
+        let r = case.provider.drop_call(leg).await;
+        case.expect("drop", r);
+    }
+    case.finish().await
+}

@@ -1,0 +1,124 @@
+//! The simulated PBX passes the provider conformance kit.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tapir_core::{CallLegId, Error};
+use tapir_provider::Provider;
+use tapir_provider::conformance::{Harness, run};
+use tapir_simswitch::{CallerId, FarEnd, RemoteCall, RingIn, SimSwitch};
+
+#[derive(Default)]
+struct SimHarness {
+    switch: Mutex<Option<SimSwitch>>,
+    callers: Mutex<Vec<RemoteCall>>,
+}
+
+impl SimHarness {
+    fn switch(&self) -> SimSwitch {
+        self.switch
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a switch was created")
+    }
+}
+
+#[async_trait]
+impl Harness for SimHarness {
+    async fn provider(&self) -> Arc<dyn Provider> {
+        let switch = SimSwitch::builder()
+            .extension("100", "Alice")
+            .extension("200", "Bob")
+            .far_end("5551234", FarEnd::answers_after_rings(1))
+            .build()
+            .unwrap();
+        *self.switch.lock().unwrap() = Some(switch.clone());
+        self.callers.lock().unwrap().clear();
+        Arc::new(switch)
+    }
+
+    fn answering_number(&self) -> String {
+        "5551234".into()
+    }
+
+    async fn ring_in(&self) -> Result<(), Error> {
+        let call = self
+            .switch()
+            .ring_in(RingIn::new("200", CallerId::number("5550100")))?;
+        self.callers.lock().unwrap().push(call);
+        Ok(())
+    }
+
+    async fn far_end_hangs_up(&self, leg: CallLegId) {
+        let callers = self.callers.lock().unwrap().clone();
+        if let Some(c) = callers.iter().find(|c| c.leg() == Some(leg)) {
+            c.hang_up();
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_simulated_pbx_conforms() {
+    let failures = run(&SimHarness::default()).await;
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The kit is not a rubber stamp: a provider that advertises hold but never holds is caught.
+#[tokio::test(start_paused = true)]
+async fn the_kit_catches_a_provider_that_lies_about_hold() {
+    struct Liar(SimSwitch);
+    #[async_trait]
+    impl Provider for Liar {
+        fn name(&self) -> &str {
+            "liar"
+        }
+        async fn start(
+            &self,
+            sink: tapir_provider::EventSink,
+        ) -> Result<Vec<tapir_core::caps::LineCaps>, Error> {
+            self.0.start(sink).await
+        }
+        async fn stop(&self) {
+            self.0.stop().await
+        }
+        async fn make_call(&self, r: tapir_core::params::MakeCall) -> Result<CallLegId, Error> {
+            self.0.make_call(r).await
+        }
+        async fn drop_call(&self, leg: CallLegId) -> Result<(), Error> {
+            self.0.drop_call(leg).await
+        }
+        async fn answer(&self, leg: CallLegId) -> Result<(), Error> {
+            self.0.answer(leg).await
+        }
+        // hold is advertised by the switch's caps but left at the default: "never".
+    }
+    #[derive(Default)]
+    struct LiarHarness(SimHarness);
+    #[async_trait]
+    impl Harness for LiarHarness {
+        async fn provider(&self) -> Arc<dyn Provider> {
+            self.0.provider().await;
+            Arc::new(Liar(self.0.switch()))
+        }
+        fn answering_number(&self) -> String {
+            self.0.answering_number()
+        }
+        async fn ring_in(&self) -> Result<(), Error> {
+            self.0.ring_in().await
+        }
+        async fn far_end_hangs_up(&self, leg: CallLegId) {
+            self.0.far_end_hangs_up(leg).await
+        }
+    }
+    let failures = run(&LiarHarness::default()).await;
+    assert!(
+        failures.iter().any(|f| f.starts_with("hold: hold failed")),
+        "{failures:#?}"
+    );
+    assert!(
+        failures.iter().any(|f| f.contains("accept failed")),
+        "{failures:#?}"
+    );
+}
