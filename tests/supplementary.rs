@@ -460,3 +460,106 @@ async fn conference_set_up_grown_to_full_and_shrunk() {
     host.add_to_conference(conf, fourth).await.unwrap();
     assert_eq!(host.conference_calls(conf).unwrap().len(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn handoff_and_digits_per_session() {
+    let pbx = pbx().await;
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let (recorder, _) = pbx
+        .app("recorder", &[("200", OpenOptions::monitor())])
+        .await;
+    let (ivr, _) = pbx.app("ivr", &[("200", OpenOptions::none())]).await;
+    let (mut wb, mut wr, mut wi) = (
+        Watcher::new(&bob),
+        Watcher::new(&recorder),
+        Watcher::new(&ivr),
+    );
+    let a = alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wb.new_call().await;
+    bob.answer(b).await.unwrap();
+    let r = wr.new_call().await;
+
+    assert_eq!(bob.handoff(b, "bob"), Err(Error::TargetSelf));
+    assert_eq!(bob.handoff(b, "nobody"), Err(Error::TargetNotFound));
+    assert_eq!(
+        bob.handoff(b, "alice"),
+        Err(Error::TargetNotFound),
+        "alice has not opened 200"
+    );
+    assert_eq!(recorder.handoff(r, "ivr"), Err(Error::NotOwner));
+
+    // The recorder holds a monitor handle: it is raised to owner and told so.
+    bob.handoff(b, "recorder").unwrap();
+    wr.until(|e| {
+        matches!(
+            e,
+            Event::CallState { call, privilege: tapir::core::privilege::CallPrivilege::Owner, .. }
+                if *call == r
+        )
+    })
+    .await;
+    assert_eq!(
+        recorder.call_status(r).unwrap().privilege,
+        tapir::core::privilege::CallPrivilege::Owner
+    );
+    assert_eq!(
+        bob.call_status(b).unwrap().num_owners,
+        2,
+        "bob keeps his privilege"
+    );
+    // The IVR held nothing: it is given a new owner handle.
+    bob.handoff(b, "ivr").unwrap();
+    let i = wi.new_call().await;
+    assert_eq!(ivr.call_status(i).unwrap().num_owners, 3);
+    assert_eq!(
+        ivr.call_info(i).unwrap().call_id(),
+        bob.call_info(b).unwrap().call_id()
+    );
+
+    // Digits reach only the sessions that asked for them.
+    recorder
+        .monitor_digits(r, Some(DigitMode::Dtmf))
+        .await
+        .unwrap();
+    alice
+        .generate_digits(a, "59", DigitMode::Dtmf)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let Event::Digit { digit, .. } = wr.until(|e| matches!(e, Event::Digit { .. })).await {
+            got.push(digit);
+        }
+    }
+    assert_eq!(got, vec!['5', '9']);
+    wb.drain();
+    wi.drain();
+    assert!(
+        !wb.log
+            .iter()
+            .any(|e| matches!(e.event, Event::Digit { .. }))
+    );
+    assert!(
+        !wi.log
+            .iter()
+            .any(|e| matches!(e.event, Event::Digit { .. }))
+    );
+    // Once the recorder stops, nobody hears digits.
+    recorder.monitor_digits(r, None).await.unwrap();
+    alice
+        .generate_digits(a, "1", DigitMode::Dtmf)
+        .await
+        .unwrap();
+    wr.drain();
+    assert_eq!(
+        wr.log
+            .iter()
+            .filter(|e| matches!(e.event, Event::Digit { .. }))
+            .count(),
+        2
+    );
+
+    ivr.drop_call(i).await.unwrap();
+    assert_eq!(alice.call_status(a).unwrap().state.kind(), K::Disconnected);
+}

@@ -73,6 +73,10 @@ pub enum Error {
     ConferenceFull,
     /// The call is not part of a conference.
     NoConference,
+    /// No other application with that name has the call's line open (hand-off).
+    TargetNotFound,
+    /// The hand-off target is the calling application itself.
+    TargetSelf,
     /// The application session has ended (logged off, or the engine shut down).
     SessionEnded,
     /// The provider is not running.
@@ -112,6 +116,10 @@ impl fmt::Display for Error {
             Self::InvalidPrivilege => f.write_str("invalid privilege"),
             Self::ConferenceFull => f.write_str("the conference is full"),
             Self::NoConference => f.write_str("the call is not in a conference"),
+            Self::TargetNotFound => {
+                f.write_str("no other application of that name has the line open")
+            }
+            Self::TargetSelf => f.write_str("a call cannot be handed off to its own session"),
             Self::SessionEnded => f.write_str("the application session has ended"),
             Self::ProviderUnavailable { provider, reason } => {
                 write!(f, "{provider} is unavailable: {reason}")

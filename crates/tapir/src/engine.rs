@@ -246,7 +246,13 @@ pub(crate) struct LineSlot {
 }
 
 impl LineSlot {
-    fn new(id: LineId, provider: ProviderId, local: LineId, caps: LineCaps) -> Self {
+    fn new(id: LineId, provider: ProviderId, local: LineId, mut caps: LineCaps) -> Self {
+        // Hand-off is the engine's own operation: every address has it.
+        for a in &mut caps.addresses {
+            a.call_features = a
+                .call_features
+                .with(tapir_core::gate::CallOperation::Handoff);
+        }
         Self {
             id,
             provider,
@@ -391,6 +397,8 @@ pub(crate) struct Holder {
     pub(crate) privilege: CallPrivilege,
     /// Whether the session has been given the handle. Until then its events wait in `held_back`.
     pub(crate) published: bool,
+    /// Whether the session asked for the digits detected on the call.
+    pub(crate) digits: bool,
     pub(crate) held_back: Vec<Event>,
 }
 
@@ -532,11 +540,10 @@ impl Inner {
                 if let Some(entry) = self.entry(provider, leg) {
                     let mut rec = lock(&entry.rec);
                     if !rec.forgotten && !rec.state.is_idle() {
-                        rec.deliver_all(|h| Event::Digit {
-                            call: h.handle,
-                            digit,
-                            mode,
-                        });
+                        for h in rec.holders.iter_mut().filter(|h| h.digits) {
+                            let call = h.handle;
+                            h.deliver(Event::Digit { call, digit, mode });
+                        }
                     }
                 }
             }
@@ -616,6 +623,7 @@ impl Inner {
                 line,
                 privilege: CallPrivilege::Owner,
                 published: false,
+                digits: false,
                 held_back: Vec::new(),
             });
         } else if let Some(o) = Self::pick_owner(&openers, call.info.media_mode) {
@@ -625,6 +633,7 @@ impl Inner {
                 line: o.handle,
                 privilege: CallPrivilege::Owner,
                 published: true,
+                digits: false,
                 held_back: Vec::new(),
             });
         }
@@ -638,6 +647,7 @@ impl Inner {
                 line: o.handle,
                 privilege: CallPrivilege::Monitor,
                 published: true,
+                digits: false,
                 held_back: Vec::new(),
             });
         }
@@ -959,6 +969,64 @@ impl Inner {
             }
         }
         Ok(handles)
+    }
+
+    /// Makes `session` an owner of the call (hand-off): raises its handle, or gives it a new one.
+    pub(crate) fn make_owner(
+        &self,
+        entry: &Arc<CallEntry>,
+        session: &Arc<SessionInner>,
+        line: LineHandle,
+    ) {
+        let mut rec = lock(&entry.rec);
+        let state = rec.state;
+        let call_id = rec.info.call_id;
+        let handle = match rec
+            .holders
+            .iter_mut()
+            .find(|h| Arc::ptr_eq(&h.session, session))
+        {
+            Some(h) if h.privilege == CallPrivilege::Owner => return,
+            Some(h) => {
+                h.privilege = CallPrivilege::Owner;
+                let call = h.handle;
+                h.deliver(Event::CallState {
+                    call,
+                    state,
+                    privilege: CallPrivilege::Owner,
+                });
+                call
+            }
+            None => {
+                let handle = self.mint_call_handle(session);
+                if !session.adopt(handle, entry) {
+                    return;
+                }
+                session.push(Event::NewCall {
+                    call: handle,
+                    line,
+                    address: entry.address,
+                    call_id,
+                    privilege: CallPrivilege::Owner,
+                });
+                session.push(Event::CallState {
+                    call: handle,
+                    state,
+                    privilege: CallPrivilege::Owner,
+                });
+                rec.holders.push(Holder {
+                    session: session.clone(),
+                    handle,
+                    line,
+                    privilege: CallPrivilege::Owner,
+                    published: true,
+                    digits: false,
+                    held_back: Vec::new(),
+                });
+                handle
+            }
+        };
+        rec.announce_privileges(handle, InfoChange::NUM_OWNERS_INCREASED);
     }
 
     /// Records that `party` joined the conference `parent` (parent and party locked one at a time).

@@ -1112,17 +1112,73 @@ impl Session {
             .await
     }
 
-    /// Starts (`Some`) or stops (`None`) reporting digits detected on the call as
-    /// [`Event::Digit`](crate::Event::Digit). Monitors may do this too.
+    /// Starts (`Some`) or stops (`None`) reporting digits detected on the call to this session as
+    /// [`Event::Digit`](crate::Event::Digit). Monitors may do this too; each session chooses for itself,
+    /// and the provider listens while at least one session wants digits.
     pub async fn monitor_digits(
         &self,
         call: CallHandle,
         mode: Option<DigitMode>,
     ) -> Result<(), Error> {
-        self.dispatch(call, CallOperation::MonitorDigits, no_params, |p, leg| {
-            p.monitor_digits(leg, mode)
-        })
-        .await
+        let a = self.authorize(call, CallOperation::MonitorDigits, no_params)?;
+        let (previous, wanted) = {
+            let mut rec = lock(&a.entry.rec);
+            let before = rec.holders.iter().any(|h| h.digits);
+            let h = rec
+                .holders
+                .iter_mut()
+                .find(|h| h.is(&self.inner, call))
+                .ok_or(Error::InvalidCallHandle)?;
+            let previous = h.digits;
+            h.digits = mode.is_some();
+            (previous, before || mode.is_some())
+        };
+        let provider_mode = if wanted {
+            mode.or(Some(DigitMode::Dtmf))
+        } else {
+            None
+        };
+        let r = a
+            .provider
+            .monitor_digits(a.leg, provider_mode)
+            .instrument(a.entry.span.clone())
+            .await;
+        if r.is_err() {
+            // Nothing changed: undo this session's choice.
+            let mut rec = lock(&a.entry.rec);
+            if let Some(h) = rec.holders.iter_mut().find(|h| h.is(&self.inner, call)) {
+                h.digits = previous;
+            }
+        }
+        r
+    }
+
+    /// Gives the call to another application: the first other session logged on as `app_name` that has
+    /// the call's line open becomes an owner (a monitor handle it holds is raised; otherwise it is given
+    /// a new handle). This session keeps its own privilege. Errors: [`Error::TargetSelf`] when only this
+    /// session has that name, [`Error::TargetNotFound`] when no session of that name has the line open.
+    pub fn handoff(&self, call: CallHandle, app_name: &str) -> Result<(), Error> {
+        let a = self.authorize(call, CallOperation::Handoff, no_params)?;
+        let target = self
+            .engine
+            .sessions
+            .iter()
+            .filter(|s| s.app == app_name && !Arc::ptr_eq(s.value(), &self.inner))
+            .find_map(|s| {
+                s.lines
+                    .iter()
+                    .find(|o| Arc::ptr_eq(&o.line, &a.entry.line))
+                    .map(|o| (s.value().clone(), *o.key()))
+            });
+        let Some((target, line)) = target else {
+            return Err(if self.inner.app == app_name {
+                Error::TargetSelf
+            } else {
+                Error::TargetNotFound
+            });
+        };
+        self.engine.make_owner(&a.entry, &target, line);
+        Ok(())
     }
 
     /// Secures the call against interruption for the rest of its life.
