@@ -7,7 +7,7 @@ use tapir::core::dial::{DialModifier, DialStringError};
 use tapir::core::gate::CallOperation;
 use tapir::core::info::{CallOrigin, InfoChange, PartyId};
 use tapir::core::media::MediaModes;
-use tapir::core::params::{CompletionMode, ParkMode};
+use tapir::core::params::ParkMode;
 use tapir::core::privilege::CallPrivilege;
 use tapir::core::state::{
     BusyMode, CallState, CallStateKind as K, ConnectedMode, DisconnectReason,
@@ -362,7 +362,16 @@ async fn reject_tells_the_caller() {
 
 #[tokio::test(start_paused = true)]
 async fn never_not_now_and_not_yours() {
-    let pbx = pbx().await;
+    // A switch that cannot park.
+    let pbx = tapir_tests::pbx_from(
+        SimSwitch::builder()
+            .extension("100", "Alice")
+            .extension("200", "Bob")
+            .disable(CallOperation::Park)
+            .build()
+            .unwrap(),
+    )
+    .await;
     let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
     let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
     let (sup, _) = pbx
@@ -384,15 +393,12 @@ async fn never_not_now_and_not_yours() {
         Err(Error::InvalidCallHandle)
     );
     assert_eq!(bob.call_info(a), Err(Error::InvalidCallHandle));
-    // Never: the simulated PBX does not advertise call completion (in this release) — "never" wins over
-    // "not now" even though completion would also be refused in this state.
+    // Never: this switch cannot park — "never" wins over "not now" and "bad parameters".
     assert_eq!(
-        alice.complete_call(a, CompletionMode::CampOn).await,
-        Err(Error::OperationUnavailable {
-            operation: "complete-call"
-        })
+        alice.park(a, ParkMode::NonDirected).await,
+        Err(Error::OperationUnavailable { operation: "park" })
     );
-    assert!(!before.features.contains(CallOperation::CompleteCall));
+    assert!(!before.features.contains(CallOperation::Park));
     // Not now: answering a connected call.
     assert_eq!(
         bob.answer(b).await,

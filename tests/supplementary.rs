@@ -563,3 +563,84 @@ async fn handoff_and_digits_per_session() {
     ivr.drop_call(i).await.unwrap();
     assert_eq!(alice.call_status(a).unwrap().state.kind(), K::Disconnected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn call_completion_calls_back_when_the_busy_party_is_free() {
+    use tapir::core::params::CompletionMode;
+    let pbx = pbx().await;
+    let (alice, al) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, bl) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let (mut wa, mut wb) = (Watcher::new(&alice), Watcher::new(&bob));
+
+    // Bob is on a call; Alice hears busy and asks to be called back.
+    let busy = bob
+        .make_call(bl[0], Some(numbers::ANSWERS_AT_ONCE))
+        .await
+        .unwrap();
+    wb.state(busy, K::Connected).await;
+    let a = alice.make_call(al[0], Some("200")).await.unwrap();
+    assert_eq!(alice.call_status(a).unwrap().state.kind(), K::Busy);
+    assert!(
+        alice
+            .call_status(a)
+            .unwrap()
+            .features
+            .contains(CallOperation::CompleteCall)
+    );
+    assert!(matches!(
+        alice.complete_call(a, CompletionMode::Message).await,
+        Err(Error::InvalidParameter { .. })
+    ));
+    let id = alice
+        .complete_call(a, CompletionMode::CampOn)
+        .await
+        .unwrap();
+    assert_eq!(alice.call_status(a).unwrap().state, CallState::Idle);
+
+    // Bob hangs up: Alice is offered a call, reason call completion; answering it calls Bob.
+    assert!(id > 0);
+    wa.drain();
+    bob.drop_call(busy).await.unwrap();
+    let back = wa.new_call().await;
+    let info = alice.call_info(back).unwrap().info;
+    assert_eq!(info.reason, CallReason::CallCompletion);
+    assert_eq!(info.caller, PartyId::named("200", "User 1"));
+    alice.answer(back).await.unwrap();
+    let b = wb.new_call().await;
+    assert_eq!(
+        bob.call_info(b).unwrap().info.caller,
+        PartyId::named("100", "User 0")
+    );
+    bob.answer(b).await.unwrap();
+    assert_eq!(
+        alice.call_info(back).unwrap().info.connected,
+        PartyId::named("200", "User 1")
+    );
+    alice.drop_call(back).await.unwrap();
+    bob.drop_call(b).await.unwrap();
+
+    // A cancelled request calls nobody back.
+    let busy = bob
+        .make_call(bl[0], Some(numbers::ANSWERS_AT_ONCE))
+        .await
+        .unwrap();
+    wb.state(busy, K::Connected).await;
+    let a = alice.make_call(al[0], Some("200")).await.unwrap();
+    let id = alice
+        .complete_call(a, CompletionMode::Callback)
+        .await
+        .unwrap();
+    alice.cancel_call_completion(al[0], id).await.unwrap();
+    assert!(matches!(
+        alice.cancel_call_completion(al[0], id).await,
+        Err(Error::InvalidParameter { .. })
+    ));
+    bob.drop_call(busy).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    wa.drain();
+    assert_eq!(
+        wa.handles().len(),
+        3,
+        "a, the callback, and the second a — no second callback"
+    );
+}

@@ -225,7 +225,13 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Asks the switch to complete a call to a busy or unanswered party later; returns a completion ID.
+    /// When the party is free the requester is offered a call with reason *call completion*.
     async fn complete_call(&self, _leg: CallLegId, _mode: CompletionMode) -> Result<u32> {
+        unavailable("complete-call")
+    }
+
+    /// Cancels a call-completion request made from `line`.
+    async fn cancel_call_completion(&self, _line: LineId, _completion: u32) -> Result<()> {
         unavailable("complete-call")
     }
 }

@@ -590,6 +590,31 @@ impl Session {
             .await
     }
 
+    /// Cancels a call-completion request this line made ([`Session::complete_call`]).
+    pub async fn cancel_call_completion(
+        &self,
+        line: LineHandle,
+        completion: u32,
+    ) -> Result<(), Error> {
+        self.alive()?;
+        let slot = self.open_line_slot(line)?;
+        if !slot
+            .caps
+            .addresses
+            .iter()
+            .any(|a| a.call_features.contains(CallOperation::CompleteCall))
+        {
+            return Err(Error::OperationUnavailable {
+                operation: CallOperation::CompleteCall.name(),
+            });
+        }
+        self.engine
+            .provider(slot.provider)
+            .provider
+            .cancel_call_completion(slot.local, completion)
+            .await
+    }
+
     /// Finds the call, checks the gate, and returns what is needed to hand the operation to the provider.
     fn authorize(
         &self,

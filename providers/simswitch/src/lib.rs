@@ -43,7 +43,8 @@ use tapir_core::gate::{AddressOperation, CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Presentation};
 use tapir_core::media::MediaModes;
 use tapir_core::params::{
-    DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId, TransferMode,
+    CompletionMode, DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId,
+    TransferMode,
 };
 use tapir_core::state::{CallState, DialToneMode, DisconnectReason, OfferingMode};
 use tapir_core::{AddressId, CallLegId, Error, LineId};
@@ -59,6 +60,7 @@ pub struct SimSwitchBuilder {
     timing: Timing,
     park_lot: ParkLot,
     pickup_groups: HashMap<String, Vec<String>>,
+    disabled: FeatureSet,
 }
 
 impl SimSwitchBuilder {
@@ -88,6 +90,12 @@ impl SimSwitchBuilder {
     /// How long an unanswered call rings before it is given up.
     pub fn no_answer_timeout(mut self, timeout: Duration) -> Self {
         self.timing.no_answer_timeout = timeout;
+        self
+    }
+    /// Switches an operation off, to simulate a less capable switch: it leaves the capabilities and the
+    /// switch refuses it with `OperationUnavailable`.
+    pub fn disable(mut self, operation: CallOperation) -> Self {
+        self.disabled = self.disabled.with(operation);
         self
     }
     /// The park lot (default: orbits 701–710, 60 s before a parked call comes back).
@@ -165,13 +173,15 @@ impl SimSwitchBuilder {
             }
         }
         Ok(SimSwitch {
-            shared: Arc::new(Shared {
+            shared: Arc::new_cyclic(|me| Shared {
                 timing: self.timing,
+                disabled: self.disabled,
                 state: Mutex::new(State::new(
                     self.extensions,
                     self.far_ends,
                     self.park_lot,
                     self.pickup_groups,
+                    me.clone(),
                 )),
             }),
         })
@@ -238,7 +248,7 @@ fn not_started() -> Error {
     }
 }
 
-fn line_caps(ext: &Extension) -> LineCaps {
+fn line_caps(ext: &Extension, disabled: FeatureSet) -> LineCaps {
     LineCaps {
         name: format!("Extension {} ({})", ext.number, ext.name),
         addresses: vec![AddressCaps {
@@ -263,7 +273,11 @@ fn line_caps(ext: &Extension) -> LineCaps {
                 CallOperation::AddToConference,
                 CallOperation::RemoveFromConference,
                 CallOperation::Park,
-            ]),
+                CallOperation::CompleteCall,
+            ])
+            .iter()
+            .filter(|op| !disabled.contains(*op))
+            .fold(FeatureSet::EMPTY, FeatureSet::with),
             address_features: AddressFeatureSet::from_slice(&[
                 AddressOperation::MakeCall,
                 AddressOperation::Unpark,
@@ -431,6 +445,16 @@ impl SimSwitch {
         Ok(line)
     }
 
+    /// Refuses an operation switched off with [`SimSwitchBuilder::disable`], else locks the switch.
+    fn op(&self, op: CallOperation) -> Result<(EventSink, MutexGuard<'_, State>), Error> {
+        if self.shared.disabled.contains(op) {
+            return Err(Error::OperationUnavailable {
+                operation: op.name(),
+            });
+        }
+        self.sink_and_state()
+    }
+
     fn sink_and_state(&self) -> Result<(EventSink, MutexGuard<'_, State>), Error> {
         let st = self.shared.lock();
         let sink = st.sink.clone().ok_or_else(not_started)?;
@@ -447,7 +471,11 @@ impl Provider for SimSwitch {
     async fn start(&self, sink: EventSink) -> Result<Vec<LineCaps>, Error> {
         let mut st = self.shared.lock();
         st.sink = Some(sink);
-        Ok(st.extensions.iter().map(line_caps).collect())
+        Ok(st
+            .extensions
+            .iter()
+            .map(|e| line_caps(e, self.shared.disabled))
+            .collect())
     }
 
     async fn stop(&self) {
@@ -495,57 +523,57 @@ impl Provider for SimSwitch {
     }
 
     async fn dial(&self, leg: CallLegId, digits: &DialString) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Dial)?;
         st.dial(&self.shared, &sink, leg, digits)
     }
 
     async fn accept(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Accept)?;
         st.accept(&sink, leg)
     }
 
     async fn answer(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Answer)?;
         st.answer(&self.shared, &sink, leg)
     }
 
     async fn reject(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Reject)?;
         st.reject(&sink, leg)
     }
 
     async fn drop_call(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Drop)?;
         st.drop_leg(&sink, leg, DisconnectReason::Normal)
     }
 
     async fn hold(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Hold)?;
         st.hold(&sink, leg)
     }
 
     async fn unhold(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Unhold)?;
         st.unhold(&sink, leg)
     }
 
     async fn swap_hold(&self, active: CallLegId, held: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::SwapHold)?;
         st.swap_hold(&sink, active, held)
     }
 
     async fn blind_transfer(&self, leg: CallLegId, destination: &DialString) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::BlindTransfer)?;
         st.blind_transfer(&self.shared, &sink, leg, destination)
     }
 
     async fn redirect(&self, leg: CallLegId, destination: &DialString) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Redirect)?;
         st.redirect(&self.shared, &sink, leg, destination)
     }
 
     async fn secure_call(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::SecureCall)?;
         st.secure(&sink, leg)
     }
 
@@ -555,12 +583,12 @@ impl Provider for SimSwitch {
         digits: &str,
         mode: DigitMode,
     ) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::GenerateDigits)?;
         st.generate_digits(&sink, leg, digits, mode)
     }
 
     async fn setup_transfer(&self, leg: CallLegId, request: RequestId) -> Result<CallLegId, Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::SetupTransfer)?;
         st.setup_transfer(&sink, leg, request)
     }
 
@@ -571,7 +599,7 @@ impl Provider for SimSwitch {
         mode: TransferMode,
         request: RequestId,
     ) -> Result<Option<CallLegId>, Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::CompleteTransfer)?;
         st.complete_transfer(
             &self.shared,
             &sink,
@@ -587,7 +615,7 @@ impl Provider for SimSwitch {
         leg: Option<CallLegId>,
         origin: Origin,
     ) -> Result<(CallLegId, CallLegId), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::SetupConference)?;
         // A conference is always set up from an existing call here (no "setup conference null").
         let leg = leg.ok_or(Error::OperationUnavailable {
             operation: "setup-conference",
@@ -600,7 +628,7 @@ impl Provider for SimSwitch {
         conference: CallLegId,
         request: RequestId,
     ) -> Result<CallLegId, Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::PrepareAddToConference)?;
         st.prepare_add_to_conference(&sink, conference, request, MAX_CONFERENCE_PARTIES)
     }
 
@@ -609,17 +637,17 @@ impl Provider for SimSwitch {
         conference: CallLegId,
         consultation: CallLegId,
     ) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::AddToConference)?;
         st.add_to_conference(&sink, conference, consultation, MAX_CONFERENCE_PARTIES)
     }
 
     async fn remove_from_conference(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::RemoveFromConference)?;
         st.remove_from_conference(&sink, leg)
     }
 
     async fn park(&self, leg: CallLegId, mode: &ParkMode) -> Result<String, Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let (sink, mut st) = self.op(CallOperation::Park)?;
         let orbit = match mode {
             ParkMode::Directed(o) => Some(o.as_str()),
             ParkMode::NonDirected => None,
@@ -657,8 +685,26 @@ impl Provider for SimSwitch {
         st.set_forwarding(&sink, line, forwarding)
     }
 
+    async fn complete_call(&self, leg: CallLegId, mode: CompletionMode) -> Result<u32, Error> {
+        let (sink, mut st) = self.op(CallOperation::CompleteCall)?;
+        st.complete_call(&sink, leg, mode)
+    }
+
+    async fn cancel_call_completion(&self, line: LineId, completion: u32) -> Result<(), Error> {
+        let (_, mut st) = self.op(CallOperation::CompleteCall)?;
+        let line = self.local_line(
+            &st,
+            Origin {
+                request: RequestId(0),
+                line,
+                address: AddressId(0),
+            },
+        )?;
+        st.cancel_completion(line, completion)
+    }
+
     async fn monitor_digits(&self, leg: CallLegId, mode: Option<DigitMode>) -> Result<(), Error> {
-        let (_, mut st) = self.sink_and_state()?;
+        let (_, mut st) = self.op(CallOperation::MonitorDigits)?;
         st.monitor_digits(leg, mode)
     }
 }

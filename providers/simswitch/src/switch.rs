@@ -23,6 +23,8 @@ use crate::script::{Answer, Extension, FarEnd, ParkLot, Timing};
 pub(crate) struct Shared {
     pub(crate) timing: Timing,
     pub(crate) state: std::sync::Mutex<State>,
+    /// Operations switched off in this switch's configuration.
+    pub(crate) disabled: tapir_core::gate::FeatureSet,
 }
 
 impl Shared {
@@ -73,6 +75,18 @@ pub(crate) enum Relation {
     Party(CallLegId),
     /// A conference parent with its parties, in the order they joined.
     Parent(Vec<CallLegId>),
+    /// A call-completion callback: once answered, it calls this extension.
+    CallBack(usize),
+}
+
+/// A call-completion request: call `requester` back once `target` is free.
+struct Completion {
+    id: u32,
+    requester: usize,
+    target: usize,
+    /// Set once the target has been busy: a request made on an unanswered call waits for the target to
+    /// be used and then freed.
+    armed: bool,
 }
 
 pub(crate) struct Leg {
@@ -140,6 +154,10 @@ pub(crate) struct State {
     parked: HashMap<String, Parked>,
     /// Forwarding set on each extension (by line).
     forwarding: HashMap<usize, Forwarding>,
+    completions: Vec<Completion>,
+    next_completion: u32,
+    /// The switch itself, so that a change deep inside can schedule follow-up work.
+    me: std::sync::Weak<Shared>,
     pickup_groups: HashMap<String, Vec<String>>,
     pub(crate) legs: HashMap<CallLegId, Leg>,
     pub(crate) outside: HashMap<u64, Outside>,
@@ -167,6 +185,7 @@ impl State {
         far_ends: HashMap<String, FarEnd>,
         park_lot: ParkLot,
         pickup_groups: HashMap<String, Vec<String>>,
+        me: std::sync::Weak<Shared>,
     ) -> Self {
         Self {
             sink: None,
@@ -175,6 +194,9 @@ impl State {
             park_lot,
             parked: HashMap::new(),
             forwarding: HashMap::new(),
+            completions: Vec::new(),
+            next_completion: 1,
+            me,
             pickup_groups,
             legs: HashMap::new(),
             outside: HashMap::new(),
@@ -353,6 +375,10 @@ impl State {
             },
         );
         self.link(id, peer);
+        // A completion waiting for an unanswered extension to be used arms once it is.
+        for c in self.completions.iter_mut().filter(|c| c.target == line) {
+            c.armed = true;
+        }
         id
     }
 
@@ -374,7 +400,9 @@ impl State {
         sink.call_state(id, state);
         if state.is_idle() {
             self.unlink(id);
-            self.legs.remove(&id);
+            if let Some(leg) = self.legs.remove(&id) {
+                self.line_freed(leg.line);
+            }
         }
     }
 
@@ -916,8 +944,38 @@ impl State {
             state => return Err(Error::InvalidCallState { state }),
         }
         let leg = self.leg(id)?;
-        let (peer, me) = (leg.peer, self.party(leg.line));
+        let (peer, me, relation) = (leg.peer, self.party(leg.line), leg.relation.clone());
         self.set_state(sink, id, CallState::Connected(ConnectedMode::Active));
+        if let Relation::CallBack(target) = relation {
+            // The requester answered its callback: now the switch calls the party it wanted.
+            if let Some(l) = self.legs.get_mut(&id) {
+                l.relation = Relation::None;
+            }
+            if self.can_take_call(target) {
+                let call_id = self.leg(id)?.info.call_id;
+                let info = CallInfo {
+                    call_id,
+                    origin: CallOrigin::Internal,
+                    reason: CallReason::Direct,
+                    media_mode: MediaModes::INTERACTIVE_VOICE,
+                    caller: me,
+                    called: self.party(target),
+                    ..CallInfo::default()
+                };
+                let callee = self.new_leg(
+                    sink,
+                    target,
+                    CallState::Offering(OfferingMode::Active),
+                    info,
+                    Peer::Leg(id),
+                    None,
+                );
+                self.start_alerting(shared, callee);
+            } else {
+                self.set_state(sink, id, CallState::Disconnected(DisconnectReason::Busy));
+            }
+            return Ok(());
+        }
         let them = self.identity(peer);
         self.set_info(sink, id, |i| i.connected = them);
         match peer {
@@ -998,7 +1056,7 @@ impl State {
                     self.clear_party(sink, party, DisconnectReason::Normal);
                 }
             }
-            Relation::None => {}
+            Relation::None | Relation::CallBack(_) => {}
         }
         // A call whose original or conference went away is a plain call now.
         for leg in self.legs.values_mut() {
@@ -1780,5 +1838,105 @@ impl State {
             self.set_info(sink, caller, |i| i.connected = me);
         }
         Ok(leg)
+    }
+
+    /// Records a call-completion request for a busy or unanswered internal call; the call goes idle.
+    pub(crate) fn complete_call(
+        &mut self,
+        sink: &EventSink,
+        id: CallLegId,
+        mode: tapir_core::params::CompletionMode,
+    ) -> Result<u32, Error> {
+        use tapir_core::params::CompletionMode;
+        let state = self.state_of(id)?;
+        if !matches!(state, CallStateKind::Busy | CallStateKind::Ringback) {
+            return Err(Error::InvalidCallState { state });
+        }
+        if !matches!(mode, CompletionMode::CampOn | CompletionMode::Callback) {
+            return Err(Error::InvalidParameter {
+                reason: format!("the switch cannot complete a call by {mode:?}"),
+            });
+        }
+        let leg = self.leg(id)?;
+        let requester = leg.line;
+        let target = self
+            .extension_index(&leg.dialed)
+            .ok_or_else(|| Error::InvalidAddress {
+                reason: "only calls to extensions can be completed".into(),
+            })?;
+        let completion = self.next_completion;
+        self.next_completion += 1;
+        self.completions.push(Completion {
+            id: completion,
+            requester,
+            target,
+            armed: state == CallStateKind::Busy,
+        });
+        self.drop_leg(sink, id, DisconnectReason::Normal)?;
+        Ok(completion)
+    }
+
+    pub(crate) fn cancel_completion(&mut self, line: usize, completion: u32) -> Result<(), Error> {
+        let before = self.completions.len();
+        self.completions
+            .retain(|c| !(c.id == completion && c.requester == line));
+        if self.completions.len() == before {
+            return Err(Error::InvalidParameter {
+                reason: format!("no call-completion request {completion} from this extension"),
+            });
+        }
+        Ok(())
+    }
+
+    /// A call on `line` ended: completions waiting for it may call back. Runs just after the change that
+    /// freed the line, so that change completes first.
+    fn line_freed(&mut self, line: usize) {
+        if !self.completions.iter().any(|c| c.target == line && c.armed) {
+            return;
+        }
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            if let Some(shared) = me.upgrade() {
+                shared.lock().run_completions(&shared, line);
+            }
+        });
+    }
+
+    fn run_completions(&mut self, shared: &Arc<Shared>, target: usize) {
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        if !self.can_take_call(target) {
+            return;
+        }
+        let Some(i) = self
+            .completions
+            .iter()
+            .position(|c| c.target == target && c.armed && self.can_take_call(c.requester))
+        else {
+            return;
+        };
+        let c = self.completions.remove(i);
+        let info = CallInfo {
+            call_id: self.new_call_id(),
+            origin: CallOrigin::Internal,
+            reason: CallReason::CallCompletion,
+            media_mode: MediaModes::INTERACTIVE_VOICE,
+            caller: self.party(c.target),
+            called: self.party(c.requester),
+            ..CallInfo::default()
+        };
+        let leg = self.new_leg(
+            &sink,
+            c.requester,
+            CallState::Offering(OfferingMode::Active),
+            info,
+            Peer::None,
+            None,
+        );
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.relation = Relation::CallBack(c.target);
+        }
+        self.start_alerting(shared, leg);
     }
 }

@@ -7,6 +7,7 @@ use tapir_provider::{EventLog, ProviderEvent};
 
 use super::*;
 use tapir_core::LineId;
+use tapir_core::gate::CallOperation;
 use tapir_core::state::{BusyMode, CallStateKind, ConnectedMode};
 use tapir_provider::LineEvent;
 
@@ -189,10 +190,26 @@ async fn late_caller_id_arrives_between_first_and_second_ring() {
 
 #[tokio::test(start_paused = true)]
 async fn unsupported_operations_say_never_and_change_nothing() {
-    let s = switch();
-    let log = started(&s).await;
+    let s = SimSwitch::builder()
+        .extension("100", "Alice")
+        .extension("200", "Bob")
+        .disable(CallOperation::Park)
+        .disable(CallOperation::CompleteCall)
+        .build()
+        .unwrap();
+    let log = Arc::new(EventLog::default());
+    let caps = s
+        .start(EventSink::new(ProviderId(0), log.clone()))
+        .await
+        .unwrap();
+    let features = caps[0].addresses[0].call_features;
+    assert!(!features.contains(CallOperation::Park) && features.contains(CallOperation::Hold));
     let a = s.make_call(call(0, Some("200"))).await.unwrap();
     log.take();
+    assert!(matches!(
+        s.park(a, &tapir_core::params::ParkMode::NonDirected).await,
+        Err(Error::OperationUnavailable { .. })
+    ));
     assert!(matches!(
         s.complete_call(a, tapir_core::params::CompletionMode::CampOn)
             .await,
