@@ -143,6 +143,7 @@ async fn blind_transfer_hands_the_caller_to_another_extension() {
         wc.state(c, K::Disconnected).await,
         CallState::Disconnected(DisconnectReason::Normal)
     );
+    tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -199,6 +200,7 @@ async fn redirect_and_digits() {
     ));
     alice.secure_call(a).await.unwrap();
     assert!(alice.call_info(a).unwrap().info.secure);
+    tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
 }
 
 /// 100 (Alice) calls 200 (Bob), Bob answers. Returns the sessions, watchers and handles.
@@ -271,12 +273,13 @@ async fn consultation_transfer_connects_the_other_two() {
     alice.drop_call(a).await.unwrap();
     wc.state(c, K::Disconnected).await;
     wa.state(a, K::Idle).await;
+    tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_consultation_returns_to_the_original_call() {
     let pbx = pbx().await;
-    let (_alice, bob, _carol, _wa, _wb, mut wc, _a, b) = alice_talks_to_bob(&pbx).await;
+    let (alice, bob, carol, _wa, _wb, mut wc, _a, b) = alice_talks_to_bob(&pbx).await;
 
     // Cancel by dropping the consultation call.
     let consult = bob.setup_transfer(b).await.unwrap();
@@ -312,6 +315,7 @@ async fn cancelling_a_consultation_returns_to_the_original_call() {
     ));
     bob.drop_call(consult).await.unwrap();
     assert_eq!(bob.call_status(b).unwrap().state.kind(), K::Connected);
+    tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -339,12 +343,13 @@ async fn the_far_end_hangs_up_while_a_transfer_is_pending() {
     bob.drop_call(b).await.unwrap();
     bob.drop_call(consult).await.unwrap();
     wc.state(c, K::Disconnected).await;
+    tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn transfer_completed_as_a_conference_then_dropped() {
     let pbx = pbx().await;
-    let (_alice, bob, carol, mut wa, _wb, mut wc, a, b) = alice_talks_to_bob(&pbx).await;
+    let (alice, bob, carol, mut wa, _wb, mut wc, a, b) = alice_talks_to_bob(&pbx).await;
     let consult = bob.setup_transfer(b).await.unwrap();
     bob.dial(consult, "300").await.unwrap();
     let c = wc.new_call().await;
@@ -383,6 +388,7 @@ async fn transfer_completed_as_a_conference_then_dropped() {
     }
     wa.state(a, K::Disconnected).await;
     wc.state(c, K::Disconnected).await;
+    tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -459,6 +465,7 @@ async fn conference_set_up_grown_to_full_and_shrunk() {
     answer_next(&mut wg).await;
     host.add_to_conference(conf, fourth).await.unwrap();
     assert_eq!(host.conference_calls(conf).unwrap().len(), 4);
+    tapir_tests::close_all(&pbx, [host, guests]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -562,6 +569,7 @@ async fn handoff_and_digits_per_session() {
 
     ivr.drop_call(i).await.unwrap();
     assert_eq!(alice.call_status(a).unwrap().state.kind(), K::Disconnected);
+    tapir_tests::close_all(&pbx, [alice, bob, recorder, ivr]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -643,4 +651,5 @@ async fn call_completion_calls_back_when_the_busy_party_is_free() {
         3,
         "a, the callback, and the second a — no second callback"
     );
+    tapir_tests::close_all(&pbx, [alice, bob]).await;
 }
