@@ -653,3 +653,28 @@ async fn call_completion_calls_back_when_the_busy_party_is_free() {
     );
     tapir_tests::close_all(&pbx, [alice, bob]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_original_during_a_consultation() {
+    let pbx = pbx().await;
+    let (alice, bob, carol, mut wa, _wb, mut wc, a, b) = alice_talks_to_bob(&pbx).await;
+    let consult = bob.setup_transfer(b).await.unwrap();
+    bob.dial(consult, "300").await.unwrap();
+    let c = wc.new_call().await;
+    carol.answer(c).await.unwrap();
+    // Bob hangs up on Alice while consulting Carol: Alice is cleared, the consultation carries on.
+    bob.drop_call(b).await.unwrap();
+    assert_eq!(
+        wa.state(a, K::Disconnected).await,
+        CallState::Disconnected(DisconnectReason::Normal)
+    );
+    assert_eq!(bob.call_status(consult).unwrap().state.kind(), K::Connected);
+    assert_eq!(
+        bob.complete_transfer(b, consult, tapir::core::params::TransferMode::Transfer)
+            .await,
+        Err(Error::InvalidCallState { state: K::Idle })
+    );
+    bob.drop_call(consult).await.unwrap();
+    wc.state(c, K::Disconnected).await;
+    tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
+}
