@@ -13,8 +13,13 @@
 //! - every state sequence it reports is one `tapir_core`'s transition table allows, nothing is reported
 //!   for a call before its new-call report, and nothing after it is idle.
 //!
-//! Operations with more moving parts (transfer, conference, park, pickup, forward) need scenario tests of
-//! their own; the kit checks that unadvertised ones are refused.
+//! - with two or more lines, each advertised supplementary operation works and leaves its calls in the
+//!   states the TAPI model gives: blind transfer, redirect, consultation transfer (cancel and complete),
+//!   conference (set up, add, remove, drop), park and unpark, pickup, forward, swap hold, secure, and
+//!   digits crossing to a monitoring party.
+//!
+//! Call completion needs a party the harness can make busy, so the kit only checks that an unadvertised
+//! one is refused.
 //!
 //! A provider's test implements [`Harness`] and asserts that [`run`] found nothing, e.g.
 //! `assert!(run(&MyHarness::default()).await.is_empty())` inside a `#[tokio::test(start_paused = true)]`.
@@ -46,7 +51,7 @@ pub trait Harness: Send + Sync {
     async fn provider(&self) -> Arc<dyn Provider>;
     /// A number that a call from line 0 can reach and that answers within a minute.
     fn answering_number(&self) -> String;
-    /// Makes a call from outside ring one of the provider's lines; returns once it has been offered.
+    /// Makes a call from outside ring the provider's **last** line; returns once it has been offered.
     async fn ring_in(&self) -> Result<(), Error>;
     /// Makes the far end of the call on `leg` hang up.
     async fn far_end_hangs_up(&self, leg: CallLegId);
@@ -126,6 +131,15 @@ impl Checker {
         self.with(|s| {
             s.events.iter().rev().find_map(|e| match e {
                 ProviderEvent::NewCall(c) if c.request.is_none() => Some((c.leg, c.state)),
+                _ => None,
+            })
+        })
+    }
+    /// The newest call the switch reported on its own (no request) on `line`.
+    fn newest_call_on(&self, line: LineId) -> Option<CallLegId> {
+        self.with(|s| {
+            s.events.iter().rev().find_map(|e| match e {
+                ProviderEvent::NewCall(c) if c.request.is_none() && c.line == line => Some(c.leg),
                 _ => None,
             })
         })
@@ -273,6 +287,7 @@ pub async fn run(harness: &dyn Harness) -> Vec<String> {
     failures.extend(check_outgoing(harness).await);
     failures.extend(check_incoming(harness).await);
     failures.extend(check_hold(harness).await);
+    failures.extend(check_supplementary(harness).await);
     failures
 }
 
@@ -562,4 +577,475 @@ async fn check_hold(h: &dyn Harness) -> Vec<String> {
         case.expect("drop", r);
     }
     case.finish().await
+}
+
+impl Case {
+    /// The directory number of `line`'s first address.
+    fn address_of(&self, line: usize) -> String {
+        self.caps[line].addresses[0].address.clone()
+    }
+
+    fn last_line(&self) -> LineId {
+        LineId(self.caps.len() as u32 - 1)
+    }
+
+    fn origin(&self, line: LineId, request: u64) -> Origin {
+        Origin {
+            request: RequestId(request),
+            line,
+            address: AddressId(0),
+        }
+    }
+
+    /// A call from line 0 to the harness's answering number, connected.
+    async fn connected_call(&mut self, h: &dyn Harness) -> Option<CallLegId> {
+        let leg = self.make_call(Some(&h.answering_number())).await?;
+        self.wait_for(leg, CallStateKind::Connected, "outgoing call")
+            .await
+            .then_some(leg)
+    }
+
+    /// Waits for the switch to offer a call on `line` that was not there before (`not`).
+    async fn offered_on(
+        &mut self,
+        line: LineId,
+        not: Option<CallLegId>,
+        what: &str,
+    ) -> Option<CallLegId> {
+        for _ in 0..100 {
+            if let Some(leg) = self
+                .checker
+                .newest_call_on(line)
+                .filter(|l| Some(*l) != not)
+            {
+                return Some(leg);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.fail(format!("{what}: no call was offered on {line}"));
+        None
+    }
+
+    fn dial_string(&mut self, number: &str) -> Option<DialString> {
+        match DialString::parse_destination(number) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.fail(format!("{number:?} does not parse as a dial string: {e}"));
+                None
+            }
+        }
+    }
+
+    fn has(&self, op: CallOperation) -> bool {
+        self.call_ops().contains(op)
+    }
+}
+
+/// Runs `scenario` on a fresh provider if it has two lines and advertises `needs`.
+async fn scenario<'h, F>(
+    h: &'h dyn Harness,
+    name: &'static str,
+    needs: &[CallOperation],
+    scenario: impl FnOnce(Case, &'h dyn Harness) -> F,
+) -> Vec<String>
+where
+    F: Future<Output = Case>,
+{
+    let case = match Case::new(h, name).await {
+        Ok(c) => c,
+        Err(e) => return vec![e],
+    };
+    let makes = case.caps[0].addresses[0]
+        .address_features
+        .contains(AddressOperation::MakeCall);
+    if case.caps.len() < 2 || !makes || !needs.iter().all(|op| case.has(*op)) {
+        return case.finish().await;
+    }
+    scenario(case, h).await.finish().await
+}
+
+async fn check_supplementary(h: &dyn Harness) -> Vec<String> {
+    use CallOperation as Op;
+    use CallStateKind as S;
+    let mut out = Vec::new();
+
+    out.extend(
+        scenario(
+            h,
+            "blind transfer",
+            &[Op::BlindTransfer],
+            |mut c, h| async move {
+                let target = c.address_of(1);
+                if let (Some(leg), Some(to)) = (c.connected_call(h).await, c.dial_string(&target)) {
+                    let r = c.provider.blind_transfer(leg, &to).await;
+                    if c.expect("blind transfer", r) {
+                        c.expect_state(leg, S::Idle, "when blind transfer returned");
+                        if let Some(t) = c.offered_on(LineId(1), None, "blind transfer").await {
+                            c.expect_state(t, S::Offering, "at the transfer target");
+                        }
+                    }
+                }
+                c
+            },
+        )
+        .await,
+    );
+
+    out.extend(
+        scenario(h, "redirect", &[Op::Redirect], |mut c, h| async move {
+            let last = c.last_line();
+            if let Err(e) = h.ring_in().await {
+                c.fail(format!("the harness could not ring in: {e}"));
+                return c;
+            }
+            let Some(leg) = c.offered_on(last, None, "ring in").await else {
+                return c;
+            };
+            let target = c.address_of(0);
+            if let Some(to) = c.dial_string(&target) {
+                let r = c.provider.redirect(leg, &to).await;
+                if c.expect("redirect", r) {
+                    c.expect_state(leg, S::Idle, "when redirect returned");
+                    c.offered_on(LineId(0), None, "redirect").await;
+                }
+            }
+            c
+        })
+        .await,
+    );
+
+    out.extend(
+        scenario(
+            h,
+            "consultation transfer",
+            &[Op::SetupTransfer, Op::CompleteTransfer, Op::Dial],
+            |mut c, h| async move {
+                let Some(leg) = c.connected_call(h).await else {
+                    return c;
+                };
+                // Cancel once by unholding (where the provider can), then set up again and complete.
+                if c.has(Op::Unhold) {
+                    match c.provider.setup_transfer(leg, RequestId(11)).await {
+                        Ok(consult) => {
+                            c.expect_state(leg, S::OnHoldPendingTransfer, "after setup transfer");
+                            c.expect_state(consult, S::DialTone, "the consultation call");
+                            let r = c.provider.unhold(leg).await;
+                            if c.expect("unhold to cancel a transfer", r) {
+                                c.expect_state(leg, S::Connected, "after cancelling");
+                                c.expect_state(consult, S::Idle, "the cancelled consultation call");
+                            }
+                        }
+                        Err(e) => c.fail(format!("setup transfer failed: {e}")),
+                    }
+                }
+                let consult = match c.provider.setup_transfer(leg, RequestId(12)).await {
+                    Ok(consult) => consult,
+                    Err(e) => {
+                        c.fail(format!("setup transfer failed: {e}"));
+                        return c;
+                    }
+                };
+                if !c.checker.reported_with(RequestId(12)).contains(&consult) {
+                    c.fail("the consultation call was not reported with the request's ID".into());
+                }
+                let target = c.address_of(1);
+                if let Some(to) = c.dial_string(&target) {
+                    let r = c.provider.dial(consult, &to).await;
+                    c.expect("dial the consultation call", r);
+                }
+                let r = c
+                    .provider
+                    .complete_transfer(leg, consult, TransferMode::Transfer, RequestId(13))
+                    .await;
+                match r {
+                    Ok(None) => {
+                        c.expect_state(leg, S::Idle, "the transferred call");
+                        c.expect_state(consult, S::Idle, "the consultation call after transfer");
+                    }
+                    Ok(Some(conf)) => c.fail(format!("a transfer created a conference {conf}")),
+                    Err(e) => c.fail(format!("complete transfer failed: {e}")),
+                }
+                c
+            },
+        )
+        .await,
+    );
+
+    out.extend(
+        scenario(
+            h,
+            "conference",
+            &[Op::SetupConference, Op::AddToConference, Op::Dial],
+            |mut c, h| async move {
+                let Some(leg) = c.connected_call(h).await else {
+                    return c;
+                };
+                let origin = c.origin(LineId(0), 21);
+                let (parent, consult) = match c.provider.setup_conference(Some(leg), origin).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        c.fail(format!("setup conference failed: {e}"));
+                        return c;
+                    }
+                };
+                c.expect_state(
+                    parent,
+                    S::OnHoldPendingConference,
+                    "the conference after setup",
+                );
+                c.expect_state(leg, S::Conferenced, "the first party after setup");
+                c.expect_state(consult, S::DialTone, "the consultation call");
+                let number = h.answering_number();
+                if let Some(to) = c.dial_string(&number) {
+                    let r = c.provider.dial(consult, &to).await;
+                    c.expect("dial the consultation call", r);
+                }
+                if !c.wait_for(consult, S::Connected, "consultation call").await {
+                    return c;
+                }
+                let r = c.provider.add_to_conference(parent, consult).await;
+                if c.expect("add to conference", r) {
+                    c.expect_state(consult, S::Conferenced, "the added party");
+                    c.expect_state(parent, S::Connected, "the conference after adding");
+                }
+                if c.has(Op::RemoveFromConference) {
+                    let r = c.provider.remove_from_conference(consult).await;
+                    if c.expect("remove from conference", r) {
+                        let s = c.checker.state(consult).map(|s| s.kind());
+                        if !matches!(s, Some(S::Idle | S::Connected | S::OnHold)) {
+                            c.fail(format!("a removed party is {s:?}"));
+                        }
+                    }
+                }
+                let r = c.provider.drop_call(parent).await;
+                if c.expect("drop the conference", r) {
+                    c.expect_state(parent, S::Idle, "the dropped conference");
+                    if c.caps[0].addresses[0].conference_drop {
+                        c.expect_state(leg, S::Idle, "a party of a dropped conference");
+                    }
+                }
+                c
+            },
+        )
+        .await,
+    );
+
+    out.extend(
+        scenario(h, "park", &[Op::Park], |mut c, h| async move {
+            let Some(leg) = c.connected_call(h).await else {
+                return c;
+            };
+            let modes = c.caps[0].addresses[0].park_modes;
+            let mode = if modes.non_directed {
+                ParkMode::NonDirected
+            } else {
+                c.fail("directed-only park needs an orbit the kit cannot know".into());
+                return c;
+            };
+            let orbit = match c.provider.park(leg, &mode).await {
+                Ok(o) => o,
+                Err(e) => {
+                    c.fail(format!("park failed: {e}"));
+                    return c;
+                }
+            };
+            c.expect_state(leg, S::Idle, "the parked call's leg");
+            if orbit.is_empty() {
+                c.fail("a non-directed park returned no orbit".into());
+            }
+            if c.caps[1].addresses[0]
+                .address_features
+                .contains(AddressOperation::Unpark)
+            {
+                let origin = c.origin(LineId(1), 31);
+                match c.provider.unpark(origin, &orbit).await {
+                    Ok(u) => {
+                        c.expect_state(u, S::Connected, "the unparked call");
+                        if !c.checker.reported_with(RequestId(31)).contains(&u) {
+                            c.fail(
+                                "the unparked call was not reported with the request's ID".into(),
+                            );
+                        }
+                    }
+                    Err(e) => c.fail(format!("unpark failed: {e}")),
+                }
+            }
+            c
+        })
+        .await,
+    );
+
+    out.extend(
+        scenario(h, "pickup", &[], |mut c, h| async move {
+            if !c.caps[0].addresses[0]
+                .address_features
+                .contains(AddressOperation::Pickup)
+                || !c.caps[0].addresses[0].pickup_modes.directed
+            {
+                return c;
+            }
+            let last = c.last_line();
+            if let Err(e) = h.ring_in().await {
+                c.fail(format!("the harness could not ring in: {e}"));
+                return c;
+            }
+            let Some(ringing) = c.offered_on(last, None, "ring in").await else {
+                return c;
+            };
+            let target = c.address_of(last.0 as usize);
+            let origin = c.origin(LineId(0), 41);
+            match c
+                .provider
+                .pickup(origin, &PickupTarget::Directed(target))
+                .await
+            {
+                Ok(p) => {
+                    c.expect_state(p, S::Connected, "the picked-up call");
+                    c.expect_state(ringing, S::Idle, "the call that was ringing");
+                }
+                Err(e) => c.fail(format!("pickup failed: {e}")),
+            }
+            c
+        })
+        .await,
+    );
+
+    out.extend(
+        scenario(h, "forward", &[], |mut c, h| async move {
+            let last = c.last_line();
+            let caps = &c.caps[last.0 as usize].addresses[0];
+            if !caps.address_features.contains(AddressOperation::Forward)
+                || !caps.forward_modes.unconditional
+            {
+                return c;
+            }
+            let target = c.address_of(0);
+            let Some(to) = c.dial_string(&target) else {
+                return c;
+            };
+            let forwarding = Forwarding {
+                do_not_disturb: false,
+                rules: vec![(tapir_core::params::ForwardCondition::Unconditional, to)],
+            };
+            let r = c.provider.forward(last, AddressId(0), &forwarding).await;
+            if !c.expect("forward", r) {
+                return c;
+            }
+            if let Err(e) = h.ring_in().await {
+                c.fail(format!("the harness could not ring a forwarded line: {e}"));
+                return c;
+            }
+            let first = c.offered_on(LineId(0), None, "a forwarded call").await;
+            let r = c
+                .provider
+                .forward(last, AddressId(0), &Forwarding::default())
+                .await;
+            if c.expect("cancel forwarding", r) {
+                if let Some(f) = first {
+                    let r = c.provider.drop_call(f).await;
+                    c.expect("drop the forwarded call", r);
+                }
+                if let Err(e) = h.ring_in().await {
+                    c.fail(format!(
+                        "the harness could not ring in after cancelling: {e}"
+                    ));
+                    return c;
+                }
+                c.offered_on(last, None, "a call after cancelling forwarding")
+                    .await;
+            }
+            c
+        })
+        .await,
+    );
+
+    out.extend(
+        scenario(
+            h,
+            "swap hold",
+            &[Op::Hold, Op::SwapHold],
+            |mut c, h| async move {
+                let Some(a) = c.connected_call(h).await else {
+                    return c;
+                };
+                let r = c.provider.hold(a).await;
+                if !c.expect("hold", r) {
+                    return c;
+                }
+                let Some(b) = c.connected_call(h).await else {
+                    return c;
+                };
+                let r = c.provider.swap_hold(b, a).await;
+                if c.expect("swap hold", r) {
+                    c.expect_state(b, S::OnHold, "the call swapped to hold");
+                    c.expect_state(a, S::Connected, "the call swapped back");
+                }
+                c
+            },
+        )
+        .await,
+    );
+
+    out.extend(
+        scenario(h, "secure", &[Op::SecureCall], |mut c, h| async move {
+            let Some(leg) = c.connected_call(h).await else {
+                return c;
+            };
+            let r = c.provider.secure_call(leg).await;
+            if c.expect("secure call", r) {
+                let secured = c.checker.with(|s| {
+                    s.events.iter().any(|e| {
+                        matches!(e, ProviderEvent::CallInfo { leg: l, info } if *l == leg && info.secure)
+                    })
+                });
+                if !secured {
+                    c.fail("secure call reported no secured call information".into());
+                }
+            }
+            c
+        })
+        .await,
+    );
+
+    out.extend(
+        scenario(
+            h,
+            "digits",
+            &[Op::GenerateDigits, Op::MonitorDigits, Op::Answer],
+            |mut c, _h| async move {
+                let target = c.address_of(1);
+                let Some(a) = c.make_call(Some(&target)).await else {
+                    return c;
+                };
+                let Some(b) = c.offered_on(LineId(1), None, "internal call").await else {
+                    return c;
+                };
+                let r = c.provider.answer(b).await;
+                if !c.expect("answer", r) || !c.wait_for(a, S::Connected, "internal call").await {
+                    return c;
+                }
+                let r = c.provider.monitor_digits(b, Some(DigitMode::Dtmf)).await;
+                c.expect("monitor digits", r);
+                let r = c.provider.generate_digits(a, "19#", DigitMode::Dtmf).await;
+                c.expect("generate digits", r);
+                let got: String = c.checker.with(|s| {
+                    s.events
+                        .iter()
+                        .filter_map(|e| match e {
+                            ProviderEvent::Digit { leg, digit, .. } if *leg == b => Some(*digit),
+                            _ => None,
+                        })
+                        .collect()
+                });
+                if got != "19#" {
+                    c.fail(format!(
+                        "the monitoring party saw digits {got:?}, not \"19#\""
+                    ));
+                }
+                c
+            },
+        )
+        .await,
+    );
+    out
 }
