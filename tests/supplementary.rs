@@ -415,6 +415,13 @@ async fn conference_set_up_grown_to_full_and_shrunk() {
     let first = host.make_call(l[0], Some("200")).await.unwrap();
     let g1 = answer_next(&mut wg).await;
 
+    // This switch sets conferences up only from an existing call.
+    assert_eq!(
+        host.setup_conference_on(l[0]).await,
+        Err(Error::OperationUnavailable {
+            operation: "setup-conference"
+        })
+    );
     let (conf, consult) = host.setup_conference(first).await.unwrap();
     assert_eq!(
         host.call_status(conf).unwrap().state,

@@ -916,6 +916,59 @@ impl Session {
         Ok((conference, consult))
     }
 
+    /// Sets up a conference without an existing call, on providers whose address offers it
+    /// ([`AddressOperation::SetupConference`]): returns the conference's parent call and a consultation
+    /// call in dial tone.
+    pub async fn setup_conference_on(
+        &self,
+        line: LineHandle,
+    ) -> Result<(CallHandle, CallHandle), Error> {
+        self.alive()?;
+        let slot = self.open_line_slot(line)?;
+        let address = AddressId(0);
+        let caps = slot
+            .caps
+            .addresses
+            .get(address.0 as usize)
+            .ok_or(Error::InvalidAddressId)?;
+        gate::check_address(
+            AddressOperation::SetupConference,
+            || Ok(()),
+            caps,
+            &slot.usage(address),
+        )?;
+        let provider = self.engine.provider(slot.provider).provider.clone();
+        let local = slot.local;
+        let created = self
+            .create(line, |request| async move {
+                provider
+                    .setup_conference(
+                        None,
+                        Origin {
+                            request,
+                            line: local,
+                            address,
+                        },
+                    )
+                    .await
+                    .map(|(conf, consult)| vec![conf, consult])
+            })
+            .await?;
+        let [conference, consult] = created[..] else {
+            return Err(Error::OperationFailed {
+                reason: "the provider did not create a conference and a consultation call".into(),
+            });
+        };
+        self.set_role(conference, CallRole::ConferenceParent { parties: 0 });
+        self.set_role(
+            consult,
+            CallRole::Consultation {
+                for_conference: true,
+            },
+        );
+        Ok((conference, consult))
+    }
+
     /// Holds a conference pending a new party and returns a consultation call in dial tone.
     pub async fn prepare_add_to_conference(
         &self,
