@@ -1131,7 +1131,20 @@ impl State {
             .map(|(c, _)| *c)
     }
 
-    /// A consultation call in dial tone on `line`, related to `to`.
+    /// Information for a new call extension `line` originates itself (a consultation call, a
+    /// conference parent), with a call ID of its own.
+    fn own_call(&mut self, line: usize, origin: CallOrigin) -> CallInfo {
+        CallInfo {
+            call_id: self.new_call_id(),
+            origin,
+            reason: CallReason::Direct,
+            media_mode: MediaModes::INTERACTIVE_VOICE,
+            caller: self.party(line),
+            ..CallInfo::default()
+        }
+    }
+
+    /// A consultation call in dial tone on `line`, related as `relation`.
     fn consultation_leg(
         &mut self,
         sink: &EventSink,
@@ -1139,15 +1152,7 @@ impl State {
         relation: Relation,
         request: RequestId,
     ) -> CallLegId {
-        let call_id = self.new_call_id();
-        let info = CallInfo {
-            call_id,
-            origin: CallOrigin::Outbound,
-            reason: CallReason::Direct,
-            media_mode: MediaModes::INTERACTIVE_VOICE,
-            caller: self.party(line),
-            ..CallInfo::default()
-        };
+        let info = self.own_call(line, CallOrigin::Outbound);
         let c = self.new_leg(
             sink,
             line,
@@ -1205,15 +1210,8 @@ impl State {
             return Err(Error::InvalidCallHandle);
         }
         if conference {
-            let call_id = self.new_call_id();
-            let info = CallInfo {
-                call_id,
-                origin: CallOrigin::Conference,
-                reason: CallReason::Direct,
-                media_mode: MediaModes::INTERACTIVE_VOICE,
-                caller: self.party(line),
-                ..CallInfo::default()
-            };
+            let info = self.own_call(line, CallOrigin::Conference);
+            let call_id = info.call_id;
             let parent = self.new_leg(
                 sink,
                 line,
@@ -1318,15 +1316,8 @@ impl State {
         if self.appearances_used(line, &[id]) + 2 > APPEARANCES {
             return Err(Error::CallUnavailable);
         }
-        let call_id = self.new_call_id();
-        let info = CallInfo {
-            call_id,
-            origin: CallOrigin::Conference,
-            reason: CallReason::Direct,
-            media_mode: MediaModes::INTERACTIVE_VOICE,
-            caller: self.party(line),
-            ..CallInfo::default()
-        };
+        let info = self.own_call(line, CallOrigin::Conference);
+        let call_id = info.call_id;
         let parent = self.new_leg(
             sink,
             line,
