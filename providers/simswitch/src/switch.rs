@@ -1710,29 +1710,7 @@ impl State {
                 call_id: p.call_id,
             },
         );
-        let them = self.identity(p.party);
-        let info = CallInfo {
-            call_id: p.call_id,
-            origin: CallOrigin::Internal,
-            reason: CallReason::Unpark,
-            media_mode: MediaModes::INTERACTIVE_VOICE,
-            caller: them.clone(),
-            connected: them,
-            ..CallInfo::default()
-        };
-        let leg = self.new_leg(
-            sink,
-            line,
-            CallState::Connected(ConnectedMode::Active),
-            info,
-            p.party,
-            Some(request),
-        );
-        if let Peer::Leg(other) = p.party {
-            let me = self.party(line);
-            self.set_info(sink, other, |i| i.connected = me);
-        }
-        Ok(leg)
+        Ok(self.retrieve(sink, line, p.party, p.call_id, CallReason::Unpark, request))
     }
 
     /// Picks up a call ringing at `target` (an extension) or at any member of pickup group `group` for
@@ -1800,6 +1778,20 @@ impl State {
             CallState::Disconnected(DisconnectReason::PickedUp),
         );
         self.set_state(sink, ringing, CallState::Idle);
+        Ok(self.retrieve(sink, line, party, call_id, CallReason::Pickup, request))
+    }
+
+    /// A new, connected leg on `line` for `party` (unpark, pickup), reported with `request`; the party
+    /// learns who it is talking to now.
+    fn retrieve(
+        &mut self,
+        sink: &EventSink,
+        line: usize,
+        party: Peer,
+        call_id: CallId,
+        reason: CallReason,
+        request: RequestId,
+    ) -> CallLegId {
         let them = self.identity(party);
         let info = CallInfo {
             call_id,
@@ -1807,7 +1799,7 @@ impl State {
                 Peer::Outside(_) => CallOrigin::External,
                 _ => CallOrigin::Internal,
             },
-            reason: CallReason::Pickup,
+            reason,
             media_mode: MediaModes::INTERACTIVE_VOICE,
             caller: them.clone(),
             connected: them,
@@ -1821,14 +1813,14 @@ impl State {
             party,
             Some(request),
         );
-        if let Peer::Leg(caller) = party {
-            if self.state_of(caller).ok() == Some(CallStateKind::Ringback) {
-                self.set_state(sink, caller, CallState::Connected(ConnectedMode::Active));
+        if let Peer::Leg(other) = party {
+            if self.state_of(other).ok() == Some(CallStateKind::Ringback) {
+                self.set_state(sink, other, CallState::Connected(ConnectedMode::Active));
             }
             let me = self.party(line);
-            self.set_info(sink, caller, |i| i.connected = me);
+            self.set_info(sink, other, |i| i.connected = me);
         }
-        Ok(leg)
+        leg
     }
 
     /// Records a call-completion request for a busy or unanswered internal call; the call goes idle.
