@@ -46,7 +46,7 @@ use tapir_core::params::{
     CompletionMode, DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId,
     TransferMode,
 };
-use tapir_core::state::{CallState, DialToneMode, DisconnectReason, OfferingMode};
+use tapir_core::state::{CallState, DialToneMode, DisconnectReason};
 use tapir_core::{AddressId, CallLegId, Error, LineId};
 use tapir_provider::{EventSink, Provider};
 
@@ -407,18 +407,10 @@ impl SimSwitch {
         };
         // The outside party is already "answered": it is the caller.
         let party = st.new_outside(caller.clone(), ring.hang_up_after, true);
-        let leg = st.new_leg(
-            &sink,
-            line,
-            CallState::Offering(OfferingMode::Active),
-            info,
-            Peer::Outside(party),
-            None,
-        );
+        let leg = st.offer(&self.shared, &sink, line, info, Peer::Outside(party));
         if let Some(l) = st.legs.get_mut(&leg) {
             l.pending_caller = late.then_some(caller);
         }
-        st.start_alerting(&self.shared, leg);
         if let Some(give_up) = ring.give_up_after {
             st.schedule(&self.shared, give_up, leg, Timer::GiveUp);
         }

@@ -438,9 +438,30 @@ impl State {
         });
     }
 
+    /// Offers a call on extension `line`: a new leg, offering, that starts ringing at once.
+    pub(crate) fn offer(
+        &mut self,
+        shared: &Arc<Shared>,
+        sink: &EventSink,
+        line: usize,
+        info: CallInfo,
+        party: Peer,
+    ) -> CallLegId {
+        let leg = self.new_leg(
+            sink,
+            line,
+            CallState::Offering(OfferingMode::Active),
+            info,
+            party,
+            None,
+        );
+        self.start_alerting(shared, leg);
+        leg
+    }
+
     /// An offered leg starts ringing (ring 0 now, then one per ring period) and is given up after the
     /// no-answer timeout.
-    pub(crate) fn start_alerting(&mut self, shared: &Arc<Shared>, leg: CallLegId) {
+    fn start_alerting(&mut self, shared: &Arc<Shared>, leg: CallLegId) {
         self.fire(shared, leg, Timer::Ring { count: 0 });
         self.schedule(
             shared,
@@ -772,15 +793,7 @@ impl State {
                     redirecting: by,
                     ..CallInfo::default()
                 };
-                let leg = self.new_leg(
-                    sink,
-                    line,
-                    CallState::Offering(OfferingMode::Active),
-                    info,
-                    party,
-                    None,
-                );
-                self.start_alerting(shared, leg);
+                self.offer(shared, sink, line, info, party);
             }
             Destination::Outside(number, far) => match party {
                 // Outside to outside: the call leaves the switch.
@@ -894,16 +907,8 @@ impl State {
                     redirecting,
                     ..CallInfo::default()
                 };
-                let callee = self.new_leg(
-                    sink,
-                    target,
-                    CallState::Offering(OfferingMode::Active),
-                    info,
-                    Peer::Leg(id),
-                    None,
-                );
+                self.offer(shared, sink, target, info, Peer::Leg(id));
                 self.set_state(sink, id, CallState::Ringback);
-                self.start_alerting(shared, callee);
             }
             Ok(Destination::Outside(number, far)) => {
                 let o = self.new_outside(
@@ -962,15 +967,7 @@ impl State {
                     called: self.party(target),
                     ..CallInfo::default()
                 };
-                let callee = self.new_leg(
-                    sink,
-                    target,
-                    CallState::Offering(OfferingMode::Active),
-                    info,
-                    Peer::Leg(id),
-                    None,
-                );
-                self.start_alerting(shared, callee);
+                self.offer(shared, sink, target, info, Peer::Leg(id));
             } else {
                 self.set_state(sink, id, CallState::Disconnected(DisconnectReason::Busy));
             }
@@ -1670,15 +1667,7 @@ impl State {
             called: self.party(p.parker),
             ..CallInfo::default()
         };
-        let leg = self.new_leg(
-            &sink,
-            p.parker,
-            CallState::Offering(OfferingMode::Active),
-            info,
-            p.party,
-            None,
-        );
-        self.start_alerting(shared, leg);
+        self.offer(shared, &sink, p.parker, info, p.party);
     }
 
     /// Retrieves the call parked in `orbit` to extension `line`: a new, connected call, reason
@@ -1909,17 +1898,9 @@ impl State {
             called: self.party(c.requester),
             ..CallInfo::default()
         };
-        let leg = self.new_leg(
-            &sink,
-            c.requester,
-            CallState::Offering(OfferingMode::Active),
-            info,
-            Peer::None,
-            None,
-        );
+        let leg = self.offer(shared, &sink, c.requester, info, Peer::None);
         if let Some(l) = self.legs.get_mut(&leg) {
             l.relation = Relation::CallBack(c.target);
         }
-        self.start_alerting(shared, leg);
     }
 }

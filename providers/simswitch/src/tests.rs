@@ -8,7 +8,7 @@ use tapir_provider::{EventLog, ProviderEvent};
 use super::*;
 use tapir_core::LineId;
 use tapir_core::gate::CallOperation;
-use tapir_core::state::{BusyMode, CallStateKind, ConnectedMode};
+use tapir_core::state::{BusyMode, CallStateKind, ConnectedMode, OfferingMode};
 use tapir_provider::LineEvent;
 
 fn switch() -> SimSwitch {
