@@ -1236,3 +1236,49 @@ fn utc_now() -> (u8, u8, u8, u8) {
         ((rem % 3600) / 60) as u8,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn device() -> Device {
+        let net = Network::new();
+        let rx = net.attach("100", Default::default());
+        std::mem::forget(rx);
+        Device::new(SimModemConfig::default(), "100".into(), net, Instant::now())
+    }
+
+    proptest! {
+        /// Whatever the host sends, the modem neither panics nor ends up with DCD on without a call.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut d = device();
+            let now = Instant::now();
+            d.input(now, &bytes);
+            d.timer(now + Duration::from_secs(3600));
+            d.input(now + Duration::from_secs(3601), b"\rAT\r");
+            prop_assert!(d.call.is_none() || d.off_hook);
+            prop_assert!(!(d.dcd && d.call.is_none()));
+        }
+
+        /// A line whose first command is not a command draws ERROR and changes nothing.
+        #[test]
+        fn a_rejected_line_changes_nothing(
+            first in "[!-/:-@\\[-`{-~]",
+            rest in "[ -~]{0,80}",
+        ) {
+            let mut d = device();
+            let now = Instant::now();
+            d.input(now, b"ATE0\r");
+            d.take_output();
+            let before = (d.active.clone(), d.stored.clone(), d.mode, d.off_hook, d.voice);
+            let line = format!("AT{first}{rest}\r");
+            // `+`, `#`, `&`, `\`, `%` and `;` may start a valid command; the rest never do.
+            prop_assume!(!matches!(first.as_str(), "+" | "#" | "&" | "\\" | "%" | ";"));
+            d.input(now, line.as_bytes());
+            prop_assert_eq!(d.take_output(), b"\r\nERROR\r\n".to_vec());
+            prop_assert_eq!((d.active.clone(), d.stored.clone(), d.mode, d.off_hook, d.voice), before);
+        }
+    }
+}
