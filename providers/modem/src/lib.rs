@@ -14,7 +14,10 @@
 //! carrier timeouts are exact and take no real time.
 
 pub mod device;
+pub mod host;
 pub mod network;
+pub mod provider;
 
 pub use device::{AttachError, ModemHandle, SimModem, SimModemConfig};
 pub use network::{Answer, CallerId, CallerNumber, FarEnd, Network, PartyKind, RemoteCall, RingIn};
+pub use provider::{LineStatus, ModemProvider, ModemProviderBuilder, ModemTiming};

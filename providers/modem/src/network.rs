@@ -315,6 +315,8 @@ enum End {
 /// outside.
 struct Remote {
     kind: PartyKind,
+    /// The scripted number it answers at (none for callers from outside).
+    number: Option<String>,
     /// Keys pressed once answered, and when to hang up after answer.
     presses: String,
     hang_up_after: Option<Duration>,
@@ -455,6 +457,7 @@ impl Network {
         net.next_call += 1;
         let remote = Arc::new(Remote {
             kind,
+            number: Some(digits.to_owned()),
             presses: script.presses,
             hang_up_after: script.hang_up_after,
             inner: Mutex::default(),
@@ -556,6 +559,24 @@ impl Network {
         }
     }
 
+    /// The scripted far end at `number` hangs up every call it is in (ringing or answered); returns
+    /// whether there was one.
+    pub fn hang_up_far_end(&self, number: &str) -> bool {
+        let remotes: Vec<(NetCallId, Arc<Remote>)> = self
+            .lock()
+            .calls
+            .iter()
+            .filter_map(|(id, c)| match &c.callee {
+                End::Remote(r) if r.number.as_deref() == Some(number) => Some((*id, r.clone())),
+                _ => None,
+            })
+            .collect();
+        for (id, r) in &remotes {
+            self.remote_hang_up(*id, r);
+        }
+        !remotes.is_empty()
+    }
+
     /// Rings the modem at `number` with a call from outside.
     pub fn ring_in(&self, number: &str, ring_in: RingIn) -> Result<RemoteCall, RingInError> {
         let mut net = self.lock();
@@ -574,6 +595,7 @@ impl Network {
         net.next_call += 1;
         let remote = Arc::new(Remote {
             kind: ring_in.kind,
+            number: None,
             presses: ring_in.presses,
             hang_up_after: ring_in.hang_up_after,
             inner: Mutex::default(),
