@@ -17,6 +17,8 @@ pub mod device;
 pub mod host;
 pub mod network;
 pub mod provider;
+#[cfg(unix)]
+pub mod tty;
 
 pub use device::{AttachError, ModemHandle, SimModem, SimModemConfig};
 pub use network::{Answer, CallerId, CallerNumber, FarEnd, Network, PartyKind, RemoteCall, RingIn};

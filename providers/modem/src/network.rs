@@ -1,6 +1,6 @@
 //! The simulated telephone network that modems attach to.
 //!
-//! Modems attach by number ([`Network::attach`] is done for you by
+//! Modems attach by number (done by
 //! [`SimModem::attach`](crate::SimModem::attach)). A modem that dials another attached number rings it; a
 //! modem that dials a **scripted** number ([`Network::far_end`]) meets the behaviour the script gives
 //! (busy, unreachable, rings forever, answers as a modem or as a voice party after N rings, presses
