@@ -85,6 +85,7 @@ pub struct ModemProviderBuilder {
     connector: Connector,
     dtr: Option<DtrControl>,
     timing: ModemTiming,
+    incoming: MediaModes,
 }
 
 impl ModemProviderBuilder {
@@ -103,6 +104,14 @@ impl ModemProviderBuilder {
         self.dtr = Some(control);
         self
     }
+    /// How incoming calls are answered, and the media mode they are offered with: `DATA_MODEM` (the
+    /// default: `ATA`, the call connects on `CONNECT`) or `INTERACTIVE_VOICE` / `AUTOMATED_VOICE`
+    /// (voice mode: `AT+FCLASS=8`, `AT+VLS=1`; digits can be monitored). A modem cannot tell before
+    /// answering what a caller is, so the line is set up for one kind, as a Unimodem line is.
+    pub fn incoming_media(mut self, media: MediaModes) -> Self {
+        self.incoming = media;
+        self
+    }
     /// Changes the timing.
     pub fn timing(mut self, timing: ModemTiming) -> Self {
         self.timing = timing;
@@ -116,6 +125,7 @@ impl ModemProviderBuilder {
             connector: self.connector,
             dtr: self.dtr,
             timing: self.timing,
+            incoming: self.incoming,
             status: Arc::new(Mutex::new(LineStatus::Starting)),
             requests: Mutex::new(None),
         }
@@ -140,6 +150,7 @@ pub struct ModemProvider {
     connector: Connector,
     dtr: Option<DtrControl>,
     timing: ModemTiming,
+    incoming: MediaModes,
     status: Arc<Mutex<LineStatus>>,
     requests: Mutex<Option<mpsc::UnboundedSender<Request>>>,
 }
@@ -163,6 +174,7 @@ impl ModemProvider {
             connector,
             dtr: None,
             timing: ModemTiming::default(),
+            incoming: MediaModes::DATA_MODEM,
         }
     }
 
@@ -175,6 +187,20 @@ impl ModemProvider {
             Box::pin(async move {
                 taken.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the stream was used"))
             })
+        }))
+    }
+
+    /// A provider for a modem on a serial device (`/dev/ttyS0`, `/dev/ttyUSB0`, a pseudo-terminal).
+    /// The device is opened raw at 115200 bit/s at start, and opened again when an out-of-service
+    /// line is retried (a modem unplugged and plugged back in).
+    #[cfg(unix)]
+    pub fn serial(path: impl Into<std::path::PathBuf>) -> ModemProviderBuilder {
+        let path = path.into();
+        Self::builder(Arc::new(move || {
+            let path = path.clone();
+            Box::pin(
+                async move { crate::tty::Tty::open(&path).map(|t| Box::new(t) as Box<dyn Port>) },
+            )
         }))
     }
 
@@ -223,7 +249,6 @@ enum Request {
     Drop(CallLegId, Reply<()>),
     Digits(CallLegId, String, Reply<()>),
     Monitor(CallLegId, bool, Reply<()>),
-    Open(MediaModes, Reply<()>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -252,10 +277,11 @@ impl Provider for ModemProvider {
             next_leg: 1,
             next_call_id: 1,
             ignore_rings_until: None,
-            answer_voice: false,
+            incoming: self.incoming,
             dial_waiting: None,
             retry_at: None,
             dial_started: None,
+            caller_id_changed: false,
         };
         tokio::spawn(actor.run(rx, ready_tx));
         *self.requests.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
@@ -275,10 +301,6 @@ impl Provider for ModemProvider {
                 let _ = wait.await;
             }
         }
-    }
-
-    async fn open_line(&self, _line: LineId, media_modes: MediaModes) -> Result<(), Error> {
-        self.ask(|r| Request::Open(media_modes, r)).await
     }
 
     async fn make_call(&self, request: MakeCall) -> Result<CallLegId, Error> {
@@ -404,13 +426,15 @@ struct Actor {
     next_call_id: u64,
     /// A dropped offered call keeps ringing at the modem; its rings are ignored until they stop.
     ignore_rings_until: Option<Instant>,
-    /// Incoming calls are answered as voice (the line was opened for voice only).
-    answer_voice: bool,
+    /// The media mode incoming calls are offered and answered with.
+    incoming: MediaModes,
     /// A data dial or answer waiting for its result code, with the request waiting for it (answer).
     dial_waiting: Option<(Instant, Option<Reply<()>>)>,
     retry_at: Option<Instant>,
     /// When the running data dial was sent.
     dial_started: Option<Instant>,
+    /// Caller ID changed while reading; reported once the bytes read so far are handled.
+    caller_id_changed: bool,
 }
 
 enum Wake {
@@ -673,6 +697,12 @@ impl Actor {
         for response in self.reader.feed(bytes) {
             self.response(response);
         }
+        // Caller-ID items come as a block of lines; report the block as one change.
+        if std::mem::take(&mut self.caller_id_changed) {
+            if let Some(c) = &self.call {
+                self.sink.call_info(c.leg, c.info.clone());
+            }
+        }
     }
 
     fn response(&mut self, response: Response) {
@@ -826,12 +856,12 @@ impl Actor {
             return;
         }
         let leg = self.new_leg();
-        let voice = self.answer_voice;
+        let voice = self.voice_capable && self.incoming != MediaModes::DATA_MODEM;
         let info = CallInfo {
             call_id: self.new_call_id(),
             origin: CallOrigin::External,
             media_mode: if voice {
-                MediaModes::INTERACTIVE_VOICE
+                self.incoming
             } else {
                 MediaModes::DATA_MODEM
             },
@@ -891,8 +921,7 @@ impl Actor {
             }
             _ => return,
         }
-        let (leg, info) = (c.leg, c.info.clone());
-        self.sink.call_info(leg, info);
+        self.caller_id_changed = true;
     }
 
     fn dle(&mut self, code: u8) {
@@ -962,13 +991,6 @@ impl Actor {
 
     async fn request(&mut self, req: Request) {
         match req {
-            Request::Open(media, reply) => {
-                self.answer_voice = self.voice_capable
-                    && media
-                        .intersects(MediaModes::INTERACTIVE_VOICE | MediaModes::AUTOMATED_VOICE)
-                    && !media.contains(MediaModes::DATA_MODEM);
-                let _ = reply.send(Ok(()));
-            }
             Request::MakeCall(mc, reply) => {
                 let r = self.make_call(mc).await;
                 let _ = reply.send(r);

@@ -29,8 +29,14 @@ struct Rig {
 }
 
 async fn rig_with(net: Network, modem: SimModem, dtr: bool) -> Rig {
+    rig_full(net, modem, dtr, MediaModes::DATA_MODEM).await
+}
+
+async fn rig_full(net: Network, modem: SimModem, dtr: bool, incoming: MediaModes) -> Rig {
     let (stream, handle) = modem.attach(&net, OURS).expect("attach");
-    let mut builder = ModemProvider::over(stream).number(OURS);
+    let mut builder = ModemProvider::over(stream)
+        .number(OURS)
+        .incoming_media(incoming);
     if dtr {
         let h = handle.clone();
         builder = builder.dtr(Arc::new(move |high| h.set_dtr(high)));
@@ -298,11 +304,13 @@ async fn a_dropped_offered_call_does_not_come_back_with_the_next_ring() {
 
 #[tokio::test(start_paused = true)]
 async fn voice_call_with_digits_both_ways() {
-    let r = rig(Network::new()).await;
-    r.provider
-        .open_line(LineId(0), MediaModes::INTERACTIVE_VOICE)
-        .await
-        .expect("open");
+    let r = rig_full(
+        Network::new(),
+        SimModem::builder(),
+        false,
+        MediaModes::INTERACTIVE_VOICE,
+    )
+    .await;
     let (remote, leg) = r
         .ring_in(RingIn::voice(CallerId::number("5551234")).presses("5#"))
         .await;

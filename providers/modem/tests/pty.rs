@@ -11,8 +11,7 @@ use tapir_core::media::MediaModes;
 use tapir_core::params::{MakeCall, RequestId};
 use tapir_core::state::{CallState, ConnectedMode, DisconnectReason};
 use tapir_core::{AddressId, CallLegId, LineId, ProviderId};
-use tapir_modem::provider::Port;
-use tapir_modem::tty::{Pty, Tty};
+use tapir_modem::tty::Pty;
 use tapir_modem::{
     CallerId, FarEnd, LineStatus, ModemProvider, Network, RingIn, SimModem, SimModemConfig,
 };
@@ -48,13 +47,7 @@ async fn the_provider_drives_a_simulated_modem_through_a_pseudo_terminal() {
         .config(config)
         .serve(&net, OURS, pty.master)
         .expect("serve");
-    let path = pty.path.clone();
-    let provider = ModemProvider::builder(Arc::new(move || {
-        let path = path.clone();
-        Box::pin(async move { Tty::open(&path).map(|t| Box::new(t) as Box<dyn Port>) })
-    }))
-    .number(OURS)
-    .build();
+    let provider = ModemProvider::serial(pty.path.clone()).number(OURS).build();
     let log = Arc::new(EventLog::default());
     provider
         .start(EventSink::new(ProviderId(1), log.clone()))
