@@ -1,0 +1,133 @@
+//! The engine with modem providers: applications place and answer modem calls through sessions, a
+//! monitor sees them too, features follow the modem's capabilities, and nothing is left afterwards.
+
+use std::time::Duration;
+
+use tapir::core::gate::CallOperation;
+use tapir::core::media::MediaModes;
+use tapir::core::state::{CallStateKind, DisconnectReason};
+use tapir::{CallHandle, Engine, Error, Event, MakeCallParams, OpenOptions, Session};
+use tapir_modem::{CallerId, ModemProvider, Network, RingIn, SimModem};
+use tokio::time::sleep;
+
+async fn state_of(s: &Session, call: CallHandle) -> CallStateKind {
+    s.call_status(call).expect("status").state.kind()
+}
+
+/// The first call handle the session is given.
+async fn first_call(s: &Session) -> CallHandle {
+    loop {
+        match s.next_event().await.expect("event").event {
+            Event::NewCall { call, .. } => return call,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn apps_dial_and_answer_through_modems_and_nothing_is_left() {
+    let net = Network::new();
+    let (a, _ma) = SimModem::builder().attach(&net, "5550100").expect("a");
+    let (b, _mb) = SimModem::builder().attach(&net, "5550200").expect("b");
+    let engine = Engine::builder()
+        .provider(ModemProvider::over(a).number("5550100").build())
+        .provider(ModemProvider::over(b).number("5550200").build())
+        .build()
+        .await
+        .expect("engine");
+    let (line_a, line_b) = (engine.lines()[0].id, engine.lines()[1].id);
+
+    let dialer = engine.logon("dialer").expect("logon");
+    let answerer = engine.logon("answerer").expect("logon");
+    let watcher = engine.logon("watcher").expect("logon");
+    let out = dialer
+        .open_line(line_a, OpenOptions::none())
+        .await
+        .expect("open");
+    answerer
+        .open_line(line_b, OpenOptions::owner())
+        .await
+        .expect("open");
+    watcher
+        .open_line(line_b, OpenOptions::monitor())
+        .await
+        .expect("open");
+
+    let call = dialer
+        .make_call_with(
+            out,
+            MakeCallParams {
+                media_mode: Some(MediaModes::DATA_MODEM),
+                ..MakeCallParams::to("5550200")
+            },
+        )
+        .await
+        .expect("make call");
+    let offered = first_call(&answerer).await;
+    let watched = first_call(&watcher).await;
+    assert_eq!(state_of(&answerer, offered).await, CallStateKind::Offering);
+    assert_eq!(
+        answerer.call_info(offered).expect("info").call_id(),
+        watcher.call_info(watched).expect("info").call_id(),
+        "owner and monitor share the provider's call ID"
+    );
+    // A modem cannot hold; the feature table says so before anyone tries.
+    let features = answerer.call_status(offered).expect("status").features;
+    assert!(features.contains(CallOperation::Answer));
+    assert!(!features.contains(CallOperation::Hold));
+
+    answerer.answer(offered).await.expect("answer");
+    assert_eq!(state_of(&answerer, offered).await, CallStateKind::Connected);
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(state_of(&dialer, call).await, CallStateKind::Connected);
+    assert!(matches!(
+        dialer.hold(call).await,
+        Err(Error::OperationUnavailable { .. })
+    ));
+
+    dialer.drop_call(call).await.expect("drop");
+    dialer.deallocate(call).expect("deallocate");
+    sleep(Duration::from_millis(100)).await;
+    let status = answerer.call_status(offered).expect("status");
+    assert_eq!(
+        status.state,
+        tapir::core::state::CallState::Disconnected(DisconnectReason::Normal)
+    );
+    answerer.drop_call(offered).await.expect("drop");
+    answerer.deallocate(offered).expect("deallocate");
+    watcher.deallocate(watched).expect("deallocate");
+
+    // An incoming call from outside, with caller ID, that the caller abandons.
+    let _caller = net
+        .ring_in(
+            "5550200",
+            RingIn::modem(CallerId::named("4155550123", "ALICE"))
+                .gives_up_after(Duration::from_secs(8)),
+        )
+        .expect("ring in");
+    let incoming = first_call(&answerer).await;
+    sleep(Duration::from_secs(4)).await;
+    let caller = answerer.call_info(incoming).expect("info").info.caller;
+    assert_eq!(caller.number.as_deref(), Some("4155550123"));
+    assert_eq!(caller.name.as_deref(), Some("ALICE"));
+    sleep(Duration::from_secs(15)).await;
+    assert_eq!(state_of(&answerer, incoming).await, CallStateKind::Idle);
+    answerer.deallocate(incoming).expect("deallocate");
+
+    for s in [dialer, answerer, watcher] {
+        s.logoff().await;
+    }
+    let stats = engine.stats();
+    assert_eq!(
+        (
+            stats.calls,
+            stats.call_handles,
+            stats.line_handles,
+            stats.pending_requests
+        ),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
+    engine.shutdown().await;
+    assert_eq!(net.live_calls(), 0);
+}
