@@ -21,5 +21,7 @@ pub mod provider;
 pub mod tty;
 
 pub use device::{AttachError, ModemHandle, SimModem, SimModemConfig};
-pub use network::{Answer, CallerId, CallerNumber, FarEnd, Network, PartyKind, RemoteCall, RingIn};
+pub use network::{
+    AfterAnswer, Answer, CallerId, CallerNumber, FarEnd, Network, PartyKind, RemoteCall, RingIn,
+};
 pub use provider::{LineStatus, ModemProvider, ModemProviderBuilder, ModemTiming};

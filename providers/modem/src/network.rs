@@ -136,9 +136,16 @@ pub enum Answer {
 pub struct FarEnd {
     /// How it answers.
     pub answer: Answer,
-    /// Keys it presses once answered, one every 200 ms (voice calls only).
+    /// What it does once answered.
+    pub then: AfterAnswer,
+}
+
+/// What a far end does once its call is answered.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AfterAnswer {
+    /// Keys it presses, one every 200 ms (heard in voice mode as `<DLE>` digits).
     pub presses: String,
-    /// Hangs up this long after answering.
+    /// Hangs up this long after the answer.
     pub hang_up_after: Option<Duration>,
 }
 
@@ -165,19 +172,18 @@ impl FarEnd {
     }
     /// Presses `keys` once answered.
     pub fn presses(mut self, keys: impl Into<String>) -> Self {
-        self.presses = keys.into();
+        self.then.presses = keys.into();
         self
     }
     /// Hangs up `after` answering (after pressing its keys, if any).
     pub fn hangs_up_after(mut self, after: Duration) -> Self {
-        self.hang_up_after = Some(after);
+        self.then.hang_up_after = Some(after);
         self
     }
     fn with(answer: Answer) -> Self {
         Self {
             answer,
-            presses: String::new(),
-            hang_up_after: None,
+            then: AfterAnswer::default(),
         }
     }
 }
@@ -191,10 +197,8 @@ pub struct RingIn {
     pub kind: PartyKind,
     /// The caller gives up this long after the call starts ringing, if not answered.
     pub gives_up_after: Option<Duration>,
-    /// Keys pressed once answered (voice calls).
-    pub presses: String,
-    /// Hangs up this long after the call is answered.
-    pub hang_up_after: Option<Duration>,
+    /// What the caller does once answered.
+    pub then: AfterAnswer,
 }
 
 impl RingIn {
@@ -204,8 +208,7 @@ impl RingIn {
             caller,
             kind: PartyKind::Modem,
             gives_up_after: None,
-            presses: String::new(),
-            hang_up_after: None,
+            then: AfterAnswer::default(),
         }
     }
     /// A voice party calling with `caller`'s identity, ringing until answered.
@@ -222,12 +225,12 @@ impl RingIn {
     }
     /// Keys the caller presses once answered.
     pub fn presses(mut self, keys: impl Into<String>) -> Self {
-        self.presses = keys.into();
+        self.then.presses = keys.into();
         self
     }
     /// The caller hangs up `after` the call is answered.
     pub fn hangs_up_after(mut self, after: Duration) -> Self {
-        self.hang_up_after = Some(after);
+        self.then.hang_up_after = Some(after);
         self
     }
 }
@@ -317,9 +320,8 @@ struct Remote {
     kind: PartyKind,
     /// The scripted number it answers at (none for callers from outside).
     number: Option<String>,
-    /// Keys pressed once answered, and when to hang up after answer.
-    presses: String,
-    hang_up_after: Option<Duration>,
+    /// What it does once answered.
+    then: AfterAnswer,
     inner: Mutex<RemoteState>,
 }
 
@@ -458,8 +460,7 @@ impl Network {
         let remote = Arc::new(Remote {
             kind,
             number: Some(digits.to_owned()),
-            presses: script.presses,
-            hang_up_after: script.hang_up_after,
+            then: script.then,
             inner: Mutex::default(),
         });
         net.calls.insert(
@@ -508,13 +509,13 @@ impl Network {
     /// After answer: presses keys, then hangs up if told to.
     async fn play(&self, call: NetCallId, remote: Arc<Remote>) {
         let start = tokio::time::Instant::now();
-        for key in remote.presses.chars() {
+        for key in remote.then.presses.chars() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if !self.deliver_from_remote(call, &remote, |call| Signal::Digit { call, digit: key }) {
                 return;
             }
         }
-        if let Some(after) = remote.hang_up_after {
+        if let Some(after) = remote.then.hang_up_after {
             tokio::time::sleep_until(start + after).await;
             self.remote_hang_up(call, &remote);
         }
@@ -596,8 +597,7 @@ impl Network {
         let remote = Arc::new(Remote {
             kind: ring_in.kind,
             number: None,
-            presses: ring_in.presses,
-            hang_up_after: ring_in.hang_up_after,
+            then: ring_in.then,
             inner: Mutex::default(),
         });
         net.calls.insert(
