@@ -42,6 +42,7 @@ pub mod info;
 pub mod media;
 pub mod params;
 pub mod privilege;
+pub mod route;
 pub mod state;
 
 pub use error::Error;

@@ -1,7 +1,10 @@
 //! The engine: providers, lines, sessions and calls, and how provider events reach sessions.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
+use std::time::SystemTime;
 
 use dashmap::DashMap;
 use tapir_core::caps::LineCaps;
@@ -10,10 +13,11 @@ use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
 use tapir_core::params::RequestId;
 use tapir_core::privilege::{CallPrivilege, LinePrivileges};
+use tapir_core::route::{DefaultRoute, Route, RouteTable, call_class};
 use tapir_core::state::{CallState, CallStateKind, initial_state_allowed, transition_allowed};
 use tapir_core::{AddressId, CallLegId, Error, LineId, ProviderId};
 use tapir_provider::{EventHandler, EventSink, NewCall, Provider, ProviderEvent};
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::event::{Event, EventQueue};
 use crate::handles::{CallHandle, HandleMint, LineHandle};
@@ -87,6 +91,7 @@ impl EngineBuilder {
             next_open: AtomicU64::new(0),
             mint: HandleMint::new(),
             queue_capacity: self.queue_capacity,
+            routes: RwLock::new(RouteTable::default()),
             runtime,
         });
         let mut lines = Lines::default();
@@ -200,6 +205,45 @@ impl Engine {
             stats.line_handles += s.lines.len();
         }
         stats
+    }
+
+    /// Routes offered calls of `class` (and of longer classes no longer route matches) to the application
+    /// that logs on as `application`. Replaces an earlier route for the same class; takes effect for the
+    /// next offered call. See [`tapir_core::route`] for the class scheme.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tapir::Error> {
+    /// let engine = tapir::Engine::builder().build().await?;
+    /// engine.set_route("voice.5551", "sales")?;
+    /// engine.set_route("voice", "reception")?;
+    /// assert_eq!(engine.routes().0.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_route(&self, class: &str, application: &str) -> Result<(), Error> {
+        write(&self.inner.routes).set(class, application, SystemTime::now())?;
+        info!(class, application, "route set");
+        Ok(())
+    }
+
+    /// Removes the route for exactly `class`; calls fall back to the next-longest matching route.
+    /// Returns whether there was one.
+    pub fn clear_route(&self, class: &str) -> bool {
+        let removed = write(&self.inner.routes).clear(class).is_some();
+        info!(class, removed, "route cleared");
+        removed
+    }
+
+    /// Replaces the default route (where calls that match no route go). [`DefaultRoute::Reject`]
+    /// rejects them: it loses calls.
+    pub fn set_default_route(&self, default: DefaultRoute) {
+        info!(?default, "default route set");
+        write(&self.inner.routes).set_default(default);
+    }
+
+    /// The routes (in class order) and the default route.
+    pub fn routes(&self) -> (Vec<Route>, DefaultRoute) {
+        let table = read(&self.inner.routes);
+        (table.routes(), table.default_route().clone())
     }
 
     /// Logs every session off (dropping the calls they solely own) and stops every provider.
@@ -480,6 +524,8 @@ pub(crate) struct Inner {
     pub(crate) next_open: AtomicU64,
     pub(crate) mint: HandleMint,
     pub(crate) queue_capacity: usize,
+    /// Which application owns offered calls of which class.
+    pub(crate) routes: RwLock<RouteTable>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -615,6 +661,7 @@ impl Inner {
         let openers = lock(&line.openers).clone();
 
         let mut holders: Vec<Holder> = Vec::with_capacity(openers.len() + 1);
+        let mut reject = None;
         let requested = creator.is_some();
         if let Some((session, line, handle)) = creator {
             holders.push(Holder {
@@ -626,7 +673,7 @@ impl Inner {
                 digits: false,
                 held_back: Vec::new(),
             });
-        } else if let Some(o) = Self::pick_owner(&openers, call.info.media_mode) {
+        } else if let Some(o) = self.route(&openers, &call.info, &mut reject) {
             holders.push(Holder {
                 session: o.session.clone(),
                 handle: self.mint_call_handle(&o.session),
@@ -703,6 +750,77 @@ impl Inner {
         if orphan {
             self.drop_orphan(&entry);
         }
+        if let Some(class) = reject {
+            self.reject_unrouted(&entry, class);
+        }
+    }
+
+    /// Picks the owner of an offered call by the route table: the longest route matching the call's
+    /// class whose application has the line open as owner; else the default route. With no route and
+    /// the default set to reject, returns `None` and sets `reject` to the call's class.
+    fn route<'a>(
+        &self,
+        openers: &'a [Opener],
+        info: &CallInfo,
+        reject: &mut Option<String>,
+    ) -> Option<&'a Opener> {
+        let class = call_class(info.media_mode, info.called.number.as_deref());
+        let table = read(&self.routes);
+        let of_app = |app: &str| -> Vec<Opener> {
+            openers
+                .iter()
+                .filter(|o| o.session.app == app)
+                .cloned()
+                .collect()
+        };
+        let pick = |app: &str| {
+            Self::pick_owner(&of_app(app), info.media_mode)
+                .and_then(|o| openers.iter().find(|x| x.order == o.order))
+        };
+        for route in table.matching(&class) {
+            if let Some(o) = pick(&route.application) {
+                debug!(
+                    class,
+                    route = route.class,
+                    app = route.application,
+                    "routed"
+                );
+                return Some(o);
+            }
+            debug!(
+                class,
+                route = route.class,
+                app = route.application,
+                "route's application has no owner open on the line; next"
+            );
+        }
+        match table.default_route() {
+            DefaultRoute::FirstOwner => Self::pick_owner(openers, info.media_mode),
+            DefaultRoute::Application(app) => pick(app),
+            DefaultRoute::Reject => {
+                *reject = Some(class);
+                None
+            }
+        }
+    }
+
+    /// Rejects an offered call that no route takes, saying why in the log.
+    fn reject_unrouted(&self, entry: &Arc<CallEntry>, class: String) {
+        let provider = self.provider(entry.key.0).provider.clone();
+        let leg = entry.key.1;
+        let span = entry.span.clone();
+        self.runtime.spawn(
+            async move {
+                warn!(
+                    class,
+                    "no route for the call's class and the default route rejects: call rejected"
+                );
+                if let Err(e) = provider.reject(leg).await {
+                    warn!(error = %e, "rejecting an unrouted call failed");
+                }
+            }
+            .instrument(span),
+        );
     }
 
     fn on_call_state(&self, provider: ProviderId, leg: CallLegId, state: CallState) {
@@ -1122,4 +1240,12 @@ impl Inner {
             *provider_open = false;
         }
     }
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
