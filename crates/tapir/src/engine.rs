@@ -181,6 +181,7 @@ impl Engine {
             notify: tokio::sync::Notify::new(),
             lines: DashMap::new(),
             calls: DashMap::new(),
+            location: Mutex::new(None),
         });
         self.inner.sessions.insert(inner.id, inner.clone());
         debug!(session = %inner.id, app = app_name, "logged on");
@@ -347,6 +348,8 @@ pub(crate) struct SessionInner {
     pub(crate) notify: tokio::sync::Notify,
     pub(crate) lines: DashMap<LineHandle, OpenLine>,
     pub(crate) calls: DashMap<CallHandle, Arc<CallEntry>>,
+    /// Where the session dials from, for address translation.
+    pub(crate) location: Mutex<Option<crate::translate::Location>>,
 }
 
 impl SessionInner {

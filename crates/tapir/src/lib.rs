@@ -35,6 +35,7 @@ mod engine;
 mod event;
 mod handles;
 mod session;
+pub mod translate;
 
 pub use engine::{DEFAULT_EVENT_QUEUE_CAPACITY, Engine, EngineBuilder, EngineStats};
 pub use event::{Event, LineEvent, SessionEvent};

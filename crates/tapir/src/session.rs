@@ -22,6 +22,7 @@ use tracing::{Instrument, debug};
 use crate::engine::{CallEntry, Inner, LineSlot, OpenLine, Opener, Pending, SessionInner, lock};
 use crate::event::SessionEvent;
 use crate::handles::{CallHandle, LineHandle};
+use crate::translate::{Location, TranslateOptions, Translated, translate_address};
 
 /// The identity of an application session: a random UUID, unguessable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,6 +116,9 @@ pub struct MakeCallParams {
     /// The media mode (exactly one). `None`: interactive voice if the line supports it, else the line's
     /// lowest mode.
     pub media_mode: Option<MediaModes>,
+    /// Translate a canonical destination (`+1 (425) 555-0100`) with the session's location
+    /// ([`Session::set_location`]) before dialling it.
+    pub translate: bool,
 }
 
 impl MakeCallParams {
@@ -328,6 +332,29 @@ impl Session {
             .ok_or(Error::InvalidLineHandle)
     }
 
+    /// Sets where this session dials from; canonical numbers are translated for it
+    /// ([`MakeCallParams::translate`], [`Session::translate_address`]).
+    pub fn set_location(&self, location: Location) -> Result<(), Error> {
+        location.check()?;
+        *lock(&self.inner.location) = Some(location);
+        Ok(())
+    }
+
+    /// Translates `input` for dialling from the session's location (see [`crate::translate`]).
+    pub fn translate_address(
+        &self,
+        input: &str,
+        options: TranslateOptions,
+    ) -> Result<Translated, Error> {
+        let location =
+            lock(&self.inner.location)
+                .clone()
+                .ok_or_else(|| Error::InvalidParameter {
+                    reason: "the session has no location".into(),
+                })?;
+        translate_address(input, &location, options)
+    }
+
     /// Places a call to `destination` (`None`: the call waits in dial tone for [`Session::dial`]).
     ///
     /// Returns the new call's handle once the provider has created the call and dialled. The handle is
@@ -371,13 +398,26 @@ impl Session {
             }
         });
         let mut destination = None;
+        let translated = match (&params.destination, params.translate) {
+            (Some(d), true) => {
+                let location =
+                    lock(&self.inner.location)
+                        .clone()
+                        .ok_or_else(|| Error::InvalidParameter {
+                            reason: "translation asked for, but the session has no location".into(),
+                        })?;
+                Some(translate_address(d, &location, TranslateOptions::default())?.dialable)
+            }
+            _ => None,
+        };
+        let wanted = translated.as_ref().or(params.destination.as_ref());
         gate::check_address(
             AddressOperation::MakeCall,
             || {
                 if !media_mode.is_single() || !line_modes.contains(media_mode) {
                     return Err(Error::InvalidMediaMode);
                 }
-                if let Some(d) = &params.destination {
+                if let Some(d) = wanted {
                     let d = DialString::parse_destination(d)?;
                     d.check(&slot.caps.dial)?;
                     destination = Some(d);
