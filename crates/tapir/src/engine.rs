@@ -1,6 +1,6 @@
 //! The engine: providers, lines, sessions and calls, and how provider events reach sessions.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
@@ -16,12 +16,13 @@ use tapir_core::privilege::{CallPrivilege, LinePrivileges};
 use tapir_core::route::{DefaultRoute, Route, RouteTable, call_class};
 use tapir_core::state::{CallState, CallStateKind, initial_state_allowed, transition_allowed};
 use tapir_core::{AddressId, CallLegId, Error, LineId, ProviderId};
-use tapir_provider::{EventHandler, EventSink, NewCall, Provider, ProviderEvent};
+use tapir_provider::{EventHandler, EventSink, LineEvent, NewCall, Provider, ProviderEvent};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::event::{Event, EventQueue};
 use crate::handles::{CallHandle, HandleMint, LineHandle};
 use crate::session::{LineInfo, Session, SessionId};
+use crate::status::{ProviderStatus, ServiceState, StatusRow};
 
 /// Locks a mutex, carrying on if a panicking thread poisoned it: every critical section in the engine
 /// leaves its data consistent before doing anything that could panic.
@@ -81,6 +82,7 @@ impl EngineBuilder {
                     id: ProviderId(i as u16),
                     name: provider.name().to_owned(),
                     provider,
+                    status: Mutex::new(ProviderStatus::starting()),
                 })
                 .collect(),
             lines: OnceLock::new(),
@@ -92,21 +94,30 @@ impl EngineBuilder {
             mint: HandleMint::new(),
             queue_capacity: self.queue_capacity,
             routes: RwLock::new(RouteTable::default()),
+            stopped: AtomicBool::new(false),
             runtime,
         });
         let mut lines = Lines::default();
-        for (started, slot) in inner.providers.iter().enumerate() {
+        for slot in &inner.providers {
             let sink = EventSink::new(
                 slot.id,
                 Arc::new(Dispatcher {
                     engine: Arc::downgrade(&inner),
                 }),
             );
-            match slot.provider.start(sink).await {
+            // A provider that fails to start is tried once more; then it is disabled, with the reason in
+            // the status table, and the engine comes up with the others.
+            let mut started = slot.provider.start(sink.clone()).await;
+            if let Err(e) = &started {
+                warn!(provider = %slot.name, error = %e, "provider failed to start; trying once more");
+                started = slot.provider.start(sink).await;
+            }
+            match started {
                 Ok(caps) => {
                     lines
                         .ranges
                         .push((lines.all.len() as u32, caps.len() as u32));
+                    lock(&slot.status).started(caps.len());
                     for (local, caps) in caps.into_iter().enumerate() {
                         let id = LineId(lines.all.len() as u32);
                         lines.all.push(Arc::new(LineSlot::new(
@@ -118,14 +129,28 @@ impl EngineBuilder {
                     }
                 }
                 Err(e) => {
-                    for earlier in &inner.providers[..started] {
-                        earlier.provider.stop().await;
-                    }
-                    return Err(Error::ProviderUnavailable {
-                        provider: slot.id,
-                        reason: format!("{} failed to start: {e}", slot.name),
-                    });
+                    let reason = format!("{} failed to start twice: {e}", slot.name);
+                    warn!(provider = %slot.name, %reason, "provider disabled");
+                    lines.ranges.push((lines.all.len() as u32, 0));
+                    let mut st = lock(&slot.status);
+                    st.state = ServiceState::Disabled;
+                    st.last_error = Some(reason.clone());
+                    st.reason = Some(reason);
                 }
+            }
+        }
+        if let Some(first) = inner.providers.first() {
+            let disabled = |p: &ProviderSlot| lock(&p.status).state == ServiceState::Disabled;
+            if inner.providers.iter().all(disabled) {
+                let reasons: Vec<String> = inner
+                    .providers
+                    .iter()
+                    .filter_map(|p| lock(&p.status).reason.clone())
+                    .collect();
+                return Err(Error::ProviderUnavailable {
+                    provider: first.id,
+                    reason: format!("no provider could start: {}", reasons.join("; ")),
+                });
             }
         }
         // Only `build` sets the lines, once; a second set cannot happen.
@@ -259,8 +284,17 @@ impl Engine {
             self.inner.end_session(&s).await;
         }
         for p in &self.inner.providers {
-            p.provider.stop().await;
+            if lock(&p.status).state != ServiceState::Disabled {
+                p.provider.stop().await;
+            }
+            lock(&p.status).state = ServiceState::Stopped;
         }
+        self.inner.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// The status table: the engine's row, then one row per provider.
+    pub fn status(&self) -> Vec<StatusRow> {
+        self.inner.status()
     }
 }
 
@@ -268,6 +302,7 @@ pub(crate) struct ProviderSlot {
     pub(crate) id: ProviderId,
     pub(crate) name: String,
     pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) status: Mutex<ProviderStatus>,
 }
 
 #[derive(Default)]
@@ -529,10 +564,48 @@ pub(crate) struct Inner {
     pub(crate) queue_capacity: usize,
     /// Which application owns offered calls of which class.
     pub(crate) routes: RwLock<RouteTable>,
+    /// `shutdown` ran.
+    pub(crate) stopped: AtomicBool,
     runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
+    /// The status table.
+    pub(crate) fn status(&self) -> Vec<StatusRow> {
+        let engine = StatusRow {
+            id: "engine".into(),
+            display_name: "tapir engine".into(),
+            state: if self.stopped.load(Ordering::SeqCst) {
+                ServiceState::Stopped
+            } else {
+                ServiceState::Available
+            },
+            reason: None,
+            lines: self.lines().len(),
+            lines_out_of_service: 0,
+            sessions: self.sessions.len(),
+            last_error: None,
+        };
+        std::iter::once(engine)
+            .chain(self.providers.iter().map(|p| self.status_row(p)))
+            .collect()
+    }
+
+    /// One provider's row; its sessions are those with one of its lines open.
+    pub(crate) fn status_row(&self, p: &ProviderSlot) -> StatusRow {
+        let sessions = self
+            .sessions
+            .iter()
+            .filter(|s| s.lines.iter().any(|l| l.line.provider == p.id))
+            .count();
+        let mut row = lock(&p.status).row(&p.name, sessions);
+        row.display_name = match self.lines().iter().find(|l| l.provider == p.id) {
+            Some(l) => format!("{} ({})", p.name, l.caps.name),
+            None => p.name.clone(),
+        };
+        row
+    }
+
     pub(crate) fn lines(&self) -> &[Arc<LineSlot>] {
         self.lines.get().map(|l| &l.all[..]).unwrap_or(&[])
     }
@@ -597,6 +670,23 @@ impl Inner {
                 }
             }
             ProviderEvent::Line { line, event } => {
+                // The status table first: a provider may report a line out of service while it
+                // starts, before the engine knows its lines.
+                let out = match &event {
+                    LineEvent::OutOfService { reason } => Some(Some(reason.clone())),
+                    LineEvent::InService => Some(None),
+                    _ => None,
+                };
+                if let Some(out) = out {
+                    let p = self.provider(provider);
+                    if lock(&p.status).line(line, out) {
+                        let row = self.status_row(p);
+                        info!(provider = %p.name, state = ?row.state, reason = ?row.reason, "status");
+                        for s in self.sessions.iter() {
+                            s.push(Event::Status(row.clone()));
+                        }
+                    }
+                }
                 let Some(slot) = self.provider_line(provider, line) else {
                     warn!(%provider, %line, "line event for an unknown line; ignored");
                     return;

@@ -78,6 +78,8 @@ pub enum Event {
         /// The line open.
         line: LineHandle,
     },
+    /// A provider's row in the status table changed (a line went out of service or came back).
+    Status(crate::status::StatusRow),
     /// The session read too slowly: events `first..=last` were discarded. Fetch call status to catch up.
     EventsLost {
         /// The first lost sequence number.

@@ -35,6 +35,7 @@ mod engine;
 mod event;
 mod handles;
 mod session;
+pub mod status;
 pub mod translate;
 
 pub use engine::{DEFAULT_EVENT_QUEUE_CAPACITY, Engine, EngineBuilder, EngineStats};
@@ -43,5 +44,6 @@ pub use handles::{CallHandle, LineHandle};
 pub use session::{
     CallInfoView, CallStatus, LineInfo, MakeCallParams, OpenOptions, Session, SessionId,
 };
+pub use status::{ServiceState, StatusRow};
 pub use tapir_core::{self as core, CallId, Error};
 pub use tapir_provider as provider;

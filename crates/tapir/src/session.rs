@@ -332,6 +332,12 @@ impl Session {
             .ok_or(Error::InvalidLineHandle)
     }
 
+    /// The status table: the engine's row, then one row per provider. Changes arrive as
+    /// [`Event::Status`](crate::Event::Status).
+    pub fn status(&self) -> Vec<crate::StatusRow> {
+        self.engine.status()
+    }
+
     /// Sets where this session dials from; canonical numbers are translated for it
     /// ([`MakeCallParams::translate`], [`Session::translate_address`]).
     pub fn set_location(&self, location: Location) -> Result<(), Error> {

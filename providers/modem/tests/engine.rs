@@ -131,3 +131,146 @@ async fn apps_dial_and_answer_through_modems_and_nothing_is_left() {
     engine.shutdown().await;
     assert_eq!(net.live_calls(), 0);
 }
+
+/// A provider whose device is missing: it never starts.
+struct Missing {
+    attempts: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl tapir::provider::Provider for Missing {
+    fn name(&self) -> &str {
+        "missing-modem"
+    }
+    async fn start(
+        &self,
+        _sink: tapir::provider::EventSink,
+    ) -> Result<Vec<tapir::core::caps::LineCaps>, Error> {
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(Error::OperationFailed {
+            reason: "cannot open /dev/ttyUSB9: no such device".into(),
+        })
+    }
+    async fn stop(&self) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_status_table_shows_disabled_failed_and_recovered_services() {
+    use std::sync::{Arc, Mutex};
+    use tapir::{ServiceState, StatusRow};
+    use tapir_modem::provider::{Connector, Port};
+
+    let net = Network::new();
+    // A modem that is not plugged in yet: the port is there but nothing answers.
+    let plugged: Arc<Mutex<Option<tokio::io::DuplexStream>>> = Arc::new(Mutex::new(None));
+    let connector: Connector = {
+        let plugged = plugged.clone();
+        Arc::new(move || {
+            let stream = plugged.lock().expect("lock").take();
+            Box::pin(async move {
+                Ok::<Box<dyn Port>, std::io::Error>(match stream {
+                    Some(s) => Box::new(s),
+                    None => {
+                        let (ours, theirs) = tokio::io::duplex(64);
+                        std::mem::forget(theirs);
+                        Box::new(ours)
+                    }
+                })
+            })
+        })
+    };
+    let missing = Arc::new(Missing {
+        attempts: Default::default(),
+    });
+    let (good, _m) = SimModem::builder().attach(&net, "5550100").expect("attach");
+    let engine = Engine::builder()
+        .provider(
+            ModemProvider::over(good)
+                .name("modem-a")
+                .number("5550100")
+                .build(),
+        )
+        .provider(
+            ModemProvider::builder(connector)
+                .name("modem-b")
+                .number("5550200")
+                .build(),
+        )
+        .provider_arc(missing.clone())
+        .build()
+        .await
+        .expect("the engine comes up with what works");
+    assert_eq!(
+        missing.attempts.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "retried once"
+    );
+
+    let app = engine.logon("watcher").expect("logon");
+    app.open_line(engine.lines()[0].id, OpenOptions::monitor())
+        .await
+        .expect("open");
+    let row =
+        |id: &str| -> StatusRow { app.status().into_iter().find(|r| r.id == id).expect("row") };
+    let table = app.status();
+    assert_eq!(table.len(), 4);
+    assert_eq!(table[0].id, "engine");
+    assert_eq!(
+        (table[0].state, table[0].lines, table[0].sessions),
+        (ServiceState::Available, 2, 1)
+    );
+    let a = row("modem-a");
+    assert_eq!(
+        (a.state, a.lines, a.sessions),
+        (ServiceState::Available, 1, 1)
+    );
+    let b = row("modem-b");
+    assert_eq!(
+        (b.state, b.lines, b.lines_out_of_service, b.sessions),
+        (ServiceState::Failed, 1, 1, 0)
+    );
+    assert!(
+        b.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("did not answer AT")),
+        "{b:?}"
+    );
+    let m = row("missing-modem");
+    assert_eq!((m.state, m.lines), (ServiceState::Disabled, 0));
+    assert!(
+        m.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no such device")),
+        "{m:?}"
+    );
+
+    // The modem is plugged in; the provider's retry finds it and the session is told.
+    let (stream, _mb) = SimModem::builder().attach(&net, "5550200").expect("attach");
+    *plugged.lock().expect("lock") = Some(stream);
+    sleep(Duration::from_secs(35)).await;
+    let mut told = None;
+    while let Some(e) = app.try_next_event() {
+        if let Event::Status(r) = e.event {
+            told = Some(r);
+        }
+    }
+    let told = told.expect("a status event");
+    assert_eq!(
+        (told.id.as_str(), told.state),
+        ("modem-b", ServiceState::Available)
+    );
+    assert!(told.last_error.is_some(), "the last error is kept");
+    assert_eq!(row("modem-b").state, ServiceState::Available);
+
+    app.logoff().await;
+    engine.shutdown().await;
+    assert!(
+        engine
+            .status()
+            .iter()
+            .all(|r| r.state == ServiceState::Stopped),
+        "{:?}",
+        engine.status()
+    );
+}

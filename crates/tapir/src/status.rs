@@ -1,0 +1,114 @@
+//! The status table: one row for the engine and one per provider, readable at any time
+//! ([`Engine::status`](crate::Engine::status), [`Session::status`](crate::Session::status)); every
+//! change of a provider's row is also delivered to every session as [`Event::Status`](crate::Event::Status).
+
+use std::collections::BTreeMap;
+
+use tapir_core::LineId;
+
+/// The state of a service (a provider) or of the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceState {
+    /// Being started.
+    Starting,
+    /// Usable (some lines may be out of service; see [`StatusRow::last_error`]).
+    Available,
+    /// Failed to start twice and was left out; it has no lines. The reason says why.
+    Disabled,
+    /// Started, but every line is out of service now (a modem unplugged). It may come back.
+    Failed,
+    /// Stopped (the engine shut down).
+    Stopped,
+}
+
+/// One row of the status table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRow {
+    /// `"engine"`, or the provider's name.
+    pub id: String,
+    /// A name for people.
+    pub display_name: String,
+    /// The state.
+    pub state: ServiceState,
+    /// Why it is disabled or failed.
+    pub reason: Option<String>,
+    /// Lines it provides.
+    pub lines: usize,
+    /// Lines of it that are out of service now.
+    pub lines_out_of_service: usize,
+    /// Sessions using it: with a line of it open (for the engine row: all sessions).
+    pub sessions: usize,
+    /// The last error it reported (kept after it recovers).
+    pub last_error: Option<String>,
+}
+
+/// What the engine keeps per provider to make its row.
+#[derive(Debug)]
+pub(crate) struct ProviderStatus {
+    pub(crate) state: ServiceState,
+    pub(crate) reason: Option<String>,
+    pub(crate) lines: usize,
+    pub(crate) out_of_service: BTreeMap<LineId, String>,
+    pub(crate) last_error: Option<String>,
+}
+
+impl ProviderStatus {
+    pub(crate) fn starting() -> Self {
+        Self {
+            state: ServiceState::Starting,
+            reason: None,
+            lines: 0,
+            out_of_service: BTreeMap::new(),
+            last_error: None,
+        }
+    }
+
+    /// The provider started with `lines` lines.
+    pub(crate) fn started(&mut self, lines: usize) {
+        self.lines = lines;
+        self.state = ServiceState::Available;
+        // Lines may have gone out of service while it started; re-evaluate.
+        if let Some((&line, reason)) = self.out_of_service.iter().next() {
+            let reason = reason.clone();
+            self.line(line, Some(reason));
+        }
+    }
+
+    /// A line went out of service (`Some(reason)`) or came back (`None`). Returns whether the row
+    /// changed.
+    pub(crate) fn line(&mut self, line: LineId, out: Option<String>) -> bool {
+        let before = (self.state, self.reason.clone(), self.out_of_service.len());
+        match out {
+            Some(reason) => {
+                self.last_error = Some(reason.clone());
+                self.out_of_service.insert(line, reason);
+            }
+            None => {
+                self.out_of_service.remove(&line);
+            }
+        }
+        if matches!(self.state, ServiceState::Available | ServiceState::Failed) {
+            if self.lines > 0 && self.out_of_service.len() == self.lines {
+                self.state = ServiceState::Failed;
+                self.reason = self.out_of_service.values().next_back().cloned();
+            } else {
+                self.state = ServiceState::Available;
+                self.reason = None;
+            }
+        }
+        before != (self.state, self.reason.clone(), self.out_of_service.len())
+    }
+
+    pub(crate) fn row(&self, id: &str, sessions: usize) -> StatusRow {
+        StatusRow {
+            id: id.to_owned(),
+            display_name: id.to_owned(),
+            state: self.state,
+            reason: self.reason.clone(),
+            lines: self.lines,
+            lines_out_of_service: self.out_of_service.len(),
+            sessions,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
