@@ -718,9 +718,12 @@ impl Inner {
     /// Picks the owner of an offered call: the highest-priority opener with owner privilege whose media
     /// modes include the call's (any owner, if the call's media mode is not known yet); first opener on
     /// a tie.
-    fn pick_owner(openers: &[Opener], media: MediaModes) -> Option<&Opener> {
+    fn pick_owner<'a>(
+        openers: impl IntoIterator<Item = &'a Opener>,
+        media: MediaModes,
+    ) -> Option<&'a Opener> {
         openers
-            .iter()
+            .into_iter()
             .filter(|o| o.privileges.owns())
             .filter(|o| {
                 media.is_empty() || media == MediaModes::UNKNOWN || o.media_modes.intersects(media)
@@ -859,16 +862,11 @@ impl Inner {
     ) -> Option<&'a Opener> {
         let class = call_class(info.media_mode, info.called.number.as_deref());
         let table = read(&self.routes);
-        let of_app = |app: &str| -> Vec<Opener> {
-            openers
-                .iter()
-                .filter(|o| o.session.app == app)
-                .cloned()
-                .collect()
-        };
         let pick = |app: &str| {
-            Self::pick_owner(&of_app(app), info.media_mode)
-                .and_then(|o| openers.iter().find(|x| x.order == o.order))
+            Self::pick_owner(
+                openers.iter().filter(|o| o.session.app == app),
+                info.media_mode,
+            )
         };
         for route in table.matching(&class) {
             if let Some(o) = pick(&route.application) {
