@@ -627,15 +627,14 @@ impl Network {
         })
     }
 
-    /// The line at `by` answers `call`. Returns whether the other end is a data modem (so the two can
+    /// The called line answers `call`. Returns whether the other end is a data modem (so the two can
     /// train), or `None` if the call is gone.
-    pub(crate) fn answer(&self, call: NetCallId, by: &str, as_modem: bool) -> Option<bool> {
+    pub(crate) fn answer(&self, call: NetCallId, as_modem: bool) -> Option<bool> {
         let mut net = self.lock();
         let c = net.calls.get_mut(&call)?;
         c.answered = true;
         let data = c.data;
         let caller = c.caller.clone();
-        let _ = by;
         match caller {
             End::Line(n) => {
                 if let Some(l) = net.lines.get(&n) {

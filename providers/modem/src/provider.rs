@@ -454,12 +454,11 @@ impl Actor {
         loop {
             match self.wait(&mut requests).await {
                 Wake::Request(None) => break,
-                Wake::Request(Some(Request::Stop(done))) => {
-                    self.shut_down().await;
-                    let _ = done.send(());
-                    return;
+                Wake::Request(Some(req)) => {
+                    if !self.request(req).await {
+                        return;
+                    }
                 }
-                Wake::Request(Some(req)) => self.request(req).await,
                 Wake::Read(Ok(bytes)) => self.bytes(&bytes),
                 Wake::Read(Err(e)) => self.lost(&format!("the modem's stream failed: {e}")),
                 Wake::Timer => self.timers().await,
@@ -484,20 +483,9 @@ impl Actor {
     /// Waits for a request, bytes from the modem, or a timer.
     async fn wait(&mut self, requests: &mut mpsc::UnboundedReceiver<Request>) -> Wake {
         let deadline = self.next_deadline();
-        let mut buf = [0u8; 512];
-        let read = async {
-            match self.io.as_mut() {
-                Some((rd, _)) => match rd.read(&mut buf).await {
-                    Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
-                    Ok(n) => Ok(buf[..n].to_vec()),
-                    Err(e) => Err(e),
-                },
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             r = requests.recv() => Wake::Request(r),
-            r = read => Wake::Read(r),
+            r = read_some(&mut self.io) => Wake::Read(r),
             () = sleep_opt(deadline) => Wake::Timer,
         }
     }
@@ -540,24 +528,14 @@ impl Actor {
             if let Ok(result) = rx.try_recv() {
                 return result;
             }
-            let mut buf = [0u8; 512];
             let deadline = self.next_deadline();
-            let read = async {
-                match self.io.as_mut() {
-                    Some((rd, _)) => rd.read(&mut buf).await,
-                    None => Ok(0),
-                }
-            };
             tokio::select! {
-                r = read => match r {
-                    Ok(0) | Err(_) => {
+                r = read_some(&mut self.io) => match r {
+                    Err(_) => {
                         self.lost("the modem's stream closed");
                         return Err(Final::Error);
                     }
-                    Ok(n) => {
-                        let bytes = buf[..n].to_vec();
-                        self.bytes(&bytes);
-                    }
+                    Ok(bytes) => self.bytes(&bytes),
                 },
                 () = sleep_opt(deadline) => self.expire_pending(),
             }
@@ -801,20 +779,9 @@ impl Actor {
                         Ok(())
                     }
                     other => {
-                        let reason = match (other, phase) {
-                            (Final::Busy, _) => DisconnectReason::Busy,
-                            (Final::NoDialTone, _) => DisconnectReason::NoDialTone,
-                            (Final::NoAnswer, _) => DisconnectReason::NoAnswer,
-                            // Ringing until the modem's S7 ran out means nobody answered; an
-                            // earlier NO CARRIER means the number could not be reached.
-                            (Final::NoCarrier, Phase::Dialing) if self.rang_out() => {
-                                DisconnectReason::NoAnswer
-                            }
-                            (Final::NoCarrier, Phase::Dialing) => DisconnectReason::Unreachable,
-                            (Final::NoCarrier, _) => DisconnectReason::Unavailable,
-                            _ => DisconnectReason::Unknown,
-                        };
-                        self.disconnected(reason);
+                        let rang_out = self.rang_out();
+                        let answering = phase == Phase::Answering;
+                        self.disconnected(failure_reason(other, answering, rang_out));
                         Err(failed(&format!("the modem answered {other:?}")))
                     }
                 };
@@ -827,9 +794,10 @@ impl Actor {
         }
     }
 
-    /// Whether the running dial has lasted as long as the modem waits for a carrier (S7).
-    fn rang_out(&self) -> bool {
+    /// Whether the data dial that just ended lasted as long as the modem waits for a carrier (S7).
+    fn rang_out(&mut self) -> bool {
         self.dial_started
+            .take()
             .is_some_and(|t| t.elapsed() + Duration::from_secs(1) >= CARRIER_WAIT)
     }
 
@@ -989,7 +957,8 @@ impl Actor {
         }
     }
 
-    async fn request(&mut self, req: Request) {
+    /// Handles one request; false once the provider has stopped.
+    async fn request(&mut self, req: Request) -> bool {
         match req {
             Request::MakeCall(mc, reply) => {
                 let r = self.make_call(mc).await;
@@ -1026,8 +995,10 @@ impl Actor {
             Request::Stop(done) => {
                 self.shut_down().await;
                 let _ = done.send(());
+                return false;
             }
         }
+        true
     }
 
     fn usable(&self) -> Result<(), Error> {
@@ -1145,7 +1116,7 @@ impl Actor {
                     self.state(CallState::Proceeding);
                     self.state(CallState::Connected(ConnectedMode::Active));
                 }
-                Err(f) => self.dial_failed(f),
+                Err(f) => self.disconnected(failure_reason(f, false, false)),
             }
             return;
         }
@@ -1157,17 +1128,6 @@ impl Actor {
             self.dial_started = Some(Instant::now());
             self.state(CallState::Proceeding);
         }
-    }
-
-    fn dial_failed(&mut self, f: Final) {
-        let reason = match f {
-            Final::Busy => DisconnectReason::Busy,
-            Final::NoDialTone => DisconnectReason::NoDialTone,
-            Final::NoAnswer => DisconnectReason::NoAnswer,
-            Final::NoCarrier => DisconnectReason::Unreachable,
-            _ => DisconnectReason::Unknown,
-        };
-        self.disconnected(reason);
     }
 
     async fn dial(&mut self, leg: CallLegId, digits: &DialString) -> Result<(), Error> {
@@ -1293,6 +1253,21 @@ impl Actor {
     }
 }
 
+/// The one mapping from the result code that ended a call attempt to the reason it was disconnected.
+/// `rang_out`: a data dial that ended with NO CARRIER after ringing for the whole S7 was not answered;
+/// sooner, the number could not be reached.
+fn failure_reason(f: Final, answering: bool, rang_out: bool) -> DisconnectReason {
+    match f {
+        Final::Busy => DisconnectReason::Busy,
+        Final::NoDialTone => DisconnectReason::NoDialTone,
+        Final::NoAnswer => DisconnectReason::NoAnswer,
+        Final::NoCarrier if answering => DisconnectReason::Unavailable,
+        Final::NoCarrier if rang_out => DisconnectReason::NoAnswer,
+        Final::NoCarrier => DisconnectReason::Unreachable,
+        _ => DisconnectReason::Unknown,
+    }
+}
+
 fn failed(reason: &str) -> Error {
     Error::OperationFailed {
         reason: reason.to_owned(),
@@ -1302,6 +1277,18 @@ fn failed(reason: &str) -> Error {
 fn wrong_state(state: CallState) -> Error {
     Error::InvalidCallState {
         state: state.kind(),
+    }
+}
+
+/// Reads what the modem sent (end of stream is an error); never finishes while there is no stream.
+async fn read_some(io: &mut Option<Halves>) -> io::Result<Vec<u8>> {
+    let Some((rd, _)) = io.as_mut() else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 512];
+    match rd.read(&mut buf).await? {
+        0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+        n => Ok(buf[..n].to_vec()),
     }
 }
 

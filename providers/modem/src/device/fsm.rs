@@ -705,7 +705,7 @@ impl Device {
     fn go_off_hook_idle(&mut self) {
         if let Some(r) = self.ringing.take() {
             self.stop_ringing();
-            let peer_modem = self.net.answer(r.call, &self.number, false);
+            let peer_modem = self.net.answer(r.call, false);
             if let Some(peer_modem) = peer_modem {
                 self.call = Some(Call {
                     id: r.call,
@@ -974,7 +974,7 @@ impl Device {
                 return Outcome::Error;
             };
             self.set_off_hook(true);
-            let peer_modem = self.net.answer(r.call, &self.number, false);
+            let peer_modem = self.net.answer(r.call, false);
             self.call = peer_modem.map(|peer_modem| Call {
                 id: r.call,
                 answered: true,
@@ -988,7 +988,7 @@ impl Device {
         self.mode = Mode::Answering;
         self.timers.carrier = Some(now + self.carrier_wait());
         if let Some(r) = ringing {
-            if let Some(peer_modem) = self.net.answer(r.call, &self.number, true) {
+            if let Some(peer_modem) = self.net.answer(r.call, true) {
                 self.call = Some(Call {
                     id: r.call,
                     answered: true,
