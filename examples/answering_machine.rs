@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .build()
         .await?;
-    let machine = engine.logon("answering-machine")?;
+    let machine = engine.logon("answering-machine").await?;
     machine
         .open_line(
             engine.lines()[0].id,

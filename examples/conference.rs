@@ -19,8 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let engine = Engine::builder().provider(switch).build().await?;
     let lines = engine.lines();
-    let alice = engine.logon("alice")?;
-    let others = engine.logon("bob-and-carol")?;
+    let alice = engine.logon("alice").await?;
+    let others = engine.logon("bob-and-carol").await?;
     let line = alice.open_line(lines[0].id, OpenOptions::owner()).await?;
     for l in &lines[1..] {
         others.open_line(l.id, OpenOptions::owner()).await?;

@@ -41,8 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{}: {} via {}", line.id, line.caps.name, line.provider_name);
     }
 
-    let caller = engine.logon("dialer")?;
-    let answerer = engine.logon("answerer")?;
+    let caller = engine.logon("dialer").await?;
+    let answerer = engine.logon("answerer").await?;
     let out_line = caller
         .open_line(engine.lines()[0].id, OpenOptions::none())
         .await?;

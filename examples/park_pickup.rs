@@ -20,8 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let engine = Engine::builder().provider(switch.clone()).build().await?;
     let lines = engine.lines();
-    let bob = engine.logon("bob")?;
-    let carol = engine.logon("carol")?;
+    let bob = engine.logon("bob").await?;
+    let carol = engine.logon("carol").await?;
     bob.open_line(lines[0].id, OpenOptions::owner()).await?;
     let carol_line = carol.open_line(lines[1].id, OpenOptions::owner()).await?;
 

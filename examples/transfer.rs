@@ -19,8 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ring_period(Duration::from_millis(500))
         .build()?;
     let engine = Engine::builder().provider(switch.clone()).build().await?;
-    let reception = engine.logon("reception")?;
-    let bob = engine.logon("bob")?;
+    let reception = engine.logon("reception").await?;
+    let bob = engine.logon("bob").await?;
     reception
         .open_line(engine.lines()[0].id, OpenOptions::owner())
         .await?;

@@ -29,8 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{}: {} via {}", line.id, line.caps.name, line.provider_name);
     }
 
-    let alice = engine.logon("alice-softphone")?;
-    let bob = engine.logon("bob-softphone")?;
+    let alice = engine.logon("alice-softphone").await?;
+    let bob = engine.logon("bob-softphone").await?;
     let alice_line = alice
         .open_line(engine.lines()[0].id, OpenOptions::owner())
         .await?;

@@ -163,7 +163,7 @@ async fn analogue_caller_id_arrives_as_an_info_change_after_the_first_ring() {
         .build()
         .await
         .unwrap();
-    let s = engine.logon("phone").unwrap();
+    let s = engine.logon("phone").await.unwrap();
     s.open_line(LineId(0), OpenOptions::owner()).await.unwrap();
     let mut w = Watcher::new(&s);
     switch
@@ -278,7 +278,7 @@ async fn far_end_answers_after_rings_and_hangs_up() {
         .build()
         .await
         .unwrap();
-    let s = engine.logon("dialer").unwrap();
+    let s = engine.logon("dialer").await.unwrap();
     let l = s.open_line(LineId(0), OpenOptions::owner()).await.unwrap();
     let mut w = Watcher::new(&s);
     let start = tokio::time::Instant::now();
@@ -523,7 +523,7 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
         Err(Error::InvalidMediaMode)
     );
     assert!(matches!(
-        pbx.engine.logon(""),
+        pbx.engine.logon("").await,
         Err(Error::InvalidParameter { .. })
     ));
     assert_eq!(pbx.engine.stats(), before);

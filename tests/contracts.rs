@@ -87,8 +87,8 @@ async fn gated_engine() -> (Arc<Gated>, Engine, Session, Session) {
         .build()
         .await
         .unwrap();
-    let creator = engine.logon("creator").unwrap();
-    let monitor = engine.logon("monitor").unwrap();
+    let creator = engine.logon("creator").await.unwrap();
+    let monitor = engine.logon("monitor").await.unwrap();
     monitor
         .open_line(LineId(0), OpenOptions::monitor())
         .await
@@ -287,7 +287,7 @@ async fn a_slow_session_is_told_what_it_lost() {
         .build()
         .await
         .unwrap();
-    let s = engine.logon("slow").unwrap();
+    let s = engine.logon("slow").await.unwrap();
     let l = s.open_line(LineId(0), OpenOptions::owner()).await.unwrap();
     let h = s.make_call(l, Some(numbers::ANSWERS)).await.unwrap();
     poll_state(&s, h, K::Connected).await;

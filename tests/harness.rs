@@ -92,7 +92,7 @@ impl Pbx {
         name: &str,
         opens: &[(&str, OpenOptions)],
     ) -> (Session, Vec<LineHandle>) {
-        let s = self.engine.logon(name).unwrap();
+        let s = self.engine.logon(name).await.unwrap();
         let mut handles = Vec::new();
         for (number, opts) in opens {
             handles.push(s.open_line(self.line(number), *opts).await.unwrap());

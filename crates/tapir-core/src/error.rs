@@ -86,6 +86,25 @@ pub enum Error {
         /// Why, in words.
         reason: String,
     },
+    /// Log-on refused: a provider of the profile already serves as many sessions as it can.
+    SessionLimit {
+        /// Which provider.
+        provider: ProviderId,
+        /// The provider's name.
+        name: String,
+        /// How many sessions it serves at most.
+        limit: u32,
+    },
+    /// Log-on refused: no profile of that name is configured.
+    UnknownProfile {
+        /// The name asked for.
+        name: String,
+    },
+    /// Log-on refused: every service of the profile is disabled for the session.
+    NoServiceAvailable {
+        /// Which services were disabled, and why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -123,6 +142,18 @@ impl fmt::Display for Error {
             Self::SessionEnded => f.write_str("the application session has ended"),
             Self::ProviderUnavailable { provider, reason } => {
                 write!(f, "{provider} is unavailable: {reason}")
+            }
+            Self::SessionLimit {
+                provider,
+                name,
+                limit,
+            } => write!(
+                f,
+                "provider {name} ({provider}) already serves its limit of {limit} sessions"
+            ),
+            Self::UnknownProfile { name } => write!(f, "no profile named {name:?}"),
+            Self::NoServiceAvailable { reason } => {
+                write!(f, "no service of the profile is usable: {reason}")
             }
         }
     }

@@ -61,6 +61,19 @@ pub trait Provider: Send + Sync + 'static {
     /// Stops the provider. Calls still live are dropped; no event follows the return.
     async fn stop(&self);
 
+    /// How many application sessions the provider can serve at once (a hardware limit), or `None` for
+    /// no limit. A log-on beyond it is refused with [`Error::SessionLimit`](tapir_core::Error).
+    fn session_limit(&self) -> Option<u32> {
+        None
+    }
+
+    /// An application session that uses this provider is logging on. Return an error if the provider
+    /// cannot serve it now (its device is gone, say); the engine asks once more, then disables the
+    /// provider's service for that session and says why. Called after [`start`](Provider::start).
+    async fn session_logon(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The engine opened the line for at least one application: report its calls from now on.
     async fn open_line(&self, _line: LineId, _media_modes: MediaModes) -> Result<()> {
         Ok(())

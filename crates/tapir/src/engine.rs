@@ -1,5 +1,6 @@
 //! The engine: providers, lines, sessions and calls, and how provider events reach sessions.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
@@ -21,7 +22,10 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::event::{Event, EventQueue};
 use crate::handles::{CallHandle, HandleMint, LineHandle};
-use crate::session::{LineInfo, Session, SessionId};
+use crate::profile::{
+    DEFAULT_PROFILE, DisabledService, LogonOptions, Profile, Service, SessionMode,
+};
+use crate::session::{LineInfo, Reader, Session, SessionId};
 use crate::status::{ProviderStatus, ServiceState, StatusRow};
 
 /// Locks a mutex, carrying on if a panicking thread poisoned it: every critical section in the engine
@@ -38,24 +42,107 @@ pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 16_384;
 /// ```no_run
 /// # async fn demo(provider: impl tapir_provider::Provider) -> Result<(), tapir::Error> {
 /// let engine = tapir::Engine::builder().provider(provider).build().await?;
-/// let session = engine.logon("my-app")?;
+/// let session = engine.logon("my-app").await?;
 /// # Ok(()) }
 /// ```
 pub struct EngineBuilder {
-    providers: Vec<Arc<dyn Provider>>,
+    services: Vec<Service>,
+    profiles: Vec<(String, Profile)>,
+    default_profile: Option<String>,
     queue_capacity: usize,
 }
 
 impl EngineBuilder {
-    /// Adds a provider. Providers are numbered in the order they are added.
+    /// Adds a provider, as a service of its own named after it. Providers are numbered in the order
+    /// they are added.
     pub fn provider(self, provider: impl Provider) -> Self {
         self.provider_arc(Arc::new(provider))
     }
 
     /// Adds a provider that is shared with other code (a test harness driving its far ends, say).
-    pub fn provider_arc(mut self, provider: Arc<dyn Provider>) -> Self {
-        self.providers.push(provider);
+    pub fn provider_arc(self, provider: Arc<dyn Provider>) -> Self {
+        let base = provider.name().to_owned();
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.services.iter().any(|s| s.name == name) {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        self.service(Service::new(name).provider_arc(provider))
+    }
+
+    /// Adds a service: providers enabled or disabled together for a session.
+    pub fn service(mut self, service: Service) -> Self {
+        self.services.push(service);
         self
+    }
+
+    /// Adds a profile. Without any, the engine has one called [`DEFAULT_PROFILE`] with every service
+    /// and every line.
+    pub fn profile(mut self, name: impl Into<String>, profile: Profile) -> Self {
+        self.profiles.push((name.into(), profile));
+        self
+    }
+
+    /// Which profile a log-on that names none uses. Default [`DEFAULT_PROFILE`].
+    pub fn default_profile(mut self, name: impl Into<String>) -> Self {
+        self.default_profile = Some(name.into());
+        self
+    }
+
+    /// Checks services and profiles before anything starts; returns the profiles and the default's
+    /// name.
+    fn check(&self) -> Result<(HashMap<String, Profile>, String), Error> {
+        let bad = |reason: String| Error::InvalidParameter { reason };
+        for (i, s) in self.services.iter().enumerate() {
+            if s.name.is_empty() || s.providers.is_empty() {
+                return Err(bad(format!(
+                    "service {:?} needs a name and at least one provider",
+                    s.name
+                )));
+            }
+            if self.services[..i].iter().any(|o| o.name == s.name) {
+                return Err(bad(format!("two services are called {:?}", s.name)));
+            }
+            if s.max_sessions == Some(0) {
+                return Err(bad(format!(
+                    "service {:?}: max_sessions must be at least 1",
+                    s.name
+                )));
+            }
+        }
+        let mut profiles = HashMap::new();
+        for (name, p) in &self.profiles {
+            p.check(name)?;
+            if let Some(unknown) = p
+                .services
+                .iter()
+                .find(|u| !self.services.iter().any(|s| &s.name == *u))
+            {
+                return Err(bad(format!(
+                    "profile {name:?} names service {unknown:?}, which is not configured"
+                )));
+            }
+            if profiles.insert(name.clone(), p.clone()).is_some() {
+                return Err(bad(format!("two profiles are called {name:?}")));
+            }
+        }
+        if profiles.is_empty() {
+            profiles.insert(
+                DEFAULT_PROFILE.to_owned(),
+                Profile::new(self.services.iter().map(|s| s.name.clone())),
+            );
+        }
+        let default = self
+            .default_profile
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
+        if !profiles.contains_key(&default) {
+            return Err(bad(format!(
+                "the default profile {default:?} is not configured"
+            )));
+        }
+        Ok((profiles, default))
     }
 
     /// How many events a session's queue holds before it starts discarding and reporting
@@ -65,26 +152,48 @@ impl EngineBuilder {
         self
     }
 
-    /// Starts every provider and returns the running engine. It must run inside a tokio runtime (the
-    /// engine spawns its clean-up work there); elsewhere it fails with `OperationFailed`. If a provider
-    /// fails to start, the ones already started are stopped and its error is returned.
+    /// Checks the services and profiles, starts every provider and returns the running engine. It must
+    /// run inside a tokio runtime (the engine spawns its clean-up work there); elsewhere it fails with
+    /// `OperationFailed`. Services or profiles that do not fit together are refused with
+    /// `InvalidParameter` before any provider starts. A provider that fails to start is tried once
+    /// more, then disabled with the reason in the status table; only if every provider is disabled
+    /// does `build` fail.
     pub async fn build(self) -> Result<Engine, Error> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| Error::OperationFailed {
                 reason: "the engine must be built inside a tokio runtime".into(),
             })?;
-        let inner = Arc::new(Inner {
-            providers: self
-                .providers
-                .into_iter()
-                .enumerate()
-                .map(|(i, provider)| ProviderSlot {
-                    id: ProviderId(i as u16),
+        let (profiles, default_profile) = self.check()?;
+        let mut providers = Vec::new();
+        let mut services = Vec::new();
+        for (index, service) in self.services.into_iter().enumerate() {
+            let mut ids = Vec::new();
+            for provider in service.providers {
+                let id = ProviderId(providers.len() as u16);
+                ids.push(id);
+                providers.push(ProviderSlot {
+                    id,
                     name: provider.name().to_owned(),
+                    service: index,
                     provider,
                     status: Mutex::new(ProviderStatus::starting()),
-                })
-                .collect(),
+                });
+            }
+            services.push(ServiceSlot {
+                name: service.name,
+                display_name: service.display_name,
+                providers: ids,
+                max_sessions: service.max_sessions,
+            });
+        }
+        let inner = Arc::new(Inner {
+            usage: Mutex::new(vec![0; providers.len()]),
+            providers,
+            services,
+            profiles,
+            default_profile,
+            shared: tokio::sync::Mutex::new(None),
+            next_reader: AtomicU64::new(0),
             lines: OnceLock::new(),
             sessions: DashMap::new(),
             calls: DashMap::new(),
@@ -186,31 +295,77 @@ impl Engine {
     /// Starts building an engine.
     pub fn builder() -> EngineBuilder {
         EngineBuilder {
-            providers: Vec::new(),
+            services: Vec::new(),
+            profiles: Vec::new(),
+            default_profile: None,
             queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
         }
     }
 
-    /// Logs an application on: a new, individual session with its own handles and event stream.
-    /// `app_name` identifies the application in logs and to other applications (1–256 characters).
-    pub fn logon(&self, app_name: &str) -> Result<Session, Error> {
-        if app_name.is_empty() || app_name.chars().count() > 256 {
+    /// Logs an application on: a new, individual session on the default profile, with its own handles
+    /// and event stream. `app_name` identifies the application in logs, routes and hand-offs (1–256
+    /// characters). See [`Engine::logon_with`] for profiles and the shared session.
+    pub async fn logon(&self, app_name: &str) -> Result<Session, Error> {
+        self.logon_with(LogonOptions::new(app_name)).await
+    }
+
+    /// Logs an application on with a profile, to an individual or to the shared session.
+    ///
+    /// The profile's providers are asked whether they can serve one more session
+    /// ([`Provider::session_logon`]), each once more if it says no; a provider that says no twice (or
+    /// that failed to start with the engine) disables its whole service for this session, and
+    /// [`Session::disabled_services`] says which and why. Errors, each leaving the engine as it was:
+    /// [`Error::InvalidParameter`] for a bad application name or a profile other than the shared
+    /// session's, [`Error::UnknownProfile`], [`Error::SessionLimit`] when a provider already serves as
+    /// many sessions as it can, [`Error::NoServiceAvailable`] when every service is disabled.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tapir::Error> {
+    /// use tapir::profile::LogonOptions;
+    /// let engine = tapir::Engine::builder().build().await?;
+    /// let a = engine.logon_with(LogonOptions::new("dialer").shared()).await?;
+    /// let b = engine.logon_with(LogonOptions::new("monitor").shared()).await?;
+    /// assert_eq!(a.id(), b.id());
+    /// # Ok(()) }
+    /// ```
+    pub async fn logon_with(&self, options: LogonOptions) -> Result<Session, Error> {
+        let app = options.app.as_str();
+        if app.is_empty() || app.chars().count() > 256 {
             return Err(Error::InvalidParameter {
                 reason: "an application name has 1 to 256 characters".into(),
             });
         }
-        let inner = Arc::new(SessionInner {
-            id: SessionId::new(),
-            app: app_name.to_owned(),
-            queue: Mutex::new(EventQueue::new(self.inner.queue_capacity)),
-            notify: tokio::sync::Notify::new(),
-            lines: DashMap::new(),
-            calls: DashMap::new(),
-            location: Mutex::new(None),
-        });
-        self.inner.sessions.insert(inner.id, inner.clone());
-        debug!(session = %inner.id, app = app_name, "logged on");
-        Ok(Session::new(self.inner.clone(), inner))
+        let engine = &self.inner;
+        let profile = options
+            .profile
+            .clone()
+            .unwrap_or_else(|| engine.default_profile.clone());
+        if options.mode == SessionMode::Individual {
+            let session = engine.open_session(app, &profile, false).await?;
+            return Ok(engine.add_reader(&session, app).unwrap_or_else(|| {
+                unreachable!("a session nobody else knows yet cannot have ended")
+            }));
+        }
+        // One log-on at a time decides whether the shared session exists.
+        let mut shared = engine.shared.lock().await;
+        if let Some(session) = shared.as_ref() {
+            if options
+                .profile
+                .as_ref()
+                .is_some_and(|p| *p != session.profile)
+            {
+                return Err(Error::InvalidParameter {
+                    reason: format!("the shared session uses profile {:?}", session.profile),
+                });
+            }
+            if let Some(joined) = engine.add_reader(session, app) {
+                debug!(session = %session.id, app, "joined the shared session");
+                return Ok(joined);
+            }
+        }
+        let session = engine.open_session(app, &profile, true).await?;
+        *shared = Some(session.clone());
+        engine.add_reader(&session, app).ok_or(Error::SessionEnded)
     }
 
     /// Every line device of every provider, with its capabilities.
@@ -301,8 +456,17 @@ impl Engine {
 pub(crate) struct ProviderSlot {
     pub(crate) id: ProviderId,
     pub(crate) name: String,
+    /// Index of its service.
+    pub(crate) service: usize,
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) status: Mutex<ProviderStatus>,
+}
+
+pub(crate) struct ServiceSlot {
+    pub(crate) name: String,
+    pub(crate) display_name: Option<String>,
+    pub(crate) providers: Vec<ProviderId>,
+    pub(crate) max_sessions: Option<u32>,
 }
 
 #[derive(Default)]
@@ -376,11 +540,20 @@ pub(crate) struct Opener {
 /// A session's state inside the engine.
 pub(crate) struct SessionInner {
     pub(crate) id: SessionId,
+    /// The application that established it.
     pub(crate) app: String,
-    /// The event queue. Its lock also guards "has the session ended", so that a handle is never added to
-    /// a session after its log-off collected the handles to release.
+    /// Every application using it (more than one only for the shared session).
+    pub(crate) apps: Mutex<Vec<String>>,
+    pub(crate) profile: String,
+    pub(crate) shared: bool,
+    /// The providers it uses (counted against their session limits until it ends).
+    pub(crate) providers: Vec<ProviderId>,
+    /// Per engine line: whether the session may see and open it.
+    pub(crate) allowed: Vec<bool>,
+    pub(crate) disabled: Vec<DisabledService>,
+    /// The event queues, one per reader. Its lock also guards "has the session ended", so that a handle
+    /// is never added to a session after its log-off collected the handles to release.
     pub(crate) queue: Mutex<EventQueue>,
-    pub(crate) notify: tokio::sync::Notify,
     pub(crate) lines: DashMap<LineHandle, OpenLine>,
     pub(crate) calls: DashMap<CallHandle, Arc<CallEntry>>,
     /// Where the session dials from, for address translation.
@@ -390,11 +563,15 @@ pub(crate) struct SessionInner {
 impl SessionInner {
     pub(crate) fn push(&self, event: Event) {
         lock(&self.queue).push(event);
-        self.notify.notify_one();
     }
 
-    pub(crate) fn ended(&self) -> bool {
-        lock(&self.queue).ended
+    /// Whether `app` is one of the applications using the session.
+    pub(crate) fn serves(&self, app: &str) -> bool {
+        self.app == app || (self.shared && lock(&self.apps).iter().any(|a| a == app))
+    }
+
+    pub(crate) fn may_use(&self, line: LineId) -> bool {
+        self.allowed.get(line.0 as usize).copied().unwrap_or(false)
     }
 
     /// Adds a call handle unless the session has ended.
@@ -562,6 +739,14 @@ pub(crate) struct Inner {
     pub(crate) next_open: AtomicU64,
     pub(crate) mint: HandleMint,
     pub(crate) queue_capacity: usize,
+    pub(crate) services: Vec<ServiceSlot>,
+    pub(crate) profiles: HashMap<String, Profile>,
+    pub(crate) default_profile: String,
+    /// The shared session, once established. Its lock serialises log-ons to it.
+    pub(crate) shared: tokio::sync::Mutex<Option<Arc<SessionInner>>>,
+    /// Per provider: how many sessions use it.
+    pub(crate) usage: Mutex<Vec<u32>>,
+    pub(crate) next_reader: AtomicU64,
     /// Which application owns offered calls of which class.
     pub(crate) routes: RwLock<RouteTable>,
     /// `shutdown` ran.
@@ -570,10 +755,154 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Establishes a session on `profile`: counts it against the session limits, asks the providers,
+    /// works out its lines. Leaves nothing behind when it fails.
+    async fn open_session(
+        &self,
+        app: &str,
+        profile_name: &str,
+        shared: bool,
+    ) -> Result<Arc<SessionInner>, Error> {
+        let profile = self
+            .profiles
+            .get(profile_name)
+            .ok_or_else(|| Error::UnknownProfile {
+                name: profile_name.to_owned(),
+            })?;
+        let services: Vec<&ServiceSlot> = profile
+            .services
+            .iter()
+            .filter_map(|name| self.services.iter().find(|s| &s.name == name))
+            .collect();
+        let mut reserved: Vec<ProviderId> = services
+            .iter()
+            .flat_map(|s| s.providers.iter().copied())
+            .collect();
+        // Count the session against every limit at once, or against none.
+        {
+            let mut usage = lock(&self.usage);
+            for &id in &reserved {
+                let p = self.provider(id);
+                let limits = [
+                    p.provider.session_limit(),
+                    self.services[p.service].max_sessions,
+                ];
+                if let Some(limit) = limits.into_iter().flatten().min()
+                    && usage[id.0 as usize] >= limit
+                {
+                    info!(app, provider = %p.name, limit, "log-on refused: session limit");
+                    return Err(Error::SessionLimit {
+                        provider: id,
+                        name: p.name.clone(),
+                        limit,
+                    });
+                }
+            }
+            for &id in &reserved {
+                usage[id.0 as usize] += 1;
+            }
+        }
+        let mut disabled = Vec::new();
+        for service in &services {
+            let mut failure = None;
+            for &id in &service.providers {
+                let p = self.provider(id);
+                let st = {
+                    let st = lock(&p.status);
+                    (st.state, st.reason.clone())
+                };
+                if let (ServiceState::Disabled, reason) = st {
+                    failure = Some(reason.unwrap_or_else(|| format!("{} is disabled", p.name)));
+                    break;
+                }
+                let mut answer = p.provider.session_logon().await;
+                if let Err(e) = &answer {
+                    debug!(app, provider = %p.name, error = %e, "provider refused the session; asking once more");
+                    answer = p.provider.session_logon().await;
+                }
+                if let Err(e) = answer {
+                    lock(&p.status).last_error = Some(e.to_string());
+                    failure = Some(format!("{} could not serve the session: {e}", p.name));
+                    break;
+                }
+            }
+            if let Some(reason) = failure {
+                warn!(app, service = service.name, %reason, "service disabled for the session");
+                disabled.push(DisabledService {
+                    service: service.name.clone(),
+                    reason,
+                });
+            }
+        }
+        let usable: Vec<ProviderId> = services
+            .iter()
+            .filter(|s| !disabled.iter().any(|d| d.service == s.name))
+            .flat_map(|s| s.providers.iter().copied())
+            .collect();
+        {
+            let mut usage = lock(&self.usage);
+            for id in reserved.iter().filter(|id| !usable.contains(id)) {
+                usage[id.0 as usize] = usage[id.0 as usize].saturating_sub(1);
+            }
+        }
+        reserved.retain(|id| usable.contains(id));
+        // (An engine without providers has a default profile without services; that is not a failure.)
+        if usable.is_empty() && !services.is_empty() {
+            let reason = disabled
+                .iter()
+                .map(|d| format!("{}: {}", d.service, d.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Error::NoServiceAvailable { reason });
+        }
+        let allowed = self
+            .lines()
+            .iter()
+            .map(|l| usable.contains(&l.provider) && profile.allows(&l.caps))
+            .collect();
+        let session = Arc::new(SessionInner {
+            id: SessionId::new(),
+            app: app.to_owned(),
+            apps: Mutex::new(Vec::new()),
+            profile: profile_name.to_owned(),
+            shared,
+            providers: reserved,
+            allowed,
+            disabled,
+            queue: Mutex::new(EventQueue::new(self.queue_capacity)),
+            lines: DashMap::new(),
+            calls: DashMap::new(),
+            location: Mutex::new(profile.location.clone()),
+        });
+        self.sessions.insert(session.id, session.clone());
+        debug!(session = %session.id, app, profile = profile_name, shared, "session established");
+        Ok(session)
+    }
+
+    /// Gives `app` its own reading of the session's events; `None` if the session has ended.
+    fn add_reader(self: &Arc<Self>, session: &Arc<SessionInner>, app: &str) -> Option<Session> {
+        let reader = Arc::new(Reader {
+            id: self.next_reader.fetch_add(1, Ordering::Relaxed),
+            app: app.to_owned(),
+            notify: Arc::new(tokio::sync::Notify::new()),
+        });
+        {
+            let mut q = lock(&session.queue);
+            if q.ended {
+                return None;
+            }
+            q.add_reader(reader.id, reader.notify.clone());
+            lock(&session.apps).push(app.to_owned());
+        }
+        debug!(session = %session.id, app, "logged on");
+        Some(Session::new(self.clone(), session.clone(), reader))
+    }
+
     /// The status table.
     pub(crate) fn status(&self) -> Vec<StatusRow> {
         let engine = StatusRow {
             id: "engine".into(),
+            service: "engine".into(),
             display_name: "tapir engine".into(),
             state: if self.stopped.load(Ordering::SeqCst) {
                 ServiceState::Stopped
@@ -591,18 +920,17 @@ impl Inner {
             .collect()
     }
 
-    /// One provider's row; its sessions are those with one of its lines open.
+    /// One provider's row; its sessions are those using it.
     pub(crate) fn status_row(&self, p: &ProviderSlot) -> StatusRow {
-        let sessions = self
-            .sessions
-            .iter()
-            .filter(|s| s.lines.iter().any(|l| l.line.provider == p.id))
-            .count();
-        let mut row = lock(&p.status).row(&p.name, sessions);
+        let sessions = lock(&self.usage).get(p.id.0 as usize).copied().unwrap_or(0);
+        let mut row = lock(&p.status).row(&p.name, sessions as usize);
+        let service = &self.services[p.service];
+        let display = service.display_name.as_deref().unwrap_or(&service.name);
         row.display_name = match self.lines().iter().find(|l| l.provider == p.id) {
-            Some(l) => format!("{} ({})", p.name, l.caps.name),
-            None => p.name.clone(),
+            Some(l) if service.providers.len() == 1 => format!("{display} ({})", l.caps.name),
+            _ => display.to_owned(),
         };
+        row.service = service.name.clone();
         row
     }
 
@@ -864,7 +1192,7 @@ impl Inner {
         let table = read(&self.routes);
         let pick = |app: &str| {
             Self::pick_owner(
-                openers.iter().filter(|o| o.session.app == app),
+                openers.iter().filter(|o| o.session.serves(app)),
                 info.media_mode,
             )
         };
@@ -1288,11 +1616,28 @@ impl Inner {
             if q.ended {
                 return;
             }
-            q.ended = true;
+            q.end();
         }
-        session.notify.notify_waiters();
-        session.notify.notify_one();
+        self.release_session(session).await;
+    }
+
+    /// Releases what an ended session holds.
+    pub(crate) async fn release_session(&self, session: &Arc<SessionInner>) {
         self.sessions.remove(&session.id);
+        {
+            let mut usage = lock(&self.usage);
+            for p in &session.providers {
+                if let Some(n) = usage.get_mut(p.0 as usize) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        if session.shared {
+            let mut shared = self.shared.lock().await;
+            if shared.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+                *shared = None;
+            }
+        }
         let calls: Vec<(CallHandle, Arc<CallEntry>)> = session
             .calls
             .iter()

@@ -1,6 +1,9 @@
 //! What an application session receives, and the bounded, ordered queue it receives it through.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use tapir_core::info::InfoChange;
 use tapir_core::params::DigitMode;
@@ -102,38 +105,31 @@ impl Event {
     }
 }
 
-/// A session's bounded event queue. Sequence numbers are assigned here, under the queue's lock, so the
-/// order of numbers is the order of delivery.
+/// A session's event queues: one bounded queue per reader (a shared session has one reader per
+/// application using it; an individual session has one). Sequence numbers are assigned here, under the
+/// queues' lock, once per event for every reader, so the order of numbers is the order of delivery and a
+/// number means the same event to every reader.
 pub(crate) struct EventQueue {
-    events: VecDeque<SessionEvent>,
+    readers: Vec<ReaderQueue>,
     capacity: usize,
     next_seq: u64,
     pub(crate) ended: bool,
 }
 
-impl EventQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            events: VecDeque::new(),
-            capacity: capacity.max(1),
-            next_seq: 1,
-            ended: false,
-        }
-    }
+/// One reader's queue, and how to wake it.
+struct ReaderQueue {
+    reader: u64,
+    events: VecDeque<SessionEvent>,
+    notify: Arc<Notify>,
+}
 
+impl ReaderQueue {
     /// Appends an event. When the queue is full the event is discarded and counted into an
     /// `EventsLost` marker at the back of the queue (one marker for a run of lost events).
-    pub(crate) fn push(&mut self, event: Event) {
-        if self.ended {
-            return;
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if self.events.len() < self.capacity {
+    fn push(&mut self, capacity: usize, seq: u64, event: Event) {
+        if self.events.len() < capacity {
             self.events.push_back(SessionEvent { seq, event });
-            return;
-        }
-        if let Some(SessionEvent {
+        } else if let Some(SessionEvent {
             event: Event::EventsLost { last, .. },
             ..
         }) = self.events.back_mut()
@@ -148,15 +144,79 @@ impl EventQueue {
                 },
             });
         }
+        self.notify.notify_one();
+    }
+}
+
+impl EventQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            readers: Vec::new(),
+            capacity: capacity.max(1),
+            next_seq: 1,
+            ended: false,
+        }
     }
 
-    pub(crate) fn pop(&mut self) -> Option<SessionEvent> {
-        self.events.pop_front()
+    /// Adds a reader; it receives the events pushed from now on.
+    pub(crate) fn add_reader(&mut self, reader: u64, notify: Arc<Notify>) {
+        self.readers.push(ReaderQueue {
+            reader,
+            events: VecDeque::new(),
+            notify,
+        });
+    }
+
+    /// Removes a reader; returns how many remain.
+    pub(crate) fn remove_reader(&mut self, reader: u64) -> usize {
+        self.readers.retain(|r| r.reader != reader);
+        self.readers.len()
+    }
+
+    /// Appends an event for every reader and wakes them.
+    pub(crate) fn push(&mut self, event: Event) {
+        if self.ended {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let capacity = self.capacity;
+        if let Some((last, others)) = self.readers.split_last_mut() {
+            for r in others {
+                r.push(capacity, seq, event.clone());
+            }
+            last.push(capacity, seq, event);
+        }
+    }
+
+    /// Marks the end of the stream and wakes every reader, so that waiting reads see it.
+    pub(crate) fn end(&mut self) {
+        self.ended = true;
+        for r in &self.readers {
+            r.notify.notify_waiters();
+            r.notify.notify_one();
+        }
+    }
+
+    /// Whether the stream goes on for `reader`: the session has not ended and the reader has not left.
+    pub(crate) fn open_for(&self, reader: u64) -> bool {
+        !self.ended && self.readers.iter().any(|r| r.reader == reader)
+    }
+
+    pub(crate) fn pop(&mut self, reader: u64) -> Option<SessionEvent> {
+        self.readers
+            .iter_mut()
+            .find(|r| r.reader == reader)?
+            .events
+            .pop_front()
     }
 
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.events.len()
+    pub(crate) fn len(&self, reader: u64) -> usize {
+        self.readers
+            .iter()
+            .find(|r| r.reader == reader)
+            .map_or(0, |r| r.events.len())
     }
 }
 
@@ -170,31 +230,63 @@ mod tests {
         }
     }
 
+    fn queue(capacity: usize, readers: &[u64]) -> EventQueue {
+        let mut q = EventQueue::new(capacity);
+        for r in readers {
+            q.add_reader(*r, Arc::new(Notify::new()));
+        }
+        q
+    }
+
     #[test]
     fn overflow_is_reported_with_exact_numbers() {
-        let mut q = EventQueue::new(2);
+        let mut q = queue(2, &[0]);
         for n in 0..5 {
             q.push(lc(n));
         }
-        assert_eq!(q.pop().map(|e| e.seq), Some(1));
-        assert_eq!(q.pop().map(|e| e.seq), Some(2));
+        assert_eq!(q.pop(0).map(|e| e.seq), Some(1));
+        assert_eq!(q.pop(0).map(|e| e.seq), Some(2));
         assert_eq!(
-            q.pop(),
+            q.pop(0),
             Some(SessionEvent {
                 seq: 3,
                 event: Event::EventsLost { first: 3, last: 5 }
             })
         );
-        assert_eq!(q.pop(), None);
+        assert_eq!(q.pop(0), None);
         q.push(lc(9));
-        assert_eq!(q.pop().map(|e| e.seq), Some(6));
+        assert_eq!(q.pop(0).map(|e| e.seq), Some(6));
     }
 
     #[test]
     fn nothing_is_queued_after_the_end() {
-        let mut q = EventQueue::new(4);
-        q.ended = true;
+        let mut q = queue(4, &[0]);
+        q.end();
         q.push(lc(1));
-        assert_eq!(q.len(), 0);
+        assert_eq!(q.len(0), 0);
+    }
+
+    #[test]
+    fn every_reader_gets_every_event_with_the_same_number_and_its_own_backlog() {
+        let mut q = queue(2, &[1, 2]);
+        q.push(lc(10));
+        assert_eq!(q.pop(1).map(|e| e.seq), Some(1));
+        q.push(lc(11));
+        q.push(lc(12));
+        // Reader 1 kept up; reader 2 is one event over its capacity.
+        assert_eq!(q.pop(1).map(|e| e.event), Some(lc(11)));
+        assert_eq!(q.pop(1).map(|e| e.seq), Some(3));
+        assert_eq!(q.pop(2).map(|e| e.event), Some(lc(10)));
+        assert_eq!(q.pop(2).map(|e| e.event), Some(lc(11)));
+        assert_eq!(
+            q.pop(2).map(|e| e.event),
+            Some(Event::EventsLost { first: 3, last: 3 })
+        );
+        // A reader that joins later sees only what comes after it joined.
+        q.add_reader(3, Arc::new(Notify::new()));
+        assert_eq!(q.remove_reader(1), 2);
+        q.push(lc(13));
+        assert_eq!(q.pop(3).map(|e| e.seq), Some(4));
+        assert_eq!(q.pop(1), None);
     }
 }

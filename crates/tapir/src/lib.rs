@@ -18,7 +18,7 @@
 //! use tapir::{Engine, Event, OpenOptions};
 //! # async fn demo(provider: impl tapir_provider::Provider) -> Result<(), tapir::Error> {
 //! let engine = Engine::builder().provider(provider).build().await?;
-//! let app = engine.logon("softphone")?;
+//! let app = engine.logon("softphone").await?;
 //! let line = app.lines()[0].id;
 //! let line = app.open_line(line, OpenOptions::owner()).await?;
 //! let call = app.make_call(line, Some("200")).await?;
@@ -34,6 +34,7 @@
 mod engine;
 mod event;
 mod handles;
+pub mod profile;
 mod session;
 pub mod status;
 pub mod translate;
@@ -41,6 +42,7 @@ pub mod translate;
 pub use engine::{DEFAULT_EVENT_QUEUE_CAPACITY, Engine, EngineBuilder, EngineStats};
 pub use event::{Event, LineEvent, SessionEvent};
 pub use handles::{CallHandle, LineHandle};
+pub use profile::{LogonOptions, Profile, Service, SessionMode};
 pub use session::{
     CallInfoView, CallStatus, LineInfo, MakeCallParams, OpenOptions, Session, SessionId,
 };

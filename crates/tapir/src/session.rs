@@ -22,6 +22,7 @@ use tracing::{Instrument, debug};
 use crate::engine::{CallEntry, Inner, LineSlot, OpenLine, Opener, Pending, SessionInner, lock};
 use crate::event::SessionEvent;
 use crate::handles::{CallHandle, LineHandle};
+use crate::profile::DisabledService;
 use crate::translate::{Location, TranslateOptions, Translated, translate_address};
 
 /// The identity of an application session: a random UUID, unguessable.
@@ -190,6 +191,14 @@ struct Authorized {
 pub struct Session {
     engine: Arc<Inner>,
     inner: Arc<SessionInner>,
+    reader: Arc<Reader>,
+}
+
+/// One application's use of a session: its name and its reading of the event stream.
+pub(crate) struct Reader {
+    pub(crate) id: u64,
+    pub(crate) app: String,
+    pub(crate) notify: Arc<tokio::sync::Notify>,
 }
 
 impl Clone for Session {
@@ -197,6 +206,7 @@ impl Clone for Session {
         Self {
             engine: self.engine.clone(),
             inner: self.inner.clone(),
+            reader: self.reader.clone(),
         }
     }
 }
@@ -227,40 +237,69 @@ fn missing_destination() -> Error {
 }
 
 impl Session {
-    pub(crate) fn new(engine: Arc<Inner>, inner: Arc<SessionInner>) -> Self {
-        Self { engine, inner }
+    pub(crate) fn new(engine: Arc<Inner>, inner: Arc<SessionInner>, reader: Arc<Reader>) -> Self {
+        Self {
+            engine,
+            inner,
+            reader,
+        }
     }
 
-    /// The session's identity.
+    /// The session's identity (the same for every application using the shared session).
     pub fn id(&self) -> SessionId {
         self.inner.id
     }
 
-    /// The application name given at log-on.
+    /// The application name this log-on gave.
     pub fn app_name(&self) -> &str {
-        &self.inner.app
+        &self.reader.app
+    }
+
+    /// The profile the session was established with.
+    pub fn profile(&self) -> &str {
+        &self.inner.profile
+    }
+
+    /// Whether this is the engine's shared session.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
+    }
+
+    /// The applications using the session (more than one only for the shared session).
+    pub fn applications(&self) -> Vec<String> {
+        lock(&self.inner.apps).clone()
+    }
+
+    /// The profile's services that are disabled for this session, and why.
+    pub fn disabled_services(&self) -> &[DisabledService] {
+        &self.inner.disabled
     }
 
     fn alive(&self) -> Result<(), Error> {
-        if self.inner.ended() {
+        if !lock(&self.inner.queue).open_for(self.reader.id) {
             Err(Error::SessionEnded)
         } else {
             Ok(())
         }
     }
 
-    /// Every line device of every provider, with its capabilities.
+    /// The line devices the session may use — its profile's lines of the services not disabled —
+    /// with their capabilities.
     pub fn lines(&self) -> Vec<LineInfo> {
-        self.engine.line_infos()
+        let mut lines = self.engine.line_infos();
+        lines.retain(|l| self.inner.may_use(l.id));
+        lines
     }
 
     /// Opens a line. With owner privilege the session may be offered the line's new calls; with monitor
     /// privilege it gets a monitor handle for every new call on the line.
     pub async fn open_line(&self, line: LineId, options: OpenOptions) -> Result<LineHandle, Error> {
         self.alive()?;
+        // A line outside the session's profile is as unknown as one that does not exist.
         let slot = self
             .engine
             .line(line)
+            .filter(|_| self.inner.may_use(line))
             .cloned()
             .ok_or(Error::InvalidLine(line))?;
         let media = options.media_modes.unwrap_or(slot.caps.media_modes);
@@ -1287,7 +1326,7 @@ impl Session {
             .engine
             .sessions
             .iter()
-            .filter(|s| s.app == app_name && !Arc::ptr_eq(s.value(), &self.inner))
+            .filter(|s| s.serves(app_name) && !Arc::ptr_eq(s.value(), &self.inner))
             .find_map(|s| {
                 s.lines
                     .iter()
@@ -1295,7 +1334,7 @@ impl Session {
                     .map(|o| (s.value().clone(), *o.key()))
             });
         let Some((target, line)) = target else {
-            return Err(if self.inner.app == app_name {
+            return Err(if self.inner.serves(app_name) {
                 Error::TargetSelf
             } else {
                 Error::TargetNotFound
@@ -1413,13 +1452,13 @@ impl Session {
     /// queued before the end has been read.
     pub async fn next_event(&self) -> Option<SessionEvent> {
         loop {
-            let notified = self.inner.notify.notified();
+            let notified = self.reader.notify.notified();
             {
                 let mut q = lock(&self.inner.queue);
-                if let Some(e) = q.pop() {
+                if let Some(e) = q.pop(self.reader.id) {
                     return Some(e);
                 }
-                if q.ended {
+                if !q.open_for(self.reader.id) {
                     return None;
                 }
             }
@@ -1429,11 +1468,33 @@ impl Session {
 
     /// The next event if one is queued.
     pub fn try_next_event(&self) -> Option<SessionEvent> {
-        lock(&self.inner.queue).pop()
+        lock(&self.inner.queue).pop(self.reader.id)
     }
 
-    /// Ends the session: calls it solely owns are dropped, every handle is released, every line closed.
+    /// Logs this application off. An individual session ends: calls it solely owns are dropped, every
+    /// handle is released, every line closed. The shared session ends that way when its last
+    /// application logs off; until then only this application's event stream ends.
     pub async fn logoff(self) {
-        self.engine.end_session(&self.inner).await;
+        let last = {
+            let mut q = lock(&self.inner.queue);
+            if q.ended {
+                return;
+            }
+            let remaining = q.remove_reader(self.reader.id);
+            let mut apps = lock(&self.inner.apps);
+            if let Some(i) = apps.iter().position(|a| *a == self.reader.app) {
+                apps.remove(i);
+            }
+            if remaining == 0 {
+                q.end();
+            }
+            remaining == 0
+        };
+        self.reader.notify.notify_waiters();
+        if last {
+            self.engine.release_session(&self.inner).await;
+        } else {
+            debug!(session = %self.inner.id, app = self.reader.app, "left the shared session");
+        }
     }
 }

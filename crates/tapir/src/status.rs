@@ -26,6 +26,8 @@ pub enum ServiceState {
 pub struct StatusRow {
     /// `"engine"`, or the provider's name.
     pub id: String,
+    /// The service the provider belongs to (`"engine"` for the engine's row).
+    pub service: String,
     /// A name for people.
     pub display_name: String,
     /// The state.
@@ -102,6 +104,7 @@ impl ProviderStatus {
     pub(crate) fn row(&self, id: &str, sessions: usize) -> StatusRow {
         StatusRow {
             id: id.to_owned(),
+            service: id.to_owned(),
             display_name: id.to_owned(),
             state: self.state,
             reason: self.reason.clone(),

@@ -249,6 +249,7 @@ enum Request {
     Drop(CallLegId, Reply<()>),
     Digits(CallLegId, String, Reply<()>),
     Monitor(CallLegId, bool, Reply<()>),
+    Probe(Reply<()>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -287,6 +288,11 @@ impl Provider for ModemProvider {
         *self.requests.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
         let voice = ready_rx.await.unwrap_or(false);
         Ok(vec![line_caps(&self.number, voice)])
+    }
+
+    /// Checks the modem answers; one that is out of service is tried at once.
+    async fn session_logon(&self) -> Result<(), Error> {
+        self.ask(Request::Probe).await
     }
 
     async fn stop(&self) {
@@ -585,6 +591,35 @@ impl Actor {
                     }
                 }
             }
+        }
+    }
+
+    /// A session is logging on: a modem in service is fine; one out of service is tried once now
+    /// rather than at its next retry.
+    async fn probe(&mut self) -> Result<(), Error> {
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match status {
+            LineStatus::InService => Ok(()),
+            LineStatus::Stopped => Err(failed("the provider has stopped")),
+            LineStatus::Starting | LineStatus::OutOfService(_) => match self.initialise().await {
+                Ok(()) => {
+                    info!(number = %self.number, "modem in service (probed for a session)");
+                    self.retry_at = None;
+                    self.set_status(LineStatus::InService);
+                    Ok(())
+                }
+                Err(why) => {
+                    self.io = None;
+                    self.out_of_service(why.clone());
+                    Err(Error::OperationFailed {
+                        reason: format!("the modem is out of service: {why}"),
+                    })
+                }
+            },
         }
     }
 
@@ -990,6 +1025,10 @@ impl Actor {
             }
             Request::Monitor(leg, on, reply) => {
                 let r = self.leg(leg).map(|c| c.monitor_digits = on);
+                let _ = reply.send(r);
+            }
+            Request::Probe(reply) => {
+                let r = self.probe().await;
                 let _ = reply.send(r);
             }
             Request::Stop(done) => {

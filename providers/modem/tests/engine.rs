@@ -37,9 +37,9 @@ async fn apps_dial_and_answer_through_modems_and_nothing_is_left() {
         .expect("engine");
     let (line_a, line_b) = (engine.lines()[0].id, engine.lines()[1].id);
 
-    let dialer = engine.logon("dialer").expect("logon");
-    let answerer = engine.logon("answerer").expect("logon");
-    let watcher = engine.logon("watcher").expect("logon");
+    let dialer = engine.logon("dialer").await.expect("logon");
+    let answerer = engine.logon("answerer").await.expect("logon");
+    let watcher = engine.logon("watcher").await.expect("logon");
     let out = dialer
         .open_line(line_a, OpenOptions::none())
         .await
@@ -207,7 +207,20 @@ async fn the_status_table_shows_disabled_failed_and_recovered_services() {
         "retried once"
     );
 
-    let app = engine.logon("watcher").expect("logon");
+    let app = engine.logon("watcher").await.expect("logon");
+    // The session comes up with modem-a; modem-b (silent) and the missing modem are disabled for it.
+    let disabled: Vec<&str> = app
+        .disabled_services()
+        .iter()
+        .map(|d| d.service.as_str())
+        .collect();
+    assert_eq!(disabled, ["modem-b", "missing-modem"]);
+    assert!(
+        app.disabled_services()[0].reason.contains("out of service"),
+        "{:?}",
+        app.disabled_services()
+    );
+    assert_eq!(app.lines().len(), 1);
     app.open_line(engine.lines()[0].id, OpenOptions::monitor())
         .await
         .expect("open");
@@ -262,6 +275,12 @@ async fn the_status_table_shows_disabled_failed_and_recovered_services() {
     );
     assert!(told.last_error.is_some(), "the last error is kept");
     assert_eq!(row("modem-b").state, ServiceState::Available);
+    // A session logging on now gets modem-b too.
+    let later = engine.logon("later").await.expect("logon");
+    assert_eq!(later.disabled_services().len(), 1);
+    assert_eq!(later.lines().len(), 2);
+    assert_eq!(row("modem-b").sessions, 1);
+    later.logoff().await;
 
     app.logoff().await;
     engine.shutdown().await;
