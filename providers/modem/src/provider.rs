@@ -198,9 +198,11 @@ impl ModemProvider {
         let path = path.into();
         Self::builder(Arc::new(move || {
             let path = path.clone();
-            Box::pin(
-                async move { crate::tty::Tty::open(&path).map(|t| Box::new(t) as Box<dyn Port>) },
-            )
+            Box::pin(async move {
+                crate::tty::Tty::open(&path)
+                    .map(|t| Box::new(t) as Box<dyn Port>)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+            })
         }))
     }
 
