@@ -109,6 +109,65 @@ pub struct Config {
     /// The route table.
     #[serde(default)]
     pub routes: RouteSettings,
+    /// The network service (`tapird`).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Applications allowed to log on over the network, by name.
+    #[serde(default)]
+    pub applications: BTreeMap<String, ApplicationSettings>,
+}
+
+/// `[server]`: the network service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address and port to listen on.
+    #[serde(default = "listen")]
+    pub listen: String,
+    /// Where the service keeps its store (the event journal).
+    #[serde(default = "data_dir")]
+    pub data_dir: PathBuf,
+    /// Events kept per session for clients that reconnect; older ones are trimmed.
+    #[serde(default = "journal_events")]
+    pub journal_events: usize,
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "body_limit")]
+    pub body_limit: usize,
+}
+
+fn listen() -> String {
+    "127.0.0.1:7878".into()
+}
+fn data_dir() -> PathBuf {
+    PathBuf::from("tapir-data")
+}
+fn journal_events() -> usize {
+    10_000
+}
+fn body_limit() -> usize {
+    64 * 1024
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: listen(),
+            data_dir: data_dir(),
+            journal_events: journal_events(),
+            body_limit: body_limit(),
+        }
+    }
+}
+
+/// `[applications.NAME]`: an application that may log on over the network.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationSettings {
+    /// What it presents to log on.
+    pub secret: String,
+    /// The profiles it may log on with; empty: any.
+    #[serde(default)]
+    pub profiles: Vec<String>,
 }
 
 fn default_profile() -> String {
@@ -242,6 +301,27 @@ impl Config {
     /// Checks every value and starts the engine with the configured services, profiles and routes.
     /// Must run inside a tokio runtime. Nothing is started if a value is wrong.
     pub async fn start(&self) -> Result<Running, ConfigError> {
+        for (name, app) in &self.applications {
+            if app.secret.is_empty() {
+                return Err(invalid(
+                    format!("applications.{name}.secret"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(p) = app
+                .profiles
+                .iter()
+                .find(|p| !self.profiles.contains_key(*p))
+            {
+                return Err(invalid(
+                    format!("applications.{name}.profiles"),
+                    format!("no profile called {p:?}"),
+                ));
+            }
+        }
+        if self.server.journal_events == 0 {
+            return Err(invalid("server.journal_events", "must be at least 1"));
+        }
         let mut builder = Engine::builder().event_queue_capacity(self.engine.event_queue_capacity);
         let mut switches = BTreeMap::new();
         let mut networks = BTreeMap::new();

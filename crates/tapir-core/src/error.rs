@@ -159,6 +159,41 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// A stable, machine-readable name for the variant (`"invalid_call_state"`, …), used by the network
+    /// API and the command-line tool.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidCallHandle => "invalid_call_handle",
+            Self::InvalidLineHandle => "invalid_line_handle",
+            Self::InvalidLine(_) => "invalid_line",
+            Self::InvalidAddressId => "invalid_address_id",
+            Self::NotOwner => "not_owner",
+            Self::InvalidCallState { .. } => "invalid_call_state",
+            Self::OperationUnavailable { .. } => "operation_unavailable",
+            Self::OperationFailed { .. } => "operation_failed",
+            Self::ResourceUnavailable { .. } => "resource_unavailable",
+            Self::CallUnavailable => "call_unavailable",
+            Self::InUse => "in_use",
+            Self::InvalidParameter { .. } => "invalid_parameter",
+            Self::InvalidAddress { .. } => "invalid_address",
+            Self::InvalidDialString(_) => "invalid_dial_string",
+            Self::DialModifierUnsupported(_) => "dial_modifier_unsupported",
+            Self::InvalidMediaMode => "invalid_media_mode",
+            Self::InvalidPrivilege => "invalid_privilege",
+            Self::ConferenceFull => "conference_full",
+            Self::NoConference => "no_conference",
+            Self::TargetNotFound => "target_not_found",
+            Self::TargetSelf => "target_self",
+            Self::SessionEnded => "session_ended",
+            Self::ProviderUnavailable { .. } => "provider_unavailable",
+            Self::SessionLimit { .. } => "session_limit",
+            Self::UnknownProfile { .. } => "unknown_profile",
+            Self::NoServiceAvailable { .. } => "no_service_available",
+        }
+    }
+}
+
 impl std::error::Error for Error {}
 
 impl From<DialStringError> for Error {

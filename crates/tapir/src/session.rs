@@ -1443,6 +1443,15 @@ impl Session {
         })
     }
 
+    /// The lines this session has open: each open's handle and the line.
+    pub fn line_opens(&self) -> Vec<(LineHandle, LineId)> {
+        self.inner
+            .lines
+            .iter()
+            .map(|e| (*e.key(), e.value().line.id))
+            .collect()
+    }
+
     /// The call handles this session holds.
     pub fn calls(&self) -> Vec<CallHandle> {
         self.inner.calls.iter().map(|e| *e.key()).collect()

@@ -1,0 +1,101 @@
+//! Every failure as one JSON body: a stable code, a message, and the HTTP status that goes with it.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tapir::Error;
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code: the engine's error variant (`invalid_call_state`, …) or one of
+    /// the API's own (`unauthorized`, `bad_request`, `not_found`, `payload_too_large`).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// An error response.
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with its own code.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+
+    /// No valid bearer token.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required (log on with POST /v1/sessions)",
+        )
+    }
+
+    /// A body or parameter that does not parse.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+/// The HTTP status for an engine error: 404 for handles and lines the session does not have (whether
+/// they never existed or belong to another session), 409 for "not now", 403 for "not yours", 400 for
+/// bad input, 501 for "never" (the line cannot do it), 502 when the switch failed it, 503 when a
+/// resource or provider is not available.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidCallHandle
+        | Error::InvalidLineHandle
+        | Error::InvalidLine(_)
+        | Error::InvalidAddressId
+        | Error::TargetNotFound => StatusCode::NOT_FOUND,
+        Error::NotOwner => StatusCode::FORBIDDEN,
+        Error::InvalidCallState { .. }
+        | Error::CallUnavailable
+        | Error::InUse
+        | Error::ConferenceFull
+        | Error::NoConference => StatusCode::CONFLICT,
+        Error::InvalidParameter { .. }
+        | Error::InvalidAddress { .. }
+        | Error::InvalidDialString(_)
+        | Error::DialModifierUnsupported(_)
+        | Error::InvalidMediaMode
+        | Error::InvalidPrivilege
+        | Error::TargetSelf
+        | Error::UnknownProfile { .. } => StatusCode::BAD_REQUEST,
+        Error::OperationUnavailable { .. } => StatusCode::NOT_IMPLEMENTED,
+        Error::OperationFailed { .. } => StatusCode::BAD_GATEWAY,
+        Error::SessionEnded => StatusCode::GONE,
+        Error::ResourceUnavailable { .. }
+        | Error::ProviderUnavailable { .. }
+        | Error::SessionLimit { .. }
+        | Error::NoServiceAvailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self::new(status_of(&e), e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}

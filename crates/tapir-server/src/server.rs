@@ -1,0 +1,924 @@
+//! The service: log-ons and their tokens, the routes of the HTTP API, and the event stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::UNIX_EPOCH;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use dashmap::DashMap;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tapir::core::LineId;
+use tapir::core::params::{ParkMode, PickupTarget, TransferMode};
+use tapir::core::route::DefaultRoute;
+use tapir::profile::LogonOptions;
+use tapir::translate::TranslateOptions;
+use tapir::{CallHandle, Engine, MakeCallParams, OpenOptions, Session};
+use tapir_config::{ApplicationSettings, Config};
+use tokio::sync::OnceCell;
+use tracing::{debug, info};
+
+use crate::api::*;
+use crate::error::ApiError;
+use crate::journal::Journal;
+
+/// How many request IDs a log-on remembers for retried requests.
+const REMEMBERED_REQUESTS: usize = 1024;
+/// Events sent to a WebSocket client per read of the journal.
+const EVENT_BATCH: usize = 256;
+
+/// The service's state, shared by every request.
+pub struct AppState {
+    engine: Engine,
+    applications: std::collections::BTreeMap<String, ApplicationSettings>,
+    journal_events: usize,
+    clients: DashMap<String, Arc<Client>>,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Metrics {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    events_delivered: AtomicU64,
+}
+
+/// One log-on: its session, its token, its journal.
+pub struct Client {
+    app: String,
+    session: Session,
+    journal: Arc<Journal>,
+    requests: Mutex<Requests>,
+    admin: bool,
+}
+
+#[derive(Default)]
+struct Requests {
+    replies: HashMap<String, Arc<OnceCell<CachedReply>>>,
+    order: VecDeque<String>,
+}
+
+type CachedReply = (StatusCode, Value);
+type Reply = Result<(StatusCode, Value), ApiError>;
+
+impl AppState {
+    /// The service's state for a running engine and its configuration.
+    pub fn new(engine: Engine, config: &Config) -> Arc<Self> {
+        Arc::new(Self {
+            engine,
+            applications: config.applications.clone(),
+            journal_events: config.server.journal_events,
+            clients: DashMap::new(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Logs every client off (each session told by its stream ending).
+    pub async fn logoff_all(&self) {
+        let clients: Vec<Arc<Client>> = self.clients.iter().map(|c| c.value().clone()).collect();
+        self.clients.clear();
+        for c in clients {
+            c.session.clone().logoff().await;
+        }
+    }
+}
+
+/// The router of the whole API.
+pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/sessions", post(logon))
+        .route("/v1/session", get(session_info).delete(logoff))
+        .route("/v1/lines", get(lines))
+        .route("/v1/line-opens", post(open_line))
+        .route("/v1/line-opens/{handle}", delete(close_line))
+        .route("/v1/calls", get(calls).post(make_call))
+        .route("/v1/calls/unpark", post(unpark))
+        .route("/v1/calls/pickup", post(pickup))
+        .route("/v1/calls/{call}", get(call).delete(deallocate))
+        .route("/v1/calls/{call}/{op}", post(call_op))
+        .route("/v1/status", get(status))
+        .route("/v1/routes", get(routes))
+        .route("/v1/routes/default", put(set_default_route))
+        .route("/v1/routes/{class}", put(set_route).delete(clear_route))
+        .route("/v1/translate", post(translate))
+        .route("/v1/snapshot", get(snapshot))
+        .route("/v1/events", get(events))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The authenticated log-on of a request: `Authorization: Bearer TOKEN` (or `?access_token=TOKEN` for
+/// WebSocket clients that cannot set headers).
+pub struct Authed(pub Arc<Client>);
+
+impl FromRequestParts<Arc<AppState>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let from_header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let from_query = || {
+            parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("access_token="))
+                    .map(str::to_owned)
+            })
+        };
+        let token = from_header
+            .or_else(from_query)
+            .ok_or_else(ApiError::unauthorized)?;
+        state
+            .clients
+            .get(&token)
+            .map(|c| Authed(c.value().clone()))
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// A JSON body whose failures are API errors: 400 for malformed JSON, 422 for the wrong shape
+/// (missing or unknown fields, wrong types), 415 without a JSON content type, 413 when too large.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    let status = r.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        _ => "bad_request",
+    };
+    ApiError::new(status, code, r.body_text())
+}
+
+/// The request ID header: a retried request with the same ID gets the first one's reply and is not
+/// applied twice.
+const REQUEST_ID: &str = "request-id";
+
+impl Client {
+    /// Runs `f` once per request ID; without one, always.
+    async fn once<F, Fut>(&self, headers: &HeaderMap, f: F) -> Response
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Reply>,
+    {
+        let Some(id) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) else {
+            return reply(f().await);
+        };
+        let cell = {
+            let mut r = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = r.replies.get(id) {
+                c.clone()
+            } else {
+                let c = Arc::new(OnceCell::new());
+                r.replies.insert(id.to_owned(), c.clone());
+                r.order.push_back(id.to_owned());
+                if r.order.len() > REMEMBERED_REQUESTS
+                    && let Some(old) = r.order.pop_front()
+                {
+                    r.replies.remove(&old);
+                }
+                c
+            }
+        };
+        let mut ran = false;
+        let cached = cell
+            .get_or_init(|| async {
+                ran = true;
+                match f().await {
+                    Ok(ok) => ok,
+                    Err(e) => (e.status, json!(e.body)),
+                }
+            })
+            .await
+            .clone();
+        if !ran {
+            debug!(
+                app = self.app,
+                request = id,
+                "repeated request answered from its first reply"
+            );
+        }
+        (cached.0, Json(cached.1)).into_response()
+    }
+}
+
+fn reply(r: Reply) -> Response {
+    match r {
+        Ok((status, _)) if status == StatusCode::NO_CONTENT => status.into_response(),
+        Ok((status, v)) => (status, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn ok(v: impl serde::Serialize) -> Reply {
+    Ok((StatusCode::OK, json!(v)))
+}
+
+fn created(v: impl serde::Serialize) -> Reply {
+    Ok((StatusCode::CREATED, json!(v)))
+}
+
+fn no_content() -> Reply {
+    Ok((StatusCode::NO_CONTENT, Value::Null))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> String {
+    let stats = state.engine.stats();
+    let m = &state.metrics;
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "tapir_sessions",
+        "Application sessions.",
+        "gauge",
+        stats.sessions as u64,
+    );
+    metric(
+        "tapir_calls",
+        "Calls the engine tracks.",
+        "gauge",
+        stats.calls as u64,
+    );
+    metric(
+        "tapir_call_handles",
+        "Call handles held.",
+        "gauge",
+        stats.call_handles as u64,
+    );
+    metric(
+        "tapir_line_handles",
+        "Line opens held.",
+        "gauge",
+        stats.line_handles as u64,
+    );
+    metric(
+        "tapir_clients",
+        "Network log-ons.",
+        "gauge",
+        state.clients.len() as u64,
+    );
+    metric(
+        "tapir_operations_ok_total",
+        "API operations that succeeded.",
+        "counter",
+        m.ok.load(Ordering::Relaxed),
+    );
+    metric(
+        "tapir_operations_failed_total",
+        "API operations that failed.",
+        "counter",
+        m.failed.load(Ordering::Relaxed),
+    );
+    metric(
+        "tapir_events_delivered_total",
+        "Events sent to WebSocket clients.",
+        "counter",
+        m.events_delivered.load(Ordering::Relaxed),
+    );
+    out
+}
+
+async fn logon(State(state): State<Arc<AppState>>, Body(req): Body<LogonRequest>) -> Response {
+    let app = match state.applications.get(&req.application) {
+        Some(a) if a.secret == req.secret => a,
+        _ => {
+            info!(
+                app = req.application,
+                "network log-on refused: unknown application or wrong secret"
+            );
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown application or wrong secret",
+            )
+            .into_response();
+        }
+    };
+    if let Some(p) = &req.profile
+        && !app.profiles.is_empty()
+        && !app.profiles.contains(p)
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("application {} may not use profile {p:?}", req.application),
+        )
+        .into_response();
+    }
+    let mut options = LogonOptions::new(req.application.clone());
+    if let Some(p) = &req.profile {
+        options = options.profile(p.clone());
+    } else if let Some(first) = app.profiles.first() {
+        options = options.profile(first.clone());
+    }
+    if req.shared {
+        options = options.shared();
+    }
+    let session = match state.engine.logon_with(options).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let journal = Arc::new(Journal::new(state.journal_events));
+    let client = Arc::new(Client {
+        app: req.application.clone(),
+        session: session.clone(),
+        journal: journal.clone(),
+        requests: Mutex::new(Requests::default()),
+        admin: app.profiles.is_empty(),
+    });
+    // The pump: the session's events, in order, into the journal.
+    tokio::spawn({
+        let session = session.clone();
+        async move {
+            while let Some(e) = session.next_event().await {
+                journal.append(e.seq, event_json(&e).to_string());
+            }
+            journal.end();
+        }
+    });
+    state.clients.insert(token.clone(), client);
+    info!(app = req.application, session = %session.id(), "network log-on");
+    let body = LogonResponse {
+        session_id: session.id().to_string(),
+        token,
+        application: req.application,
+        profile: session.profile().to_owned(),
+        shared: session.is_shared(),
+        disabled_services: session
+            .disabled_services()
+            .iter()
+            .map(|d| DisabledServiceDto {
+                service: d.service.clone(),
+                reason: d.reason.clone(),
+            })
+            .collect(),
+    };
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+async fn session_info(Authed(c): Authed) -> Response {
+    let s = &c.session;
+    reply(ok(json!({
+        "session_id": s.id().to_string(),
+        "application": c.app,
+        "profile": s.profile(),
+        "shared": s.is_shared(),
+        "applications": s.applications(),
+        "disabled_services": s.disabled_services().iter().map(|d| DisabledServiceDto {
+            service: d.service.clone(), reason: d.reason.clone() }).collect::<Vec<_>>(),
+    })))
+}
+
+async fn logoff(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Authed(c): Authed,
+) -> Response {
+    let token = bearer(&headers);
+    if let Some(t) = token {
+        state.clients.remove(&t);
+    }
+    c.session.clone().logoff().await;
+    reply(no_content())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+}
+
+async fn lines(Authed(c): Authed) -> Response {
+    let lines: Vec<LineDto> = c
+        .session
+        .lines()
+        .into_iter()
+        .map(|l| LineDto {
+            id: l.id.0,
+            name: l.caps.name.clone(),
+            provider: l.provider_name.clone(),
+            addresses: l.caps.addresses.iter().map(|a| a.address.clone()).collect(),
+        })
+        .collect();
+    reply(ok(lines))
+}
+
+async fn open_line(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Authed(c): Authed,
+    Body(req): Body<OpenLineRequest>,
+) -> Response {
+    let c2 = c.clone();
+    c.once(&headers, || async move {
+        let options = match req.privilege.as_str() {
+            "owner" => OpenOptions::owner(),
+            "monitor" => OpenOptions::monitor(),
+            "owner_monitor" => OpenOptions::owner_monitor(),
+            "none" => OpenOptions::none(),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "privilege {other:?}: expected owner, monitor, owner_monitor or none"
+                )));
+            }
+        }
+        .priority(req.priority);
+        let h = counted(
+            &state,
+            c2.session.open_line(LineId(req.line), options).await,
+        )?;
+        created(LineOpenDto {
+            line_handle: h.to_string(),
+            line: req.line,
+        })
+    })
+    .await
+}
+
+fn counted<T>(state: &AppState, r: Result<T, tapir::Error>) -> Result<T, ApiError> {
+    match r {
+        Ok(v) => {
+            state.metrics.ok.fetch_add(1, Ordering::Relaxed);
+            Ok(v)
+        }
+        Err(e) => {
+            state.metrics.failed.fetch_add(1, Ordering::Relaxed);
+            Err(e.into())
+        }
+    }
+}
+
+async fn close_line(
+    State(state): State<Arc<AppState>>,
+    Authed(c): Authed,
+    Path(handle): Path<String>,
+) -> Response {
+    let r = async {
+        let h = parse_line(&handle)?;
+        counted(&state, c.session.close_line(h).await)?;
+        no_content()
+    };
+    reply(r.await)
+}
+
+/// A call as JSON, read from the session after the operation.
+fn call_dto(s: &Session, call: CallHandle) -> Result<CallDto, ApiError> {
+    let st = s.call_status(call)?;
+    let info = s.call_info(call)?;
+    Ok(CallDto {
+        call: call.to_string(),
+        call_id: info.call_id().to_string(),
+        line_handle: info.line_handle.to_string(),
+        line: info.line.0,
+        state: state_name(&st.state),
+        state_detail: format!("{:?}", st.state),
+        privilege: privilege_name(st.privilege),
+        features: st
+            .features
+            .iter()
+            .map(|f| snake(&format!("{f:?}")))
+            .collect(),
+        caller: PartyDto::from(&info.info.caller),
+        called: PartyDto::from(&info.info.called),
+        connected: PartyDto::from(&info.info.connected),
+    })
+}
+
+async fn calls(Authed(c): Authed) -> Response {
+    let calls: Vec<CallDto> = c
+        .session
+        .calls()
+        .into_iter()
+        .filter_map(|h| call_dto(&c.session, h).ok())
+        .collect();
+    reply(ok(calls))
+}
+
+async fn call(Authed(c): Authed, Path(call): Path<String>) -> Response {
+    reply(
+        parse_call(&call)
+            .and_then(|h| call_dto(&c.session, h))
+            .and_then(ok),
+    )
+}
+
+async fn deallocate(
+    State(state): State<Arc<AppState>>,
+    Authed(c): Authed,
+    Path(call): Path<String>,
+) -> Response {
+    let r = parse_call(&call).and_then(|h| counted(&state, c.session.deallocate(h)));
+    reply(r.and_then(|()| no_content()))
+}
+
+async fn make_call(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Authed(c): Authed,
+    Body(req): Body<MakeCallRequest>,
+) -> Response {
+    let c2 = c.clone();
+    c.once(&headers, || async move {
+        let line = parse_line(&req.line_handle)?;
+        let params = MakeCallParams {
+            destination: req.destination,
+            translate: req.translate,
+            ..MakeCallParams::default()
+        };
+        let call = counted(&state, c2.session.make_call_with(line, params).await)?;
+        created(call_dto(&c2.session, call)?)
+    })
+    .await
+}
+
+/// `POST /v1/calls/{call}/{op}`: the operations on one call. Each returns when done, with the call as
+/// it is then (or, for operations that create a call, the new call).
+async fn call_op(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Authed(c): Authed,
+    Path((call, op)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let c2 = c.clone();
+    c.once(&headers, || async move {
+        let s = &c2.session;
+        let h = parse_call(&call)?;
+        let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+        let field = |name: &str| -> Result<String, ApiError> {
+            body.get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("{op}: the body needs a string field {name:?}"))
+                })
+        };
+        let r: Result<CallHandle, tapir::Error> = match op.as_str() {
+            "answer" => s.answer(h).await.map(|()| h),
+            "accept" => s.accept(h).await.map(|()| h),
+            "reject" => s.reject(h).await.map(|()| h),
+            "drop" => s.drop_call(h).await.map(|()| h),
+            "hold" => s.hold(h).await.map(|()| h),
+            "unhold" => s.unhold(h).await.map(|()| h),
+            "secure" => s.secure_call(h).await.map(|()| h),
+            "dial" => s.dial(h, &field("digits")?).await.map(|()| h),
+            "digits" => s
+                .generate_digits(h, &field("digits")?, tapir::core::params::DigitMode::Dtmf)
+                .await
+                .map(|()| h),
+            "blind-transfer" => s
+                .blind_transfer(h, &field("destination")?)
+                .await
+                .map(|()| h),
+            "redirect" => s.redirect(h, &field("destination")?).await.map(|()| h),
+            "swap-hold" => {
+                let held = parse_call(&field("held")?)?;
+                s.swap_hold(h, held).await.map(|()| h)
+            }
+            "setup-transfer" => s.setup_transfer(h).await,
+            "complete-transfer" | "complete-conference" => {
+                let consultation = parse_call(&field("consultation")?)?;
+                let mode = if op == "complete-transfer" {
+                    TransferMode::Transfer
+                } else {
+                    TransferMode::Conference
+                };
+                s.complete_transfer(h, consultation, mode)
+                    .await
+                    .map(|parent| parent.unwrap_or(h))
+            }
+            "park" => {
+                let mode = match body.get("orbit").and_then(Value::as_str) {
+                    Some(o) => ParkMode::Directed(o.to_owned()),
+                    None => ParkMode::NonDirected,
+                };
+                let orbit = counted(&state, s.park(h, mode).await)?;
+                let mut v = json!({ "orbit": orbit });
+                if let Ok(dto) = call_dto(s, h) {
+                    v["call"] = json!(dto);
+                }
+                return ok(v);
+            }
+            "handoff" => s.handoff(h, &field("application")?).map(|()| h),
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no call operation {other:?}"),
+                ));
+            }
+        };
+        let result = counted(&state, r)?;
+        ok(call_dto(s, result)?)
+    })
+    .await
+}
+
+async fn unpark(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Authed(c): Authed,
+    Body(req): Body<RetrieveRequest>,
+) -> Response {
+    let c2 = c.clone();
+    c.once(&headers, || async move {
+        let line = parse_line(&req.line_handle)?;
+        let orbit = req
+            .orbit
+            .ok_or_else(|| ApiError::bad_request("unpark needs an orbit"))?;
+        let call = counted(&state, c2.session.unpark(line, &orbit).await)?;
+        created(call_dto(&c2.session, call)?)
+    })
+    .await
+}
+
+async fn pickup(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Authed(c): Authed,
+    Body(req): Body<RetrieveRequest>,
+) -> Response {
+    let c2 = c.clone();
+    c.once(&headers, || async move {
+        let line = parse_line(&req.line_handle)?;
+        let target = match (req.station, req.group) {
+            (Some(s), None) => PickupTarget::Directed(s),
+            (None, Some(g)) => PickupTarget::Group(g),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "pickup needs exactly one of station and group",
+                ));
+            }
+        };
+        let call = counted(&state, c2.session.pickup(line, target).await)?;
+        created(call_dto(&c2.session, call)?)
+    })
+    .await
+}
+
+async fn status(Authed(c): Authed) -> Response {
+    let rows: Vec<StatusRowDto> = c.session.status().into_iter().map(Into::into).collect();
+    reply(ok(rows))
+}
+
+fn routes_dto(engine: &Engine) -> RoutesDto {
+    let (routes, default) = engine.routes();
+    RoutesDto {
+        routes: routes
+            .into_iter()
+            .map(|r| RouteDto {
+                class: r.class,
+                application: r.application,
+                set_at_ms: r
+                    .set_at
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            })
+            .collect(),
+        default: match default {
+            DefaultRoute::FirstOwner => "first-owner".into(),
+            DefaultRoute::Reject => "reject".into(),
+            DefaultRoute::Application(a) => format!("app:{a}"),
+        },
+    }
+}
+
+async fn routes(State(state): State<Arc<AppState>>, Authed(_): Authed) -> Response {
+    reply(ok(routes_dto(&state.engine)))
+}
+
+fn admin(c: &Client) -> Result<(), ApiError> {
+    if c.admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "application {} is limited to some profiles and may not change routes",
+                c.app
+            ),
+        ))
+    }
+}
+
+async fn set_route(
+    State(state): State<Arc<AppState>>,
+    Authed(c): Authed,
+    Path(class): Path<String>,
+    Body(req): Body<RouteRequest>,
+) -> Response {
+    let r = admin(&c)
+        .and_then(|()| counted(&state, state.engine.set_route(&class, &req.application)))
+        .and_then(|()| ok(routes_dto(&state.engine)));
+    reply(r)
+}
+
+async fn clear_route(
+    State(state): State<Arc<AppState>>,
+    Authed(c): Authed,
+    Path(class): Path<String>,
+) -> Response {
+    let r = admin(&c).and_then(|()| {
+        if state.engine.clear_route(&class) {
+            ok(routes_dto(&state.engine))
+        } else {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for class {class:?}"),
+            ))
+        }
+    });
+    reply(r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultRouteRequest {
+    default: String,
+}
+
+async fn set_default_route(
+    State(state): State<Arc<AppState>>,
+    Authed(c): Authed,
+    Body(req): Body<DefaultRouteRequest>,
+) -> Response {
+    let r = admin(&c).and_then(|()| {
+        let d = match req.default.as_str() {
+            "first-owner" => DefaultRoute::FirstOwner,
+            "reject" => DefaultRoute::Reject,
+            other => match other.strip_prefix("app:") {
+                Some(a) if !a.is_empty() => DefaultRoute::Application(a.to_owned()),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "default {other:?}: expected first-owner, reject or app:NAME"
+                    )));
+                }
+            },
+        };
+        state.engine.set_default_route(d);
+        ok(routes_dto(&state.engine))
+    });
+    reply(r)
+}
+
+async fn translate(Authed(c): Authed, Body(req): Body<TranslateRequest>) -> Response {
+    let options = TranslateOptions {
+        cancel_call_waiting: req.cancel_call_waiting,
+        force_local: req.force_local,
+        force_long_distance: req.force_long_distance,
+    };
+    let r = c
+        .session
+        .translate_address(&req.address, options)
+        .map_err(ApiError::from)
+        .and_then(|t| ok(TranslatedDto::from(t)));
+    reply(r)
+}
+
+async fn snapshot(Authed(c): Authed) -> Response {
+    // The sequence number first: every change after it is in an event after it.
+    let seq = c.journal.last_seq();
+    let calls = c
+        .session
+        .calls()
+        .into_iter()
+        .filter_map(|h| call_dto(&c.session, h).ok())
+        .collect();
+    let lines = c
+        .session
+        .line_opens()
+        .into_iter()
+        .map(|(h, l)| LineOpenDto {
+            line_handle: h.to_string(),
+            line: l.0,
+        })
+        .collect();
+    reply(ok(SnapshotDto { seq, lines, calls }))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+/// `GET /v1/events?after=N` (WebSocket): every event after N, then each new one, as JSON text
+/// messages. If events after N have been trimmed, one message
+/// `{"type":"trimmed","first_kept":M,"snapshot":"/v1/snapshot"}` and the connection closes.
+async fn events(
+    State(state): State<Arc<AppState>>,
+    Authed(c): Authed,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return ApiError::bad_request("after must be a sequence number").into_response();
+    };
+    ws.on_upgrade(move |socket| stream_events(socket, state, c, q.after))
+}
+
+async fn stream_events(mut socket: WebSocket, state: Arc<AppState>, c: Arc<Client>, after: u64) {
+    let mut position = after;
+    let mut tail = c.journal.subscribe();
+    loop {
+        match c.journal.read_after(position, EVENT_BATCH) {
+            Err(t) => {
+                let msg = json!({ "type": "trimmed", "first_kept": t.first_kept, "snapshot": "/v1/snapshot" });
+                let _ = socket.send(Message::Text(msg.to_string().into())).await;
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            Ok(batch) if !batch.is_empty() => {
+                for (seq, json) in batch {
+                    if socket
+                        .send(Message::Text(json.as_ref().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    state
+                        .metrics
+                        .events_delivered
+                        .fetch_add(1, Ordering::Relaxed);
+                    position = seq;
+                }
+                continue;
+            }
+            Ok(_) => {}
+        }
+        let (last, ended) = *tail.borrow_and_update();
+        if last > position {
+            continue;
+        }
+        if ended {
+            let _ = socket
+                .send(Message::Text(json!({ "type": "end" }).to_string().into()))
+                .await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        tokio::select! {
+            changed = tail.changed() => if changed.is_err() { return; },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

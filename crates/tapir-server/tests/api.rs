@@ -1,0 +1,702 @@
+//! tapird over real loopback sockets: two applications call each other, the event stream resumes after
+//! a reconnect with nothing lost or repeated, trimmed journals send the client to a snapshot, bad
+//! requests get the documented errors and change nothing, retried requests are applied once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tapir_config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const CONFIG: &str = r#"
+[services.pbx]
+kind = "simswitch"
+ring_period_secs = 1
+extensions = [{ number = "2001", name = "Alice" }, { number = "2002", name = "Bob" }]
+outside = [{ number = "5551000", script = "answers", after_rings = 0 }]
+
+[locations.home]
+country = "US"
+area_code = "425"
+
+[profiles.default]
+services = ["pbx"]
+location = "home"
+
+[profiles.bob]
+services = ["pbx"]
+lines = ["2002"]
+
+[server]
+journal_events = JOURNAL
+
+[applications.alice]
+secret = "a-secret"
+
+[applications.bob]
+secret = "b-secret"
+profiles = ["bob"]
+"#;
+
+struct Service {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    async fn start(journal: usize) -> Self {
+        let config =
+            Config::parse(&CONFIG.replace("JOURNAL", &journal.to_string())).expect("config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = config.start().await.expect("start");
+        let task = tokio::spawn(async move {
+            tapir_server::serve(&config, running, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+
+    /// One HTTP/1.1 request over a fresh connection: (status, JSON body or Null).
+    async fn raw(&self, request: Vec<u8>) -> (u16, Value) {
+        let mut tcp = TcpStream::connect(self.addr).await.expect("connect");
+        tcp.write_all(&request).await.expect("write");
+        let mut buf = Vec::new();
+        tcp.read_to_end(&mut buf).await.expect("read");
+        let text = String::from_utf8_lossy(&buf);
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() || method != "GET" {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        self.raw(req.into_bytes()).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(token), &[], Some(&body.to_string()))
+            .await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call("GET", path, Some(token), &[], None).await
+    }
+
+    async fn logon(&self, app: &str, secret: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/sessions",
+                None,
+                &[],
+                Some(&json!({ "application": app, "secret": secret }).to_string()),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Opens the line with address `number` as owner; returns the line handle.
+    async fn open(&self, token: &str, number: &str) -> String {
+        let (_, lines) = self.get("/v1/lines", token).await;
+        let id = lines
+            .as_array()
+            .expect("lines")
+            .iter()
+            .find(|l| l["addresses"][0] == number)
+            .expect("line")["id"]
+            .clone();
+        let (status, body) = self
+            .post(
+                "/v1/line-opens",
+                token,
+                json!({ "line": id, "privilege": "owner" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["line_handle"].as_str().expect("handle").to_owned()
+    }
+
+    /// Polls the call until it is in `state`.
+    async fn until_state(&self, token: &str, call: &str, state: &str) {
+        for _ in 0..500 {
+            let (_, c) = self.get(&format!("/v1/calls/{call}"), token).await;
+            if c["state"] == state {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{call} never became {state}");
+    }
+
+    async fn events(&self, token: &str, after: u64) -> Events {
+        let mut req = format!("ws://{}/v1/events?after={after}", self.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket");
+        Events { ws }
+    }
+}
+
+struct Events {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+impl Events {
+    /// The next event, within a few seconds.
+    async fn next(&mut self) -> Value {
+        use futures_util::StreamExt;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("an event in time")
+                .expect("open")
+                .expect("message");
+            if let Message::Text(t) = msg {
+                return serde_json::from_str(&t).expect("json");
+            }
+        }
+    }
+
+    /// Reads events until one matches.
+    async fn until(&mut self, what: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let e = self.next().await;
+            let done = what(&e);
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+fn is_state(call: &str, state: &str) -> impl Fn(&Value) -> bool {
+    let (call, state) = (call.to_owned(), state.to_owned());
+    move |e: &Value| e["type"] == "call_state" && e["call"] == call && e["state"] == state
+}
+
+#[tokio::test]
+async fn two_applications_call_each_other_with_their_own_handles_and_one_call_id() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let (_, lines) = svc.get("/v1/lines", &bob).await;
+    assert_eq!(
+        lines.as_array().map(Vec::len),
+        Some(1),
+        "bob's profile: one line"
+    );
+    let alice_line = svc.open(&alice, "2001").await;
+    svc.open(&bob, "2002").await;
+    let mut bob_events = svc.events(&bob, 0).await;
+
+    let (status, call) = svc
+        .post(
+            "/v1/calls",
+            &alice,
+            json!({ "line_handle": alice_line, "destination": "2002" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let alice_call = call["call"].as_str().expect("handle").to_owned();
+
+    let new_call = bob_events.until(|e| e["type"] == "new_call").await;
+    let bob_call = new_call.last().expect("event")["call"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    bob_events.until(is_state(&bob_call, "offering")).await;
+    let (status, answered) = svc
+        .post(&format!("/v1/calls/{bob_call}/answer"), &bob, json!({}))
+        .await;
+    assert_eq!(status, 200, "{answered}");
+    assert_eq!(answered["state"], "connected", "answer returns on effect");
+
+    let (_, a) = svc.get(&format!("/v1/calls/{alice_call}"), &alice).await;
+    let (_, b) = svc.get(&format!("/v1/calls/{bob_call}"), &bob).await;
+    assert_ne!(a["call"], b["call"], "each session has its own handle");
+    assert_eq!(a["call_id"], b["call_id"], "one call ID for both");
+    assert!(
+        a["features"]
+            .as_array()
+            .expect("features")
+            .contains(&json!("drop"))
+    );
+
+    let (status, dropped) = svc
+        .post(&format!("/v1/calls/{alice_call}/drop"), &alice, json!({}))
+        .await;
+    assert_eq!((status, dropped["state"].as_str()), (200, Some("idle")));
+    bob_events.until(is_state(&bob_call, "disconnected")).await;
+    let (status, _) = svc
+        .post(&format!("/v1/calls/{bob_call}/drop"), &bob, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    for (token, call) in [(&alice, &alice_call), (&bob, &bob_call)] {
+        let (status, _) = svc
+            .call(
+                "DELETE",
+                &format!("/v1/calls/{call}"),
+                Some(token),
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+    }
+    let (_, calls) = svc.get("/v1/calls", &alice).await;
+    assert_eq!(calls, json!([]));
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_reconnects_gets_every_missed_event_once_in_order() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    let mut events = svc.events(&alice, 0).await;
+    let (_, call) = svc
+        .post(
+            "/v1/calls",
+            &alice,
+            json!({ "line_handle": line, "destination": "5551000" }),
+        )
+        .await;
+    let call = call["call"].as_str().expect("handle").to_owned();
+    let seen = events.until(is_state(&call, "connected")).await;
+    let last_seen = seen.last().expect("event")["seq"].as_u64().expect("seq");
+    // The connection goes away mid-call; more happens meanwhile.
+    drop(events);
+    for op in ["hold", "unhold", "hold", "unhold"] {
+        let (status, body) = svc
+            .post(&format!("/v1/calls/{call}/{op}"), &alice, json!({}))
+            .await;
+        assert_eq!(status, 200, "{op}: {body}");
+    }
+    let (status, _) = svc
+        .post(&format!("/v1/calls/{call}/drop"), &alice, json!({}))
+        .await;
+    assert_eq!(status, 200);
+
+    let mut resumed = svc.events(&alice, last_seen).await;
+    let missed = resumed.until(is_state(&call, "idle")).await;
+    let seqs: Vec<u64> = missed.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let expected: Vec<u64> = (last_seen + 1..=last_seen + seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "every missed event, once, in order");
+    let states: Vec<&str> = missed
+        .iter()
+        .filter(|e| e["type"] == "call_state")
+        .filter_map(|e| e["state"].as_str())
+        .collect();
+    assert_eq!(
+        states,
+        ["on_hold", "connected", "on_hold", "connected", "idle"]
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_trimmed_journal_sends_the_client_to_a_snapshot() {
+    let svc = Service::start(3).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    let (_, call) = svc
+        .post(
+            "/v1/calls",
+            &alice,
+            json!({ "line_handle": line, "destination": "5551000" }),
+        )
+        .await;
+    let call = call["call"].as_str().expect("handle").to_owned();
+    svc.until_state(&alice, &call, "connected").await;
+    for op in ["hold", "unhold", "hold"] {
+        let (status, body) = svc
+            .post(&format!("/v1/calls/{call}/{op}"), &alice, json!({}))
+            .await;
+        assert_eq!(status, 200, "{op}: {body}");
+    }
+    let mut events = svc.events(&alice, 0).await;
+    let told = events.next().await;
+    assert_eq!(told["type"], "trimmed", "{told}");
+    let first_kept = told["first_kept"].as_u64().expect("first kept");
+    assert!(first_kept > 1);
+
+    let (status, snap) = svc.get("/v1/snapshot", &alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(snap["lines"][0]["line_handle"], line);
+    assert_eq!(snap["calls"][0]["call"], call);
+    assert_eq!(snap["calls"][0]["state"], "on_hold");
+    let seq = snap["seq"].as_u64().expect("seq");
+    let mut events = svc.events(&alice, seq).await;
+    svc.post(&format!("/v1/calls/{call}/unhold"), &alice, json!({}))
+        .await;
+    let next = events.next().await;
+    assert_eq!(next["seq"].as_u64(), Some(seq + 1));
+    assert_eq!(next["state"], "connected");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_documented_errors_and_change_nothing() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    let (_, call) = svc
+        .post(
+            "/v1/calls",
+            &alice,
+            json!({ "line_handle": line, "destination": "5551000" }),
+        )
+        .await;
+    let call = call["call"].as_str().expect("handle").to_owned();
+    svc.until_state(&alice, &call, "connected").await;
+    let before = svc.get("/v1/calls", &alice).await;
+
+    let long = "x".repeat(200_000);
+    let drop_path = format!("/v1/calls/{call}/drop");
+    let read_path = format!("/v1/calls/{call}");
+    let answer_path = format!("/v1/calls/{call}/answer");
+    let dial_path = format!("/v1/calls/{call}/dial");
+    let fly_path = format!("/v1/calls/{call}/fly");
+    /// (what, expected status, expected code, (method, path, token, body))
+    type Case<'a> = (
+        &'a str,
+        u16,
+        &'a str,
+        (&'a str, &'a str, Option<&'a str>, Option<String>),
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            400,
+            "bad_request",
+            ("POST", "/v1/calls", Some(&alice), Some("{".into())),
+        ),
+        (
+            "wrong type",
+            422,
+            "invalid_body",
+            (
+                "POST",
+                "/v1/calls",
+                Some(&alice),
+                Some(json!({ "line_handle": 5 }).to_string()),
+            ),
+        ),
+        (
+            "unknown field",
+            422,
+            "invalid_body",
+            (
+                "POST",
+                "/v1/calls",
+                Some(&alice),
+                Some(json!({ "line_handle": line, "colour": "red" }).to_string()),
+            ),
+        ),
+        (
+            "huge body",
+            413,
+            "payload_too_large",
+            (
+                "POST",
+                "/v1/calls",
+                Some(&alice),
+                Some(format!("{{\"destination\":\"{long}\"}}")),
+            ),
+        ),
+        (
+            "no token",
+            401,
+            "unauthorized",
+            ("GET", "/v1/calls", None, None),
+        ),
+        (
+            "forged token",
+            401,
+            "unauthorized",
+            (
+                "GET",
+                "/v1/calls",
+                Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+                None,
+            ),
+        ),
+        (
+            "wrong secret",
+            401,
+            "unauthorized",
+            (
+                "POST",
+                "/v1/sessions",
+                None,
+                Some(json!({ "application": "alice", "secret": "guess" }).to_string()),
+            ),
+        ),
+        (
+            "profile not allowed",
+            403,
+            "forbidden",
+            (
+                "POST",
+                "/v1/sessions",
+                None,
+                Some(
+                    json!({ "application": "bob", "secret": "b-secret", "profile": "default" })
+                        .to_string(),
+                ),
+            ),
+        ),
+        (
+            "foreign call handle",
+            404,
+            "invalid_call_handle",
+            ("POST", &drop_path, Some(&bob), Some("{}".into())),
+        ),
+        (
+            "foreign call handle read",
+            404,
+            "invalid_call_handle",
+            ("GET", &read_path, Some(&bob), None),
+        ),
+        (
+            "made-up call handle",
+            404,
+            "invalid_call_handle",
+            ("GET", "/v1/calls/call:0000000000000001", Some(&alice), None),
+        ),
+        (
+            "not a handle",
+            404,
+            "invalid_call_handle",
+            ("GET", "/v1/calls/42", Some(&alice), None),
+        ),
+        (
+            "foreign line handle",
+            404,
+            "invalid_line_handle",
+            (
+                "POST",
+                "/v1/calls",
+                Some(&bob),
+                Some(json!({ "line_handle": line, "destination": "2002" }).to_string()),
+            ),
+        ),
+        (
+            "line outside the profile",
+            404,
+            "invalid_line",
+            (
+                "POST",
+                "/v1/line-opens",
+                Some(&bob),
+                Some(json!({ "line": 0, "privilege": "owner" }).to_string()),
+            ),
+        ),
+        (
+            "bad privilege",
+            400,
+            "bad_request",
+            (
+                "POST",
+                "/v1/line-opens",
+                Some(&alice),
+                Some(json!({ "line": 0, "privilege": "boss" }).to_string()),
+            ),
+        ),
+        (
+            "wrong state",
+            409,
+            "invalid_call_state",
+            ("POST", &answer_path, Some(&alice), Some("{}".into())),
+        ),
+        (
+            "bad dial string",
+            400,
+            "invalid_dial_string",
+            (
+                "POST",
+                &dial_path,
+                Some(&alice),
+                Some(json!({ "digits": "12<>" }).to_string()),
+            ),
+        ),
+        (
+            "unknown operation",
+            404,
+            "not_found",
+            ("POST", &fly_path, Some(&alice), Some("{}".into())),
+        ),
+        (
+            "routes by a limited application",
+            403,
+            "forbidden",
+            (
+                "PUT",
+                "/v1/routes/voice",
+                Some(&bob),
+                Some(json!({ "application": "bob" }).to_string()),
+            ),
+        ),
+        (
+            "bad route class",
+            400,
+            "invalid_parameter",
+            (
+                "PUT",
+                "/v1/routes/voice..1",
+                Some(&alice),
+                Some(json!({ "application": "bob" }).to_string()),
+            ),
+        ),
+        (
+            "bad address",
+            400,
+            "invalid_address",
+            (
+                "POST",
+                "/v1/translate",
+                Some(&alice),
+                Some(json!({ "address": "+1 (425 555-0100" }).to_string()),
+            ),
+        ),
+    ];
+    for (what, status, code, (method, path, token, body)) in cases {
+        let (got, err) = svc.call(method, path, token, &[], body.as_deref()).await;
+        assert_eq!(
+            (got, err["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {err}"
+        );
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        svc.get("/v1/calls", &alice).await,
+        before,
+        "nothing changed"
+    );
+
+    // Health and metrics need no token; a logged-off token is refused.
+    assert_eq!(svc.call("GET", "/healthz", None, &[], None).await.0, 200);
+    let (status, _) = svc.call("GET", "/metrics", None, &[], None).await;
+    assert_eq!(status, 200);
+    let (status, _) = svc
+        .call("DELETE", "/v1/session", Some(&bob), &[], None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, err) = svc.get("/v1/lines", &bob).await;
+    assert_eq!((status, err["code"].as_str()), (401, Some("unauthorized")));
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_request_with_the_same_id_is_applied_once() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    let body = json!({ "line_handle": line, "destination": "5551000" }).to_string();
+    let first = svc
+        .call(
+            "POST",
+            "/v1/calls",
+            Some(&alice),
+            &[("Request-Id", "r-1")],
+            Some(&body),
+        )
+        .await;
+    let again = svc
+        .call(
+            "POST",
+            "/v1/calls",
+            Some(&alice),
+            &[("Request-Id", "r-1")],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(first.0, 201);
+    assert_eq!(first, again, "the same reply");
+    let (_, calls) = svc.get("/v1/calls", &alice).await;
+    assert_eq!(calls.as_array().map(Vec::len), Some(1), "one call made");
+    // A failure is remembered too: the retry does not try again.
+    let call = first.1["call"].as_str().expect("handle").to_owned();
+    let drop1 = svc
+        .call(
+            "POST",
+            &format!("/v1/calls/{call}/answer"),
+            Some(&alice),
+            &[("Request-Id", "r-2")],
+            Some("{}"),
+        )
+        .await;
+    let drop2 = svc
+        .call(
+            "POST",
+            &format!("/v1/calls/{call}/answer"),
+            Some(&alice),
+            &[("Request-Id", "r-2")],
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(drop1.0, 409);
+    assert_eq!(drop1, drop2);
+    svc.stop().await;
+}
