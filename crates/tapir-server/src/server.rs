@@ -54,6 +54,7 @@ struct Metrics {
 
 /// One log-on: its session, its token, its journal.
 pub struct Client {
+    token: String,
     app: String,
     session: Session,
     journal: Arc<Journal>,
@@ -137,12 +138,7 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let from_header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
+        let from_header = bearer(&parts.headers);
         let from_query = || {
             parts.uri.query().and_then(|q| {
                 q.split('&')
@@ -370,6 +366,7 @@ async fn logon(State(state): State<Arc<AppState>>, Body(req): Body<LogonRequest>
     );
     let journal = Arc::new(Journal::new(state.journal_events));
     let client = Arc::new(Client {
+        token: token.clone(),
         app: req.application.clone(),
         session: session.clone(),
         journal: journal.clone(),
@@ -419,15 +416,8 @@ async fn session_info(Authed(c): Authed) -> Response {
     })))
 }
 
-async fn logoff(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Authed(c): Authed,
-) -> Response {
-    let token = bearer(&headers);
-    if let Some(t) = token {
-        state.clients.remove(&t);
-    }
+async fn logoff(State(state): State<Arc<AppState>>, Authed(c): Authed) -> Response {
+    state.clients.remove(&c.token);
     c.session.clone().logoff().await;
     reply(no_content())
 }

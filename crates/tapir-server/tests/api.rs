@@ -164,6 +164,21 @@ impl Service {
         body["line_handle"].as_str().expect("handle").to_owned()
     }
 
+    /// Calls `destination` from the line open and waits until the call is connected; the call handle.
+    async fn connected_call(&self, token: &str, line: &str, destination: &str) -> String {
+        let (status, call) = self
+            .post(
+                "/v1/calls",
+                token,
+                json!({ "line_handle": line, "destination": destination }),
+            )
+            .await;
+        assert_eq!(status, 201, "{call}");
+        let call = call["call"].as_str().expect("handle").to_owned();
+        self.until_state(token, &call, "connected").await;
+        call
+    }
+
     /// Polls the call until it is in `state`.
     async fn until_state(&self, token: &str, call: &str, state: &str) {
         for _ in 0..500 {
@@ -355,15 +370,7 @@ async fn a_trimmed_journal_sends_the_client_to_a_snapshot() {
     let svc = Service::start(3).await;
     let alice = svc.logon("alice", "a-secret").await;
     let line = svc.open(&alice, "2001").await;
-    let (_, call) = svc
-        .post(
-            "/v1/calls",
-            &alice,
-            json!({ "line_handle": line, "destination": "5551000" }),
-        )
-        .await;
-    let call = call["call"].as_str().expect("handle").to_owned();
-    svc.until_state(&alice, &call, "connected").await;
+    let call = svc.connected_call(&alice, &line, "5551000").await;
     for op in ["hold", "unhold", "hold"] {
         let (status, body) = svc
             .post(&format!("/v1/calls/{call}/{op}"), &alice, json!({}))
@@ -397,15 +404,7 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
     let alice = svc.logon("alice", "a-secret").await;
     let bob = svc.logon("bob", "b-secret").await;
     let line = svc.open(&alice, "2001").await;
-    let (_, call) = svc
-        .post(
-            "/v1/calls",
-            &alice,
-            json!({ "line_handle": line, "destination": "5551000" }),
-        )
-        .await;
-    let call = call["call"].as_str().expect("handle").to_owned();
-    svc.until_state(&alice, &call, "connected").await;
+    let call = svc.connected_call(&alice, &line, "5551000").await;
     let before = svc.get("/v1/calls", &alice).await;
 
     let long = "x".repeat(200_000);
