@@ -342,9 +342,8 @@ impl Engine {
             .unwrap_or_else(|| engine.default_profile.clone());
         if options.mode == SessionMode::Individual {
             let session = engine.open_session(app, &profile, false).await?;
-            return Ok(engine.add_reader(&session, app).unwrap_or_else(|| {
-                unreachable!("a session nobody else knows yet cannot have ended")
-            }));
+            // Only an engine shutting down meanwhile can have ended it.
+            return engine.add_reader(&session, app).ok_or(Error::SessionEnded);
         }
         // One log-on at a time decides whether the shared session exists.
         let mut shared = engine.shared.lock().await;
