@@ -279,7 +279,25 @@ async fn routes_reach_an_application_through_the_shared_session() {
     let call = first.calls()[0];
     first.reject(call).await.expect("reject");
     first.deallocate(call).expect("deallocate");
-    for s in [first, sales, other] {
+
+    // Routes follow who is in the session now: once the establishing application has left, a route
+    // to it no longer reaches the shared session.
+    engine.set_route("voice", "reception").expect("route");
+    first.logoff().await;
+    switch
+        .ring_in(RingIn::new("2001", CallerId::number("5550124")))
+        .expect("ring");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        sales.calls().len(),
+        0,
+        "reception has left the shared session"
+    );
+    assert_eq!(other.calls().len(), 1, "the default route: the first owner");
+    let call = other.calls()[0];
+    other.reject(call).await.expect("reject");
+    other.deallocate(call).expect("deallocate");
+    for s in [sales, other] {
         s.logoff().await;
     }
     assert_eq!(engine.stats(), tapir::EngineStats::default());

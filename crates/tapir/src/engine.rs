@@ -564,9 +564,14 @@ impl SessionInner {
         lock(&self.queue).push(event);
     }
 
-    /// Whether `app` is one of the applications using the session.
+    /// Whether `app` is one of the applications using the session now (the one that established a
+    /// shared session may have left it).
     pub(crate) fn serves(&self, app: &str) -> bool {
-        self.app == app || (self.shared && lock(&self.apps).iter().any(|a| a == app))
+        if self.shared {
+            lock(&self.apps).iter().any(|a| a == app)
+        } else {
+            self.app == app
+        }
     }
 
     pub(crate) fn may_use(&self, line: LineId) -> bool {
