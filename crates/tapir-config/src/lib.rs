@@ -355,17 +355,10 @@ impl Config {
             profiles.push((name.clone(), profile));
         }
         let default_route = match self.routes.default.as_deref() {
-            None | Some("first-owner") => DefaultRoute::FirstOwner,
-            Some("reject") => DefaultRoute::Reject,
-            Some(other) => match other.strip_prefix("app:") {
-                Some(app) if !app.is_empty() => DefaultRoute::Application(app.to_owned()),
-                _ => {
-                    return Err(invalid(
-                        "routes.default",
-                        format!("{other:?}: expected \"first-owner\", \"reject\" or \"app:NAME\""),
-                    ));
-                }
-            },
+            None => DefaultRoute::FirstOwner,
+            Some(d) => d
+                .parse()
+                .map_err(|e: Error| invalid("routes.default", e.to_string()))?,
         };
         for class in self.routes.classes.keys() {
             tapir::core::route::validate_class(class)

@@ -32,6 +32,8 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 use crate::error::Error;
@@ -123,6 +125,38 @@ pub enum DefaultRoute {
     Reject,
 }
 
+/// The written form of a default route, used by configuration files and the network API:
+/// `first-owner`, `reject` or `app:NAME`.
+impl fmt::Display for DefaultRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FirstOwner => f.write_str("first-owner"),
+            Self::Reject => f.write_str("reject"),
+            Self::Application(a) => write!(f, "app:{a}"),
+        }
+    }
+}
+
+impl FromStr for DefaultRoute {
+    type Err = Error;
+
+    /// Parses `first-owner`, `reject` or `app:NAME`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "first-owner" => Ok(Self::FirstOwner),
+            "reject" => Ok(Self::Reject),
+            other => match other.strip_prefix("app:") {
+                Some(app) if !app.is_empty() => Ok(Self::Application(app.to_owned())),
+                _ => Err(Error::InvalidParameter {
+                    reason: format!(
+                        "default route {other:?}: expected \"first-owner\", \"reject\" or \"app:NAME\""
+                    ),
+                }),
+            },
+        }
+    }
+}
+
 /// One route: calls of `class` go to `application`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -200,6 +234,23 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_routes_read_back_what_they_write() {
+        for d in [
+            DefaultRoute::FirstOwner,
+            DefaultRoute::Reject,
+            DefaultRoute::Application("night-service".into()),
+        ] {
+            assert_eq!(d.to_string().parse::<DefaultRoute>(), Ok(d));
+        }
+        for bad in ["", "app:", "everyone", "First-Owner"] {
+            assert!(matches!(
+                bad.parse::<DefaultRoute>(),
+                Err(Error::InvalidParameter { .. })
+            ));
+        }
+    }
 
     #[test]
     fn classes_from_media_and_number() {

@@ -718,11 +718,7 @@ fn routes_dto(engine: &Engine) -> RoutesDto {
                     .unwrap_or(0),
             })
             .collect(),
-        default: match default {
-            DefaultRoute::FirstOwner => "first-owner".into(),
-            DefaultRoute::Reject => "reject".into(),
-            DefaultRoute::Application(a) => format!("app:{a}"),
-        },
+        default: default.to_string(),
     }
 }
 
@@ -788,18 +784,7 @@ async fn set_default_route(
     Body(req): Body<DefaultRouteRequest>,
 ) -> Response {
     let r = admin(&c).and_then(|()| {
-        let d = match req.default.as_str() {
-            "first-owner" => DefaultRoute::FirstOwner,
-            "reject" => DefaultRoute::Reject,
-            other => match other.strip_prefix("app:") {
-                Some(a) if !a.is_empty() => DefaultRoute::Application(a.to_owned()),
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "default {other:?}: expected first-owner, reject or app:NAME"
-                    )));
-                }
-            },
-        };
+        let d: DefaultRoute = req.default.parse()?;
         state.engine.set_default_route(d);
         ok(routes_dto(&state.engine))
     });
