@@ -124,9 +124,6 @@ pub struct ServerSettings {
     /// Address and port to listen on.
     #[serde(default = "listen")]
     pub listen: String,
-    /// Where the service keeps its store (the event journal).
-    #[serde(default = "data_dir")]
-    pub data_dir: PathBuf,
     /// Events kept per session for clients that reconnect; older ones are trimmed.
     #[serde(default = "journal_events")]
     pub journal_events: usize,
@@ -137,9 +134,6 @@ pub struct ServerSettings {
 
 fn listen() -> String {
     "127.0.0.1:7878".into()
-}
-fn data_dir() -> PathBuf {
-    PathBuf::from("tapir-data")
 }
 fn journal_events() -> usize {
     10_000
@@ -152,7 +146,6 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: listen(),
-            data_dir: data_dir(),
             journal_events: journal_events(),
             body_limit: body_limit(),
         }
