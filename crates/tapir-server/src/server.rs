@@ -515,11 +515,7 @@ fn call_dto(s: &Session, call: CallHandle) -> Result<CallDto, ApiError> {
         state: state_name(&st.state),
         state_detail: format!("{:?}", st.state),
         privilege: privilege_name(st.privilege),
-        features: st
-            .features
-            .iter()
-            .map(|f| snake(&format!("{f:?}")))
-            .collect(),
+        features: st.features.iter().map(|f| f.name().to_owned()).collect(),
         caller: PartyDto::from(&info.info.caller),
         called: PartyDto::from(&info.info.called),
         connected: PartyDto::from(&info.info.connected),
@@ -602,9 +598,9 @@ async fn call_op(
             "drop" => s.drop_call(h).await.map(|()| h),
             "hold" => s.hold(h).await.map(|()| h),
             "unhold" => s.unhold(h).await.map(|()| h),
-            "secure" => s.secure_call(h).await.map(|()| h),
+            "secure-call" => s.secure_call(h).await.map(|()| h),
             "dial" => s.dial(h, &field("digits")?).await.map(|()| h),
-            "digits" => s
+            "generate-digits" => s
                 .generate_digits(h, &field("digits")?, tapir::core::params::DigitMode::Dtmf)
                 .await
                 .map(|()| h),
