@@ -3,18 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use tapir::Error;
-
-/// The body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// A stable, machine-readable code: the engine's error variant (`invalid_call_state`, …) or one of
-    /// the API's own (`unauthorized`, `bad_request`, `not_found`, `payload_too_large`).
-    pub code: String,
-    /// What went wrong, for people.
-    pub message: String,
-}
+pub use tapir_api::ErrorBody;
 
 /// An error response.
 #[derive(Clone, Debug)]

@@ -27,9 +27,16 @@ use tapir_config::{ApplicationSettings, Config};
 use tokio::sync::OnceCell;
 use tracing::{debug, info};
 
-use crate::api::*;
+use crate::api::{
+    event, parse_call, parse_line, party, privilege_name, state_name, status_row, translated,
+};
 use crate::error::ApiError;
 use crate::journal::Journal;
+use tapir_api as wire;
+use tapir_api::{
+    CallOpRequest, DefaultRouteRequest, LogonRequest, LogonResponse, MakeCallRequest,
+    OpenLineRequest, RetrieveRequest, RouteRequest, TranslateRequest,
+};
 
 /// How many request IDs a log-on remembers for retried requests.
 const REMEMBERED_REQUESTS: usize = 1024;
@@ -255,8 +262,10 @@ fn no_content() -> Reply {
     Ok((StatusCode::NO_CONTENT, Value::Null))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<wire::Health> {
+    Json(wire::Health {
+        status: "ok".to_owned(),
+    })
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
@@ -378,7 +387,7 @@ async fn logon(State(state): State<Arc<AppState>>, Body(req): Body<LogonRequest>
         let session = session.clone();
         async move {
             while let Some(e) = session.next_event().await {
-                journal.append(e.seq, event_json(&e).to_string());
+                journal.append(e.seq, serde_json::to_string(&event(&e)).unwrap_or_default());
             }
             journal.end();
         }
@@ -391,35 +400,37 @@ async fn logon(State(state): State<Arc<AppState>>, Body(req): Body<LogonRequest>
         application: req.application,
         profile: session.profile().to_owned(),
         shared: session.is_shared(),
-        disabled_services: session
-            .disabled_services()
-            .iter()
-            .map(|d| DisabledServiceDto {
-                service: d.service.clone(),
-                reason: d.reason.clone(),
-            })
-            .collect(),
+        disabled_services: disabled(&session),
     };
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
 async fn session_info(Authed(c): Authed) -> Response {
     let s = &c.session;
-    reply(ok(json!({
-        "session_id": s.id().to_string(),
-        "application": c.app,
-        "profile": s.profile(),
-        "shared": s.is_shared(),
-        "applications": s.applications(),
-        "disabled_services": s.disabled_services().iter().map(|d| DisabledServiceDto {
-            service: d.service.clone(), reason: d.reason.clone() }).collect::<Vec<_>>(),
-    })))
+    reply(ok(wire::SessionInfo {
+        session_id: s.id().to_string(),
+        application: c.app.clone(),
+        profile: s.profile().to_owned(),
+        shared: s.is_shared(),
+        applications: s.applications(),
+        disabled_services: disabled(s),
+    }))
 }
 
 async fn logoff(State(state): State<Arc<AppState>>, Authed(c): Authed) -> Response {
     state.clients.remove(&c.token);
     c.session.clone().logoff().await;
     reply(no_content())
+}
+
+fn disabled(s: &Session) -> Vec<wire::DisabledService> {
+    s.disabled_services()
+        .iter()
+        .map(|d| wire::DisabledService {
+            service: d.service.clone(),
+            reason: d.reason.clone(),
+        })
+        .collect()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -431,11 +442,11 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn lines(Authed(c): Authed) -> Response {
-    let lines: Vec<LineDto> = c
+    let lines: Vec<wire::Line> = c
         .session
         .lines()
         .into_iter()
-        .map(|l| LineDto {
+        .map(|l| wire::Line {
             id: l.id.0,
             name: l.caps.name.clone(),
             provider: l.provider_name.clone(),
@@ -469,7 +480,7 @@ async fn open_line(
             &state,
             c2.session.open_line(LineId(req.line), options).await,
         )?;
-        created(LineOpenDto {
+        created(wire::LineOpen {
             line_handle: h.to_string(),
             line: req.line,
         })
@@ -504,10 +515,10 @@ async fn close_line(
 }
 
 /// A call as JSON, read from the session after the operation.
-fn call_dto(s: &Session, call: CallHandle) -> Result<CallDto, ApiError> {
+fn call_dto(s: &Session, call: CallHandle) -> Result<wire::Call, ApiError> {
     let st = s.call_status(call)?;
     let info = s.call_info(call)?;
-    Ok(CallDto {
+    Ok(wire::Call {
         call: call.to_string(),
         call_id: info.call_id().to_string(),
         line_handle: info.line_handle.to_string(),
@@ -516,14 +527,14 @@ fn call_dto(s: &Session, call: CallHandle) -> Result<CallDto, ApiError> {
         state_detail: format!("{:?}", st.state),
         privilege: privilege_name(st.privilege),
         features: st.features.iter().map(|f| f.name().to_owned()).collect(),
-        caller: PartyDto::from(&info.info.caller),
-        called: PartyDto::from(&info.info.called),
-        connected: PartyDto::from(&info.info.connected),
+        caller: party(&info.info.caller),
+        called: party(&info.info.called),
+        connected: party(&info.info.connected),
     })
 }
 
 async fn calls(Authed(c): Authed) -> Response {
-    let calls: Vec<CallDto> = c
+    let calls: Vec<wire::Call> = c
         .session
         .calls()
         .into_iter()
@@ -576,20 +587,28 @@ async fn call_op(
     headers: HeaderMap,
     Authed(c): Authed,
     Path((call, op)): Path<(String, String)>,
-    body: Option<Json<Value>>,
+    body: axum::body::Bytes,
 ) -> Response {
     let c2 = c.clone();
     c.once(&headers, || async move {
         let s = &c2.session;
         let h = parse_call(&call)?;
-        let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
-        let field = |name: &str| -> Result<String, ApiError> {
-            body.get(name)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("{op}: the body needs a string field {name:?}"))
-                })
+        let body: CallOpRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            CallOpRequest::default()
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                let (status, code) = if e.is_data() {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+                } else {
+                    (StatusCode::BAD_REQUEST, "bad_request")
+                };
+                ApiError::new(status, code, format!("{op}: {e}"))
+            })?
+        };
+        let field = |value: &Option<String>, name: &str| -> Result<String, ApiError> {
+            value.clone().ok_or_else(|| {
+                ApiError::bad_request(format!("{op}: the body needs a string field {name:?}"))
+            })
         };
         let r: Result<CallHandle, tapir::Error> = match op.as_str() {
             "answer" => s.answer(h).await.map(|()| h),
@@ -599,23 +618,30 @@ async fn call_op(
             "hold" => s.hold(h).await.map(|()| h),
             "unhold" => s.unhold(h).await.map(|()| h),
             "secure-call" => s.secure_call(h).await.map(|()| h),
-            "dial" => s.dial(h, &field("digits")?).await.map(|()| h),
+            "dial" => s.dial(h, &field(&body.digits, "digits")?).await.map(|()| h),
             "generate-digits" => s
-                .generate_digits(h, &field("digits")?, tapir::core::params::DigitMode::Dtmf)
+                .generate_digits(
+                    h,
+                    &field(&body.digits, "digits")?,
+                    tapir::core::params::DigitMode::Dtmf,
+                )
                 .await
                 .map(|()| h),
             "blind-transfer" => s
-                .blind_transfer(h, &field("destination")?)
+                .blind_transfer(h, &field(&body.destination, "destination")?)
                 .await
                 .map(|()| h),
-            "redirect" => s.redirect(h, &field("destination")?).await.map(|()| h),
+            "redirect" => s
+                .redirect(h, &field(&body.destination, "destination")?)
+                .await
+                .map(|()| h),
             "swap-hold" => {
-                let held = parse_call(&field("held")?)?;
+                let held = parse_call(&field(&body.held, "held")?)?;
                 s.swap_hold(h, held).await.map(|()| h)
             }
             "setup-transfer" => s.setup_transfer(h).await,
             "complete-transfer" | "complete-conference" => {
-                let consultation = parse_call(&field("consultation")?)?;
+                let consultation = parse_call(&field(&body.consultation, "consultation")?)?;
                 let mode = if op == "complete-transfer" {
                     TransferMode::Transfer
                 } else {
@@ -626,18 +652,19 @@ async fn call_op(
                     .map(|parent| parent.unwrap_or(h))
             }
             "park" => {
-                let mode = match body.get("orbit").and_then(Value::as_str) {
-                    Some(o) => ParkMode::Directed(o.to_owned()),
+                let mode = match body.orbit {
+                    Some(o) => ParkMode::Directed(o),
                     None => ParkMode::NonDirected,
                 };
                 let orbit = counted(&state, s.park(h, mode).await)?;
-                let mut v = json!({ "orbit": orbit });
-                if let Ok(dto) = call_dto(s, h) {
-                    v["call"] = json!(dto);
-                }
-                return ok(v);
+                return ok(wire::Parked {
+                    orbit,
+                    call: call_dto(s, h).ok(),
+                });
             }
-            "handoff" => s.handoff(h, &field("application")?).map(|()| h),
+            "handoff" => s
+                .handoff(h, &field(&body.application, "application")?)
+                .map(|()| h),
             other => {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -695,16 +722,16 @@ async fn pickup(
 }
 
 async fn status(Authed(c): Authed) -> Response {
-    let rows: Vec<StatusRowDto> = c.session.status().into_iter().map(Into::into).collect();
+    let rows: Vec<wire::StatusRow> = c.session.status().into_iter().map(status_row).collect();
     reply(ok(rows))
 }
 
-fn routes_dto(engine: &Engine) -> RoutesDto {
+fn routes_dto(engine: &Engine) -> wire::Routes {
     let (routes, default) = engine.routes();
-    RoutesDto {
+    wire::Routes {
         routes: routes
             .into_iter()
-            .map(|r| RouteDto {
+            .map(|r| wire::Route {
                 class: r.class,
                 application: r.application,
                 set_at_ms: r
@@ -768,12 +795,6 @@ async fn clear_route(
     reply(r)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DefaultRouteRequest {
-    default: String,
-}
-
 async fn set_default_route(
     State(state): State<Arc<AppState>>,
     Authed(c): Authed,
@@ -797,7 +818,7 @@ async fn translate(Authed(c): Authed, Body(req): Body<TranslateRequest>) -> Resp
         .session
         .translate_address(&req.address, options)
         .map_err(ApiError::from)
-        .and_then(|t| ok(TranslatedDto::from(t)));
+        .and_then(|t| ok(translated(t)));
     reply(r)
 }
 
@@ -814,12 +835,12 @@ async fn snapshot(Authed(c): Authed) -> Response {
         .session
         .line_opens()
         .into_iter()
-        .map(|(h, l)| LineOpenDto {
+        .map(|(h, l)| wire::LineOpen {
             line_handle: h.to_string(),
             line: l.0,
         })
         .collect();
-    reply(ok(SnapshotDto { seq, lines, calls }))
+    reply(ok(wire::Snapshot { seq, lines, calls }))
 }
 
 #[derive(Deserialize)]
@@ -849,8 +870,11 @@ async fn stream_events(mut socket: WebSocket, state: Arc<AppState>, c: Arc<Clien
     loop {
         match c.journal.read_after(position, EVENT_BATCH) {
             Err(t) => {
-                let msg = json!({ "type": "trimmed", "first_kept": t.first_kept, "snapshot": "/v1/snapshot" });
-                let _ = socket.send(Message::Text(msg.to_string().into())).await;
+                let msg = wire::StreamControl::Trimmed {
+                    first_kept: t.first_kept,
+                    snapshot: "/v1/snapshot".to_owned(),
+                };
+                let _ = socket.send(control(&msg)).await;
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }
@@ -878,9 +902,7 @@ async fn stream_events(mut socket: WebSocket, state: Arc<AppState>, c: Arc<Clien
             continue;
         }
         if ended {
-            let _ = socket
-                .send(Message::Text(json!({ "type": "end" }).to_string().into()))
-                .await;
+            let _ = socket.send(control(&wire::StreamControl::End)).await;
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
@@ -892,4 +914,8 @@ async fn stream_events(mut socket: WebSocket, state: Arc<AppState>, c: Arc<Clien
             },
         }
     }
+}
+
+fn control(msg: &wire::StreamControl) -> Message {
+    Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
 }

@@ -1,0 +1,560 @@
+//! The wire types of `tapird`'s network API.
+//!
+//! Every request body, response body, event and error of the HTTP + JSON API and its WebSocket event
+//! stream, as plain serde types. `tapird` (crate `tapir-server`) serializes them and `tapir-client`
+//! reads them, so the two cannot drift apart; programs in other languages can use the OpenAPI document
+//! `tapird` serves at `/openapi.json`, generated from these same types (feature `openapi`).
+//!
+//! Handles are strings — `line:0123456789abcdef`, `call:0123456789abcdef` — valid only with the token of
+//! the log-on they were given to; `call_id` is the provider's identity of a call, the same for every
+//! application. `docs/api.md` describes the API as a whole.
+//!
+//! ```
+//! use tapir_api::{StreamMessage, EventKind};
+//!
+//! let text = r#"{"seq":7,"type":"call_state","call":"call:0000000000000001",
+//!                "state":"connected","state_detail":"Connected(Active)","privilege":"owner"}"#;
+//! let StreamMessage::Event(event) = StreamMessage::from_json(text)? else { panic!("an event") };
+//! assert_eq!(event.seq, 7);
+//! assert!(matches!(event.kind, EventKind::CallState { ref state, .. } if state == "connected"));
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/sessions`: log on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LogonRequest {
+    /// The application's configured name.
+    pub application: String,
+    /// Its secret.
+    pub secret: String,
+    /// The profile; the configured default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Join the shared session instead of establishing an individual one.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+/// A service of the session's profile that is disabled for the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DisabledService {
+    /// The service.
+    pub service: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The answer to a log-on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogonResponse {
+    /// The session's identifier (the same for every application of the shared session).
+    pub session_id: String,
+    /// The bearer token for every later request of this log-on.
+    pub token: String,
+    /// The application.
+    pub application: String,
+    /// The profile.
+    pub profile: String,
+    /// Whether this is the shared session.
+    pub shared: bool,
+    /// Services of the profile disabled for the session, and why.
+    pub disabled_services: Vec<DisabledService>,
+}
+
+/// `GET /v1/session`: the log-on's session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionInfo {
+    /// The session's identifier.
+    pub session_id: String,
+    /// The application of this log-on.
+    pub application: String,
+    /// The profile.
+    pub profile: String,
+    /// Whether this is the shared session.
+    pub shared: bool,
+    /// The applications using the session now.
+    pub applications: Vec<String>,
+    /// Services of the profile disabled for the session, and why.
+    pub disabled_services: Vec<DisabledService>,
+}
+
+/// A line the session may use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Line {
+    /// The engine's line ID (to open it).
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// The provider serving it.
+    pub provider: String,
+    /// Its addresses' numbers.
+    pub addresses: Vec<String>,
+}
+
+/// `POST /v1/line-opens`: open a line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OpenLineRequest {
+    /// The line's ID.
+    pub line: u32,
+    /// `owner`, `monitor`, `owner_monitor` or `none`.
+    pub privilege: String,
+    /// Owner priority (default 0).
+    #[serde(default)]
+    pub priority: u32,
+}
+
+/// A line open: the session's handle for a line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LineOpen {
+    /// The handle.
+    pub line_handle: String,
+    /// The line's ID.
+    pub line: u32,
+}
+
+/// `POST /v1/calls`: make a call.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MakeCallRequest {
+    /// The line open to call from.
+    pub line_handle: String,
+    /// Where to; absent leaves the call in dial tone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// Translate a canonical destination with the session's location first.
+    #[serde(default)]
+    pub translate: bool,
+}
+
+/// The body of `POST /v1/calls/{call}/{op}`: the fields the operation needs, none for most.
+///
+/// `dial` and `generate-digits` take `digits`; `blind-transfer` and `redirect` `destination`;
+/// `swap-hold` `held`; `complete-transfer` and `complete-conference` `consultation`; `park` an optional
+/// `orbit`; `handoff` `application`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CallOpRequest {
+    /// Digits to dial or to send as DTMF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<String>,
+    /// Where to transfer or redirect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// The held call to swap with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    /// The consultation call to complete a transfer or conference with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consultation: Option<String>,
+    /// The orbit to park in; absent: the switch chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orbit: Option<String>,
+    /// The application to hand the call to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+}
+
+/// `POST /v1/calls/unpark` (with `orbit`) and `POST /v1/calls/pickup` (with `station` or `group`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetrieveRequest {
+    /// The line open to take the call on.
+    pub line_handle: String,
+    /// Unpark: the orbit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orbit: Option<String>,
+    /// Pickup: the ringing station.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
+    /// Pickup: the pickup group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// The answer to `park`: the orbit the call is parked in, and the parking call as it is now (absent
+/// when the handle is gone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Parked {
+    /// The orbit.
+    pub orbit: String,
+    /// The call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
+}
+
+/// `PUT /v1/routes/{class}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RouteRequest {
+    /// The receiving application.
+    pub application: String,
+}
+
+/// `PUT /v1/routes/default`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRouteRequest {
+    /// `first-owner`, `reject` or `app:NAME`.
+    pub default: String,
+}
+
+/// `POST /v1/translate`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TranslateRequest {
+    /// The address, canonical (`+1 (425) 555-0100`) or dialable.
+    pub address: String,
+    /// Prefix the location's cancel-call-waiting string.
+    #[serde(default)]
+    pub cancel_call_waiting: bool,
+    /// Treat as local.
+    #[serde(default)]
+    pub force_local: bool,
+    /// Treat as long distance.
+    #[serde(default)]
+    pub force_long_distance: bool,
+}
+
+/// A translated address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Translated {
+    /// What to dial.
+    pub dialable: String,
+    /// What to show.
+    pub displayable: String,
+    /// The location's country calling code.
+    pub current_country: u16,
+    /// The destination's.
+    pub dest_country: u16,
+    /// The result flags that are set (`canonical`, `local`, `long_distance`, …).
+    pub flags: Vec<String>,
+}
+
+/// A party of a call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Party {
+    /// The number, if known.
+    pub number: Option<String>,
+    /// The name, if known.
+    pub name: Option<String>,
+}
+
+/// A call as the session sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Call {
+    /// The session's handle.
+    pub call: String,
+    /// The provider's call ID, the same for every session.
+    pub call_id: String,
+    /// The line open it is held through.
+    pub line_handle: String,
+    /// The line's ID.
+    pub line: u32,
+    /// The state (`offering`, `ringback`, `connected`, `on_hold`, `disconnected`, `idle`, …).
+    pub state: String,
+    /// The state with its mode, e.g. `Connected(Active)`.
+    pub state_detail: String,
+    /// This session's privilege: `owner` or `monitor`.
+    pub privilege: String,
+    /// The operations this session can perform on it now (`drop`, `blind-transfer`, …).
+    pub features: Vec<String>,
+    /// The calling party.
+    pub caller: Party,
+    /// The called party.
+    pub called: Party,
+    /// The connected party.
+    pub connected: Party,
+}
+
+/// A row of the status table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatusRow {
+    /// `engine` or the provider's name.
+    pub id: String,
+    /// Its service.
+    pub service: String,
+    /// For people.
+    pub display_name: String,
+    /// `starting`, `available`, `disabled`, `failed`, `stopped`.
+    pub state: String,
+    /// Why it is disabled or failed.
+    pub reason: Option<String>,
+    /// Lines.
+    pub lines: usize,
+    /// Lines out of service.
+    pub lines_out_of_service: usize,
+    /// Sessions using it.
+    pub sessions: usize,
+    /// The last error it reported.
+    pub last_error: Option<String>,
+}
+
+/// A route: calls of a class go to an application.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Route {
+    /// The call class (`voice`, `voice.2004`, …).
+    pub class: String,
+    /// The receiving application.
+    pub application: String,
+    /// When it was set, in milliseconds since the Unix epoch.
+    pub set_at_ms: u64,
+}
+
+/// The route table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Routes {
+    /// The routes, in class order.
+    pub routes: Vec<Route>,
+    /// `first-owner`, `reject` or `app:NAME`.
+    pub default: String,
+}
+
+/// `GET /v1/snapshot`: what a session has, to continue from when its events were trimmed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Snapshot {
+    /// The last event sequence number the snapshot includes; resume the event stream after it.
+    pub seq: u64,
+    /// The line opens.
+    pub lines: Vec<LineOpen>,
+    /// The calls.
+    pub calls: Vec<Call>,
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// A stable, machine-readable code: the engine's error variant (`invalid_call_state`, …) or one of
+    /// the API's own (`unauthorized`, `bad_request`, `not_found`, `payload_too_large`, …).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// One event of a session's stream: its sequence number and what happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Event {
+    /// The session's sequence number: from 1, without gaps.
+    pub seq: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What an event says; the JSON field `type` names the kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A call handle new to the session; always the first event naming it.
+    NewCall {
+        /// The session's handle.
+        call: String,
+        /// The line open it arrived on.
+        line_handle: String,
+        /// The address (index on the line).
+        address: u32,
+        /// The provider's call ID.
+        call_id: String,
+        /// `owner` or `monitor`.
+        privilege: String,
+    },
+    /// A call changed state.
+    CallState {
+        /// The session's handle.
+        call: String,
+        /// The state.
+        state: String,
+        /// The state with its mode.
+        state_detail: String,
+        /// The session's privilege.
+        privilege: String,
+    },
+    /// Call information changed.
+    CallInfo {
+        /// The session's handle.
+        call: String,
+        /// Which information.
+        changed: String,
+    },
+    /// A digit was detected on a call.
+    Digit {
+        /// The session's handle.
+        call: String,
+        /// The digit.
+        digit: String,
+        /// How it was detected (`dtmf`, `pulse`).
+        mode: String,
+    },
+    /// Something happened on a line.
+    Line {
+        /// The line open.
+        line_handle: String,
+        /// What.
+        event: LineEvent,
+    },
+    /// A line open was closed (by the application or because the line went away).
+    LineClosed {
+        /// The line open.
+        line_handle: String,
+    },
+    /// A row of the status table changed.
+    Status {
+        /// The row as it is now.
+        row: StatusRow,
+    },
+    /// The engine had to discard events because the service itself fell behind.
+    EventsLost {
+        /// The first sequence number lost.
+        first: u64,
+        /// The last.
+        last: u64,
+    },
+    /// A kind this version of the types does not know (sent by a newer service).
+    #[serde(other)]
+    Unknown,
+}
+
+/// What happened on a line; the JSON field `kind` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LineEvent {
+    /// An address is ringing.
+    Ringing {
+        /// The address.
+        address: u32,
+        /// Which ring this is, from 0.
+        count: u32,
+    },
+    /// The line is back in service.
+    InService,
+    /// The line went out of service.
+    OutOfService {
+        /// Why.
+        reason: String,
+    },
+    /// Anything else.
+    Other {
+        /// What, for people.
+        detail: String,
+    },
+}
+
+/// A message of the event stream that is not an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamControl {
+    /// The position asked for has been trimmed from the journal; fetch the snapshot and resume after
+    /// its `seq`. The connection closes after this message.
+    Trimmed {
+        /// The first sequence number still kept.
+        first_kept: u64,
+        /// Where to fetch the snapshot.
+        snapshot: String,
+    },
+    /// The log-on ended (log-off, or the service stopped); no more events will come.
+    End,
+}
+
+/// One message of the event stream, as a client reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamMessage {
+    /// An event.
+    Event(Event),
+    /// A control message.
+    Control(StreamControl),
+}
+
+impl StreamMessage {
+    /// Reads one text message of the stream.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Peek<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let peek: Peek<'_> = serde_json::from_str(text)?;
+        match peek.kind.as_ref() {
+            "trimmed" | "end" => serde_json::from_str(text).map(StreamMessage::Control),
+            _ => serde_json::from_str(text).map(StreamMessage::Event),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_keep_their_shape_and_unknown_kinds_are_tolerated() {
+        let e = Event {
+            seq: 3,
+            kind: EventKind::Line {
+                line_handle: "line:0000000000000002".into(),
+                event: LineEvent::Ringing {
+                    address: 0,
+                    count: 2,
+                },
+            },
+        };
+        let text = serde_json::to_string(&e).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"seq":3,"type":"line","line_handle":"line:0000000000000002","event":{"kind":"ringing","address":0,"count":2}}"#
+        );
+        assert_eq!(
+            StreamMessage::from_json(&text).expect("reads"),
+            StreamMessage::Event(e)
+        );
+        let newer = StreamMessage::from_json(r#"{"seq":9,"type":"from_the_future","x":1}"#)
+            .expect("an unknown kind is still an event");
+        assert_eq!(
+            newer,
+            StreamMessage::Event(Event {
+                seq: 9,
+                kind: EventKind::Unknown
+            })
+        );
+        assert_eq!(
+            StreamMessage::from_json(r#"{"type":"end"}"#).expect("reads"),
+            StreamMessage::Control(StreamControl::End)
+        );
+        assert!(StreamMessage::from_json(r#"{"seq":"x","type":"end"#).is_err());
+    }
+}
