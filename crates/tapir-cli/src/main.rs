@@ -1,0 +1,815 @@
+//! `tapir`: the command-line tool for `tapird`.
+//!
+//! Every command runs in one log-on that lasts across invocations: the first command logs on and keeps
+//! the token in a session file, later ones reuse it (logging on again if the service forgot it, e.g.
+//! after a restart), `tapir logoff` ends it. Output is a table for people, or JSON with `--json`.
+//! Exit codes: see [`Exit`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use tapir_api::{Call, EventKind, LineEvent, LogonRequest, MakeCallRequest, TranslateRequest};
+use tapir_client::{Client, ClientError, Pickup, StreamItem};
+
+/// What the exit code says.
+#[derive(Clone, Copy, Debug)]
+enum Exit {
+    /// 1: the service refused or could not do the request (wrong state, not the owner, bad input).
+    Refused = 1,
+    /// 2: the command line is wrong (clap's own code as well).
+    Usage = 2,
+    /// 3: tapird cannot be reached, or answered something unexpected.
+    Unreachable = 3,
+    /// 4: log-on refused (unknown application, wrong secret, profile not allowed).
+    Unauthorized = 4,
+    /// 5: no such call, line or route.
+    NotFound = 5,
+    /// 6: the service or a provider failed (HTTP 5xx).
+    ServiceFailed = 6,
+}
+
+/// The failure of a command: what to print and the exit code.
+struct Failure {
+    exit: Exit,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let exit = match &e {
+            ClientError::Api { status: 401, .. } => Exit::Unauthorized,
+            ClientError::Api {
+                status: 403, code, ..
+            } if code == "forbidden" => Exit::Unauthorized,
+            ClientError::Api { status: 404, .. } => Exit::NotFound,
+            ClientError::Api { status, .. } if *status >= 500 => Exit::ServiceFailed,
+            ClientError::Api { .. } => Exit::Refused,
+            ClientError::BadUrl(_) => Exit::Usage,
+            _ => Exit::Unreachable,
+        };
+        Failure {
+            exit,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        exit: Exit::Usage,
+        message: message.into(),
+    }
+}
+
+fn not_found(message: impl Into<String>) -> Failure {
+    Failure {
+        exit: Exit::NotFound,
+        message: message.into(),
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Control calls through tapird.
+#[derive(Parser, Debug)]
+#[command(name = "tapir", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// The service.
+    #[arg(
+        long,
+        global = true,
+        env = "TAPIR_URL",
+        default_value = "http://127.0.0.1:7878"
+    )]
+    url: String,
+    /// The application to log on as.
+    #[arg(long, global = true, env = "TAPIR_APP", default_value = "cli")]
+    app: String,
+    /// Its secret.
+    #[arg(long, global = true, env = "TAPIR_SECRET", default_value = "tapir-dev")]
+    secret: String,
+    /// The profile to log on with (the application's default when absent).
+    #[arg(long, global = true, env = "TAPIR_PROFILE")]
+    profile: Option<String>,
+    /// Where the log-on's token is kept between commands.
+    #[arg(long, global = true, env = "TAPIR_SESSION_FILE")]
+    session_file: Option<PathBuf>,
+    /// JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The status table: the engine and each provider.
+    Status,
+    /// The lines this log-on may use, and which are open.
+    Lines,
+    /// Opens a line (by ID, name or address number) to place and receive calls.
+    Open {
+        /// The line.
+        line: String,
+        /// Only watch its calls (monitor privilege).
+        #[arg(long)]
+        monitor: bool,
+    },
+    /// Closes a line open.
+    Close {
+        /// The line.
+        line: String,
+    },
+    /// Calls a number.
+    Call {
+        /// The destination (extension, outside number, dial string).
+        number: String,
+        /// The line to call from (default: the first open line, else the first line).
+        #[arg(long)]
+        line: Option<String>,
+        /// Translate a canonical number (`+1 (425) 555-0100`) with the session's location first.
+        #[arg(long)]
+        translate: bool,
+    },
+    /// The log-on's calls.
+    Calls,
+    /// Answers a call (default: the one offering call).
+    Answer {
+        /// The call: its handle or a unique start of it.
+        call: Option<String>,
+    },
+    /// Puts a call on hold.
+    Hold {
+        /// The call.
+        call: String,
+    },
+    /// Takes a call off hold.
+    Unhold {
+        /// The call.
+        call: String,
+    },
+    /// Drops a call and frees its handle.
+    Drop {
+        /// The call.
+        call: String,
+        /// Keep the handle (to read the call's final state).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Transfers a call to another number without consultation.
+    Transfer {
+        /// The call.
+        call: String,
+        /// Where to.
+        destination: String,
+    },
+    /// Parks a call; prints the orbit.
+    Park {
+        /// The call.
+        call: String,
+        /// The orbit (default: the switch chooses).
+        #[arg(long)]
+        orbit: Option<String>,
+    },
+    /// Takes a parked call back from its orbit.
+    Unpark {
+        /// The orbit.
+        orbit: String,
+        /// The line to take it on.
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// Picks up a call ringing elsewhere.
+    Pickup {
+        /// The ringing station.
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        station: Option<String>,
+        /// A pickup group.
+        #[arg(long)]
+        group: Option<String>,
+        /// The line to take it on.
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// The route table, or a change to it.
+    Routes {
+        #[command(subcommand)]
+        change: Option<RouteChange>,
+    },
+    /// Translates an address with the session's location.
+    Translate {
+        /// The address, canonical or dialable.
+        address: String,
+        /// Prefix the cancel-call-waiting string.
+        #[arg(long)]
+        cancel_call_waiting: bool,
+        /// Treat as local.
+        #[arg(long)]
+        local: bool,
+        /// Treat as long distance.
+        #[arg(long)]
+        long_distance: bool,
+    },
+    /// The log-on's events: those so far, or (with --follow) as they happen.
+    Events {
+        /// Keep following new events until interrupted or the log-on ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Start after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// The log-on's session.
+    Session,
+    /// Ends the log-on (its calls no other session holds are dropped).
+    Logoff,
+}
+
+#[derive(Subcommand, Debug)]
+enum RouteChange {
+    /// Routes calls of a class to an application.
+    Set {
+        /// The call class (`voice`, `voice.2004`, `data`, …).
+        class: String,
+        /// The application.
+        application: String,
+    },
+    /// Clears the route of a class.
+    Clear {
+        /// The call class.
+        class: String,
+    },
+    /// Sets the default route: `first-owner`, `reject` or `app:NAME`.
+    Default {
+        /// The default.
+        default: String,
+    },
+}
+
+/// What the session file keeps.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    url: String,
+    application: String,
+    token: String,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tapir: cannot start: {e}");
+            return ExitCode::from(Exit::ServiceFailed as u8);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("tapir: {}", f.message);
+            ExitCode::from(f.exit as u8)
+        }
+    }
+}
+
+fn session_file(g: &Global) -> PathBuf {
+    if let Some(p) = &g.session_file {
+        return p.clone();
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    state.join("tapir").join("session.json")
+}
+
+/// The log-on: the saved one if the service still knows it, else a new one (saved).
+async fn client(g: &Global) -> Result<Client, Failure> {
+    let path = session_file(g);
+    let saved = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Saved>(&b).ok());
+    if let Some(s) = saved
+        && s.url == g.url
+        && s.application == g.app
+    {
+        let c = Client::with_token(&g.url, &s.token)?;
+        match c.session().await {
+            Ok(_) => return Ok(c),
+            Err(ClientError::Api { status: 401, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let c = Client::logon(
+        &g.url,
+        &LogonRequest {
+            application: g.app.clone(),
+            secret: g.secret.clone(),
+            profile: g.profile.clone(),
+            shared: false,
+        },
+    )
+    .await?;
+    let saved = Saved {
+        url: g.url.clone(),
+        application: g.app.clone(),
+        token: c.token().to_owned(),
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = serde_json::to_vec(&saved)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&path, b))
+    {
+        eprintln!(
+            "tapir: warning: cannot keep the log-on in {}: {e}; the next command logs on again",
+            path.display()
+        );
+    }
+    Ok(c)
+}
+
+async fn run(cli: Cli) -> Outcome {
+    let g = &cli.global;
+    let c = client(g).await?;
+    match cli.command {
+        Command::Status => {
+            let rows = c.status().await?;
+            print(g, &rows, || {
+                table(
+                    &[
+                        "ID",
+                        "SERVICE",
+                        "STATE",
+                        "LINES",
+                        "OUT OF SERVICE",
+                        "SESSIONS",
+                        "REASON",
+                    ],
+                    rows.iter().map(|r| {
+                        vec![
+                            r.id.clone(),
+                            r.service.clone(),
+                            r.state.clone(),
+                            r.lines.to_string(),
+                            r.lines_out_of_service.to_string(),
+                            r.sessions.to_string(),
+                            r.reason.clone().unwrap_or_default(),
+                        ]
+                    }),
+                )
+            })
+        }
+        Command::Lines => {
+            let lines = c.lines().await?;
+            let opens = c.snapshot().await?.lines;
+            print(g, &lines, || {
+                table(
+                    &["ID", "NAME", "PROVIDER", "ADDRESSES", "OPEN"],
+                    lines.iter().map(|l| {
+                        let open: Vec<&str> = opens
+                            .iter()
+                            .filter(|o| o.line == l.id)
+                            .map(|o| o.line_handle.as_str())
+                            .collect();
+                        vec![
+                            l.id.to_string(),
+                            l.name.clone(),
+                            l.provider.clone(),
+                            l.addresses.join(" "),
+                            open.join(" "),
+                        ]
+                    }),
+                )
+            })
+        }
+        Command::Open { line, monitor } => {
+            let id = line_id(&c, &line).await?;
+            let open = c
+                .open_line(id, if monitor { "monitor" } else { "owner" })
+                .await?;
+            print(g, &open, || format!("{}\n", open.line_handle))
+        }
+        Command::Close { line } => {
+            let id = line_id(&c, &line).await?;
+            let opens = c.snapshot().await?.lines;
+            let open = opens
+                .iter()
+                .find(|o| o.line == id)
+                .ok_or_else(|| not_found(format!("line {line} is not open")))?;
+            c.close_line(&open.line_handle).await?;
+            print(g, open, || format!("closed {}\n", open.line_handle))
+        }
+        Command::Call {
+            number,
+            line,
+            translate,
+        } => {
+            let line_handle = line_open(&c, line.as_deref()).await?;
+            let call = c
+                .make_call_with(&MakeCallRequest {
+                    line_handle,
+                    destination: Some(number),
+                    translate,
+                })
+                .await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Calls => {
+            let calls = c.calls().await?;
+            print(g, &calls, || calls_table(&calls))
+        }
+        Command::Answer { call } => {
+            let handle = match call {
+                Some(h) => find_call(&c, &h).await?,
+                None => {
+                    let offering: Vec<Call> = c
+                        .calls()
+                        .await?
+                        .into_iter()
+                        .filter(|c| c.state == "offering" || c.state == "accepted")
+                        .collect();
+                    match offering.as_slice() {
+                        [one] => one.call.clone(),
+                        [] => return Err(not_found("no call is offering")),
+                        _ => {
+                            return Err(usage(format!(
+                                "{} calls are offering; name one: {}",
+                                offering.len(),
+                                offering
+                                    .iter()
+                                    .map(|c| short(&c.call))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )));
+                        }
+                    }
+                }
+            };
+            let call = c.answer(&handle).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Hold { call } => {
+            let call = c.hold(&find_call(&c, &call).await?).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Unhold { call } => {
+            let call = c.unhold(&find_call(&c, &call).await?).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Drop { call, keep } => {
+            let handle = find_call(&c, &call).await?;
+            let call = c.drop_call(&handle).await?;
+            if !keep {
+                c.deallocate(&handle).await?;
+            }
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Transfer { call, destination } => {
+            let call = c
+                .blind_transfer(&find_call(&c, &call).await?, &destination)
+                .await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Park { call, orbit } => {
+            let parked = c
+                .park(&find_call(&c, &call).await?, orbit.as_deref())
+                .await?;
+            print(g, &parked, || format!("parked in orbit {}\n", parked.orbit))
+        }
+        Command::Unpark { orbit, line } => {
+            let line_handle = line_open(&c, line.as_deref()).await?;
+            let call = c.unpark(&line_handle, &orbit).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Pickup {
+            station,
+            group,
+            line,
+        } => {
+            let line_handle = line_open(&c, line.as_deref()).await?;
+            let target = match (&station, &group) {
+                (Some(s), _) => Pickup::Station(s),
+                (None, Some(gr)) => Pickup::Group(gr),
+                (None, None) => return Err(usage("pickup needs --station or --group")),
+            };
+            let call = c.pickup(&line_handle, target).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Routes { change } => {
+            let routes = match change {
+                None => c.routes().await?,
+                Some(RouteChange::Set { class, application }) => {
+                    c.set_route(&class, &application).await?
+                }
+                Some(RouteChange::Clear { class }) => c.clear_route(&class).await?,
+                Some(RouteChange::Default { default }) => c.set_default_route(&default).await?,
+            };
+            print(g, &routes, || {
+                let mut out = table(
+                    &["CLASS", "APPLICATION"],
+                    routes
+                        .routes
+                        .iter()
+                        .map(|r| vec![r.class.clone(), r.application.clone()]),
+                );
+                out.push_str(&format!("default: {}\n", routes.default));
+                out
+            })
+        }
+        Command::Translate {
+            address,
+            cancel_call_waiting,
+            local,
+            long_distance,
+        } => {
+            let t = c
+                .translate(&TranslateRequest {
+                    address,
+                    cancel_call_waiting,
+                    force_local: local,
+                    force_long_distance: long_distance,
+                })
+                .await?;
+            print(g, &t, || {
+                format!(
+                    "dialable:    {}\ndisplayable: {}\nflags:       {}\n",
+                    t.dialable,
+                    t.displayable,
+                    t.flags.join(" ")
+                )
+            })
+        }
+        Command::Events { follow, after } => events(g, &c, follow, after).await,
+        Command::Session => {
+            let s = c.session().await?;
+            print(g, &s, || {
+                format!(
+                    "session:      {}\napplication:  {}\nprofile:      {}\nshared:       {}\napplications: {}\n{}",
+                    s.session_id,
+                    s.application,
+                    s.profile,
+                    s.shared,
+                    s.applications.join(" "),
+                    s.disabled_services
+                        .iter()
+                        .map(|d| format!("disabled:     {} ({})\n", d.service, d.reason))
+                        .collect::<String>()
+                )
+            })
+        }
+        Command::Logoff => {
+            c.logoff().await?;
+            let _ = std::fs::remove_file(session_file(g));
+            if !g.json {
+                println!("logged off");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn events(g: &Global, c: &Client, follow: bool, after: u64) -> Outcome {
+    // Without --follow: the events up to now (the snapshot's position), then stop.
+    let until = if follow {
+        None
+    } else {
+        Some(c.snapshot().await?.seq)
+    };
+    if until.is_some_and(|u| u <= after) {
+        return Ok(());
+    }
+    let mut stream = c.events(after);
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let Some(item) = item else { return Ok(()) };
+        match item? {
+            StreamItem::Event(e) => {
+                if g.json {
+                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                } else {
+                    println!("{:>6}  {}", e.seq, describe(&e.kind));
+                }
+                if until.is_some_and(|u| e.seq >= u) {
+                    return Ok(());
+                }
+            }
+            StreamItem::Resync(s) => {
+                if g.json {
+                    println!("{}", serde_json::json!({ "type": "resync", "snapshot": s }));
+                } else {
+                    println!(
+                        "        (events before {} were trimmed; now {} line opens, {} calls)",
+                        s.seq + 1,
+                        s.lines.len(),
+                        s.calls.len()
+                    );
+                }
+                if until.is_some_and(|u| s.seq >= u) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn describe(k: &EventKind) -> String {
+    match k {
+        EventKind::NewCall {
+            call,
+            line_handle,
+            call_id,
+            privilege,
+            ..
+        } => format!(
+            "new call {} on {} (call ID {call_id}, {privilege})",
+            short(call),
+            line_handle
+        ),
+        EventKind::CallState { call, state, .. } => format!("call {} {state}", short(call)),
+        EventKind::CallInfo { call, changed } => format!("call {} info {changed}", short(call)),
+        EventKind::Digit { call, digit, mode } => {
+            format!("call {} digit {digit} ({mode})", short(call))
+        }
+        EventKind::Line { line_handle, event } => match event {
+            LineEvent::Ringing { count, .. } => format!("line {line_handle} ringing ({count})"),
+            LineEvent::InService => format!("line {line_handle} in service"),
+            LineEvent::OutOfService { reason } => {
+                format!("line {line_handle} out of service: {reason}")
+            }
+            LineEvent::Other { detail } => format!("line {line_handle} {detail}"),
+        },
+        EventKind::LineClosed { line_handle } => format!("line {line_handle} closed"),
+        EventKind::Status { row } => format!("status {} {}", row.id, row.state),
+        EventKind::EventsLost { first, last } => format!("events {first}..={last} lost"),
+        EventKind::Unknown => "an event of a kind this tool does not know".to_owned(),
+    }
+}
+
+/// Prints JSON or the human form.
+fn print<T: Serialize>(g: &Global, value: &T, human: impl FnOnce() -> String) -> Outcome {
+    if g.json {
+        let text = serde_json::to_string_pretty(value).map_err(|e| Failure {
+            exit: Exit::Unreachable,
+            message: e.to_string(),
+        })?;
+        println!("{text}");
+    } else {
+        print!("{}", human());
+    }
+    Ok(())
+}
+
+/// A call handle as people read it: the first 8 hex digits (any unique start is accepted back).
+fn short(handle: &str) -> String {
+    let hex = handle.strip_prefix("call:").unwrap_or(handle);
+    hex.chars().take(8).collect()
+}
+
+fn calls_table(calls: &[Call]) -> String {
+    table(
+        &[
+            "CALL",
+            "CALL ID",
+            "LINE",
+            "STATE",
+            "PRIVILEGE",
+            "FROM",
+            "TO",
+            "CAN",
+        ],
+        calls.iter().map(|c| {
+            let party = |p: &tapir_api::Party| match (&p.number, &p.name) {
+                (Some(n), Some(name)) => format!("{n} ({name})"),
+                (Some(n), None) => n.clone(),
+                (None, Some(name)) => name.clone(),
+                (None, None) => "-".to_owned(),
+            };
+            vec![
+                short(&c.call),
+                c.call_id.clone(),
+                c.line.to_string(),
+                c.state.clone(),
+                c.privilege.clone(),
+                party(&c.caller),
+                party(&c.called),
+                c.features.join(","),
+            ]
+        }),
+    )
+}
+
+/// Columns padded to their widest cell.
+fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| (*h).to_owned()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+/// The handle of a call of this log-on: the full handle, or a unique start of its hex digits.
+async fn find_call(c: &Client, given: &str) -> Result<String, Failure> {
+    let want = given
+        .strip_prefix("call:")
+        .unwrap_or(given)
+        .to_ascii_lowercase();
+    if want.is_empty() || !want.chars().all(|ch| ch.is_ascii_hexdigit()) {
+        return Err(usage(format!(
+            "{given:?} is not a call handle (call:HEX, or the start of the HEX)"
+        )));
+    }
+    if want.len() == 16 {
+        return Ok(format!("call:{want}"));
+    }
+    let calls = c.calls().await?;
+    let matching: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.call.trim_start_matches("call:").starts_with(&want))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one.call.clone()),
+        [] => Err(not_found(format!("no call {given} in this log-on"))),
+        _ => Err(usage(format!(
+            "{given} matches {} calls; give more digits",
+            matching.len()
+        ))),
+    }
+}
+
+/// The line ID for an ID, a name or an address number.
+async fn line_id(c: &Client, given: &str) -> Result<u32, Failure> {
+    let lines = c.lines().await?;
+    lines
+        .iter()
+        .find(|l| l.name == given || l.addresses.iter().any(|a| a == given))
+        .or_else(|| {
+            given
+                .parse::<u32>()
+                .ok()
+                .and_then(|id| lines.iter().find(|l| l.id == id))
+        })
+        .map(|l| l.id)
+        .ok_or_else(|| not_found(format!("no line {given:?} in this log-on's profile")))
+}
+
+/// A line open to place or take a call on: the given line's (opened as owner if it is not open yet), or
+/// the first open one, or the first line opened as owner.
+async fn line_open(c: &Client, given: Option<&str>) -> Result<String, Failure> {
+    let opens = c.snapshot().await?.lines;
+    let id = match given {
+        Some(l) => line_id(c, l).await?,
+        None => match opens.first() {
+            Some(o) => return Ok(o.line_handle.clone()),
+            None => c
+                .lines()
+                .await?
+                .first()
+                .map(|l| l.id)
+                .ok_or_else(|| not_found("this log-on's profile has no lines"))?,
+        },
+    };
+    if let Some(o) = opens.iter().find(|o| o.line == id) {
+        return Ok(o.line_handle.clone());
+    }
+    Ok(c.open_line(id, "owner").await?.line_handle)
+}

@@ -1,0 +1,837 @@
+//! An async client for `tapird`, the tapir call-control service.
+//!
+//! [`Client::logon`] logs an application on and gives a client bound to that log-on; its methods are
+//! the API's endpoints, with the request and response types of `tapir-api`, and every failure a
+//! [`ClientError`] that keeps the service's stable error code. Call-control methods return when the
+//! operation is done (the API completes on effect). Requests that change something carry a fresh
+//! `Request-Id`, so when the connection breaks before the reply arrives the client sends the same
+//! request again and the service applies it at most once.
+//!
+//! [`Client::events`] opens the log-on's event stream. It reconnects by itself when the connection
+//! drops and resumes after the last event it delivered — no event lost, none repeated; if the service
+//! has trimmed that position it fetches the snapshot and hands it over ([`StreamItem::Resync`]) before
+//! continuing.
+//!
+//! ```no_run
+//! use tapir_client::{Client, StreamItem};
+//! use tapir_api::LogonRequest;
+//!
+//! # async fn run() -> Result<(), tapir_client::ClientError> {
+//! let client = Client::logon("http://127.0.0.1:7878", &LogonRequest {
+//!     application: "cli".into(),
+//!     secret: "tapir-dev".into(),
+//!     ..LogonRequest::default()
+//! })
+//! .await?;
+//! let line = client.lines().await?.into_iter().next().expect("a line");
+//! let open = client.open_line(line.id, "owner").await?;
+//! let mut events = client.events(0);
+//! let call = client.make_call(&open.line_handle, "2002").await?;
+//! println!("{} is {}", call.call_id, call.state);
+//! while let Some(item) = events.next().await {
+//!     if let StreamItem::Event(e) = item? {
+//!         println!("{} {:?}", e.seq, e.kind);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tapir_api::{
+    Call, CallOpRequest, DefaultRouteRequest, ErrorBody, Event, Line, LineOpen, LogonRequest,
+    LogonResponse, MakeCallRequest, OpenLineRequest, Parked, RetrieveRequest, RouteRequest, Routes,
+    SessionInfo, Snapshot, StatusRow, StreamControl, StreamMessage, TranslateRequest, Translated,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::debug;
+
+pub use tapir_api as api;
+
+/// How often a request that changes something is sent again after the connection broke.
+const RETRIES: u32 = 2;
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The service refused or failed the request: its HTTP status and error body.
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The stable error code (`invalid_call_state`, `unauthorized`, …).
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// The service could not be reached, or the connection broke (after the retries).
+    Transport(String),
+    /// The service answered something this client does not understand.
+    Protocol(String),
+    /// The base URL is not `http://HOST:PORT`.
+    BadUrl(String),
+}
+
+impl ClientError {
+    /// The service's error code, for [`ClientError::Api`].
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, for [`ClientError::Api`].
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Api {
+                status,
+                code,
+                message,
+            } => write!(f, "{message} ({code}, HTTP {status})"),
+            ClientError::Transport(m) => write!(f, "cannot reach tapird: {m}"),
+            ClientError::Protocol(m) => write!(f, "unexpected answer from tapird: {m}"),
+            ClientError::BadUrl(m) => write!(f, "bad service URL: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// The connection to a service, without a log-on: health, and logging on.
+#[derive(Clone)]
+pub struct Service {
+    /// `http://HOST:PORT`, without a trailing slash.
+    base: String,
+    /// `HOST:PORT`.
+    authority: String,
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service").field("base", &self.base).finish()
+    }
+}
+
+impl Service {
+    /// A service at `url` (`http://HOST:PORT`, or just `HOST:PORT`).
+    pub fn new(url: &str) -> Result<Self, ClientError> {
+        let trimmed = url.trim().trim_end_matches('/');
+        let authority = trimmed.strip_prefix("http://").unwrap_or(trimmed);
+        if authority.is_empty()
+            || authority.contains('/')
+            || authority.contains("://")
+            || authority.parse::<hyper::http::uri::Authority>().is_err()
+        {
+            return Err(ClientError::BadUrl(format!(
+                "{url:?}: expected http://HOST:PORT"
+            )));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Ok(Self {
+            base: format!("http://{authority}"),
+            authority: authority.to_owned(),
+            http: HttpClient::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    /// `GET /healthz`: whether the service answers.
+    pub async fn health(&self) -> Result<tapir_api::Health, ClientError> {
+        self.send(Method::GET, "/healthz", None, None, None).await
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let (status, body) = self
+            .exchange(Method::GET, "/metrics", None, None, None)
+            .await?;
+        if status.is_success() {
+            String::from_utf8(body.to_vec()).map_err(|e| ClientError::Protocol(e.to_string()))
+        } else {
+            Err(api_error(status, &body))
+        }
+    }
+
+    /// `GET /openapi.json`: the OpenAPI document.
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.send(Method::GET, "/openapi.json", None, None, None)
+            .await
+    }
+
+    /// Logs on.
+    pub async fn logon(&self, request: &LogonRequest) -> Result<Client, ClientError> {
+        let body = to_body(request)?;
+        let logon: LogonResponse = self
+            .send(Method::POST, "/v1/sessions", None, Some(body), None)
+            .await?;
+        Ok(Client {
+            service: self.clone(),
+            logon,
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+        request_id: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.exchange(method, path, token, body, request_id).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("{path}: {e} (HTTP {status})")))
+    }
+
+    /// One request; one that carries a request ID is sent again when the connection broke.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+        request_id: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let uri: Uri = format!("{}{path}", self.base)
+            .parse()
+            .map_err(|e| ClientError::BadUrl(format!("{path}: {e}")))?;
+        let mut attempt = 0;
+        loop {
+            let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            if let Some(id) = request_id {
+                req = req.header("request-id", id);
+            }
+            if body.is_some() {
+                req = req.header("content-type", "application/json");
+            }
+            let req = req
+                .body(Full::new(body.clone().unwrap_or_default()))
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let result = async {
+                let response = self
+                    .http
+                    .request(req)
+                    .await
+                    .map_err(|e| ClientError::Transport(error_chain(&e)))?;
+                let status = response.status();
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| ClientError::Transport(error_chain(&e)))?
+                    .to_bytes();
+                Ok((status, bytes))
+            }
+            .await;
+            match result {
+                Err(ClientError::Transport(m)) if request_id.is_some() && attempt < RETRIES => {
+                    attempt += 1;
+                    debug!(path, attempt, error = m, "sending the request again");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.message,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: "http_error".to_owned(),
+            message: String::from_utf8_lossy(body).into_owned(),
+        },
+    }
+}
+
+fn to_body(v: &impl Serialize) -> Result<Bytes, ClientError> {
+    serde_json::to_vec(v)
+        .map(Bytes::from)
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Percent-encodes a path segment (handles and classes are plain, but a class may hold anything).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A log-on to the service: every endpoint that needs a token.
+#[derive(Clone, Debug)]
+pub struct Client {
+    service: Service,
+    logon: LogonResponse,
+}
+
+impl Client {
+    /// Logs on to the service at `url` (`http://HOST:PORT`).
+    pub async fn logon(url: &str, request: &LogonRequest) -> Result<Client, ClientError> {
+        Service::new(url)?.logon(request).await
+    }
+
+    /// A client for a log-on made elsewhere (the token of a log-on response).
+    pub fn with_token(url: &str, token: &str) -> Result<Client, ClientError> {
+        Ok(Client {
+            service: Service::new(url)?,
+            logon: LogonResponse {
+                session_id: String::new(),
+                token: token.to_owned(),
+                application: String::new(),
+                profile: String::new(),
+                shared: false,
+                disabled_services: Vec::new(),
+            },
+        })
+    }
+
+    /// The log-on's answer: session ID, token, profile, disabled services.
+    pub fn logon_info(&self) -> &LogonResponse {
+        &self.logon
+    }
+
+    /// The bearer token.
+    pub fn token(&self) -> &str {
+        &self.logon.token
+    }
+
+    /// The service.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.service
+            .send(Method::GET, path, Some(&self.logon.token), None, None)
+            .await
+    }
+
+    /// A request that changes something: sent with a fresh request ID.
+    async fn change<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<T, ClientError> {
+        let id = request_id();
+        self.service
+            .send(method, path, Some(&self.logon.token), body, Some(&id))
+            .await
+    }
+
+    /// `GET /v1/session`.
+    pub async fn session(&self) -> Result<SessionInfo, ClientError> {
+        self.get("/v1/session").await
+    }
+
+    /// `DELETE /v1/session`: logs off; the token is refused from then on.
+    pub async fn logoff(&self) -> Result<(), ClientError> {
+        self.change(Method::DELETE, "/v1/session", None).await
+    }
+
+    /// `GET /v1/lines`: the lines the session may use.
+    pub async fn lines(&self) -> Result<Vec<Line>, ClientError> {
+        self.get("/v1/lines").await
+    }
+
+    /// Opens a line with a privilege (`owner`, `monitor`, `owner_monitor`, `none`).
+    pub async fn open_line(&self, line: u32, privilege: &str) -> Result<LineOpen, ClientError> {
+        let body = to_body(&OpenLineRequest {
+            line,
+            privilege: privilege.to_owned(),
+            priority: 0,
+        })?;
+        self.change(Method::POST, "/v1/line-opens", Some(body))
+            .await
+    }
+
+    /// Closes a line open.
+    pub async fn close_line(&self, line_handle: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/line-opens/{}", segment(line_handle));
+        self.change(Method::DELETE, &path, None).await
+    }
+
+    /// The session's calls.
+    pub async fn calls(&self) -> Result<Vec<Call>, ClientError> {
+        self.get("/v1/calls").await
+    }
+
+    /// One call.
+    pub async fn call(&self, call: &str) -> Result<Call, ClientError> {
+        self.get(&format!("/v1/calls/{}", segment(call))).await
+    }
+
+    /// Makes a call from a line open to `destination`.
+    pub async fn make_call(
+        &self,
+        line_handle: &str,
+        destination: &str,
+    ) -> Result<Call, ClientError> {
+        self.make_call_with(&MakeCallRequest {
+            line_handle: line_handle.to_owned(),
+            destination: Some(destination.to_owned()),
+            translate: false,
+        })
+        .await
+    }
+
+    /// Makes a call with every option.
+    pub async fn make_call_with(&self, request: &MakeCallRequest) -> Result<Call, ClientError> {
+        self.change(Method::POST, "/v1/calls", Some(to_body(request)?))
+            .await
+    }
+
+    /// Deallocates a call handle.
+    pub async fn deallocate(&self, call: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/calls/{}", segment(call));
+        self.change(Method::DELETE, &path, None).await
+    }
+
+    /// `POST /v1/calls/{call}/{op}`: any call operation by its name, with its fields.
+    pub async fn call_op(
+        &self,
+        call: &str,
+        op: &str,
+        request: &CallOpRequest,
+    ) -> Result<Call, ClientError> {
+        let path = format!("/v1/calls/{}/{}", segment(call), segment(op));
+        self.change(Method::POST, &path, Some(to_body(request)?))
+            .await
+    }
+
+    async fn op(&self, call: &str, op: &str) -> Result<Call, ClientError> {
+        self.call_op(call, op, &CallOpRequest::default()).await
+    }
+
+    /// Answers an offered call; returns it connected.
+    pub async fn answer(&self, call: &str) -> Result<Call, ClientError> {
+        self.op(call, "answer").await
+    }
+
+    /// Accepts an offered call (this application will handle it).
+    pub async fn accept(&self, call: &str) -> Result<Call, ClientError> {
+        self.op(call, "accept").await
+    }
+
+    /// Rejects an offered call.
+    pub async fn reject(&self, call: &str) -> Result<Call, ClientError> {
+        self.op(call, "reject").await
+    }
+
+    /// Drops a call; returns it idle.
+    pub async fn drop_call(&self, call: &str) -> Result<Call, ClientError> {
+        self.op(call, "drop").await
+    }
+
+    /// Puts a call on hold.
+    pub async fn hold(&self, call: &str) -> Result<Call, ClientError> {
+        self.op(call, "hold").await
+    }
+
+    /// Takes a call off hold.
+    pub async fn unhold(&self, call: &str) -> Result<Call, ClientError> {
+        self.op(call, "unhold").await
+    }
+
+    /// Swaps the active call with a held one.
+    pub async fn swap_hold(&self, active: &str, held: &str) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            held: Some(held.to_owned()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(active, "swap-hold", &request).await
+    }
+
+    /// Dials more digits on a call.
+    pub async fn dial(&self, call: &str, digits: &str) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            digits: Some(digits.to_owned()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "dial", &request).await
+    }
+
+    /// Sends DTMF digits on a connected call.
+    pub async fn generate_digits(&self, call: &str, digits: &str) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            digits: Some(digits.to_owned()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "generate-digits", &request).await
+    }
+
+    /// Transfers a call to `destination` without consultation.
+    pub async fn blind_transfer(&self, call: &str, destination: &str) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            destination: Some(destination.to_owned()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "blind-transfer", &request).await
+    }
+
+    /// Redirects an offered call to `destination`.
+    pub async fn redirect(&self, call: &str, destination: &str) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            destination: Some(destination.to_owned()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "redirect", &request).await
+    }
+
+    /// Holds a call for a consultation transfer; returns the consultation call (in dial tone).
+    pub async fn setup_transfer(&self, call: &str) -> Result<Call, ClientError> {
+        self.op(call, "setup-transfer").await
+    }
+
+    /// Completes a consultation transfer.
+    pub async fn complete_transfer(
+        &self,
+        call: &str,
+        consultation: &str,
+    ) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            consultation: Some(consultation.to_owned()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "complete-transfer", &request).await
+    }
+
+    /// Completes a consultation into a three-way conference; returns the conference call.
+    pub async fn complete_conference(
+        &self,
+        call: &str,
+        consultation: &str,
+    ) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            consultation: Some(consultation.to_owned()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "complete-conference", &request).await
+    }
+
+    /// Parks a call, in `orbit` or (without one) where the switch chooses.
+    pub async fn park(&self, call: &str, orbit: Option<&str>) -> Result<Parked, ClientError> {
+        let request = CallOpRequest {
+            orbit: orbit.map(str::to_owned),
+            ..CallOpRequest::default()
+        };
+        let path = format!("/v1/calls/{}/park", segment(call));
+        self.change(Method::POST, &path, Some(to_body(&request)?))
+            .await
+    }
+
+    /// Hands a call to another application.
+    pub async fn handoff(&self, call: &str, application: &str) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            application: Some(application.to_owned()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "handoff", &request).await
+    }
+
+    /// Takes a parked call from `orbit` onto a line open.
+    pub async fn unpark(&self, line_handle: &str, orbit: &str) -> Result<Call, ClientError> {
+        let request = RetrieveRequest {
+            line_handle: line_handle.to_owned(),
+            orbit: Some(orbit.to_owned()),
+            ..RetrieveRequest::default()
+        };
+        self.change(Method::POST, "/v1/calls/unpark", Some(to_body(&request)?))
+            .await
+    }
+
+    /// Picks up a call ringing at `station` (directed) or in `group`.
+    pub async fn pickup(&self, line_handle: &str, target: Pickup<'_>) -> Result<Call, ClientError> {
+        let (station, group) = match target {
+            Pickup::Station(s) => (Some(s.to_owned()), None),
+            Pickup::Group(g) => (None, Some(g.to_owned())),
+        };
+        let request = RetrieveRequest {
+            line_handle: line_handle.to_owned(),
+            station,
+            group,
+            ..RetrieveRequest::default()
+        };
+        self.change(Method::POST, "/v1/calls/pickup", Some(to_body(&request)?))
+            .await
+    }
+
+    /// The status table.
+    pub async fn status(&self) -> Result<Vec<StatusRow>, ClientError> {
+        self.get("/v1/status").await
+    }
+
+    /// The route table.
+    pub async fn routes(&self) -> Result<Routes, ClientError> {
+        self.get("/v1/routes").await
+    }
+
+    /// Routes calls of `class` to `application`.
+    pub async fn set_route(&self, class: &str, application: &str) -> Result<Routes, ClientError> {
+        let body = to_body(&RouteRequest {
+            application: application.to_owned(),
+        })?;
+        let path = format!("/v1/routes/{}", segment(class));
+        self.change(Method::PUT, &path, Some(body)).await
+    }
+
+    /// Clears the route of `class`.
+    pub async fn clear_route(&self, class: &str) -> Result<Routes, ClientError> {
+        let path = format!("/v1/routes/{}", segment(class));
+        self.change(Method::DELETE, &path, None).await
+    }
+
+    /// Sets the default route (`first-owner`, `reject`, `app:NAME`).
+    pub async fn set_default_route(&self, default: &str) -> Result<Routes, ClientError> {
+        let body = to_body(&DefaultRouteRequest {
+            default: default.to_owned(),
+        })?;
+        self.change(Method::PUT, "/v1/routes/default", Some(body))
+            .await
+    }
+
+    /// Translates an address with the session's location.
+    pub async fn translate(&self, request: &TranslateRequest) -> Result<Translated, ClientError> {
+        self.service
+            .send(
+                Method::POST,
+                "/v1/translate",
+                Some(&self.logon.token),
+                Some(to_body(request)?),
+                None,
+            )
+            .await
+    }
+
+    /// The session's line opens and calls, and the event sequence number they include.
+    pub async fn snapshot(&self) -> Result<Snapshot, ClientError> {
+        self.get("/v1/snapshot").await
+    }
+
+    /// The log-on's event stream, from the first event after `after` (0: from the start).
+    pub fn events(&self, after: u64) -> EventStream {
+        EventStream {
+            client: self.clone(),
+            last_seq: after,
+            socket: None,
+            ended: false,
+            reconnect_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whom [`Client::pickup`] picks up from.
+#[derive(Clone, Copy, Debug)]
+pub enum Pickup<'a> {
+    /// The call ringing at this station.
+    Station(&'a str),
+    /// A call ringing in this pickup group.
+    Group(&'a str),
+}
+
+/// What the event stream delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamItem {
+    /// The next event.
+    Event(Event),
+    /// The position the stream was at had been trimmed from the service's journal: here is the
+    /// session's state now; the stream continues with the events after it.
+    Resync(Snapshot),
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A log-on's events, in order, resuming by itself after a broken connection.
+pub struct EventStream {
+    client: Client,
+    last_seq: u64,
+    socket: Option<Socket>,
+    ended: bool,
+    reconnect_for: Duration,
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("last_seq", &self.last_seq)
+            .field("connected", &self.socket.is_some())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl EventStream {
+    /// How long to keep trying to reconnect before giving up with an error (default 30 s).
+    pub fn reconnect_for(mut self, limit: Duration) -> Self {
+        self.reconnect_for = limit;
+        self
+    }
+
+    /// The sequence number of the last event delivered.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Drops the connection (the next [`EventStream::next`] reconnects and resumes). For tests of the
+    /// resume path and for callers that want to let go of the socket for a while.
+    pub async fn disconnect(&mut self) {
+        if let Some(mut s) = self.socket.take() {
+            let _ = s.close(None).await;
+        }
+    }
+
+    /// The next item; `None` once the log-on has ended. An error means the service stayed unreachable
+    /// for the reconnect limit, or refused the stream (a token no longer valid); calling again retries.
+    pub async fn next(&mut self) -> Option<Result<StreamItem, ClientError>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            let socket = match self.socket.as_mut() {
+                Some(s) => s,
+                None => match self.connect().await {
+                    Ok(s) => self.socket.insert(s),
+                    Err(e) => return Some(Err(e)),
+                },
+            };
+            let message = socket.next().await;
+            let text = match message {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    debug!(after = self.last_seq, "event stream broke; resuming");
+                    self.socket = None;
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+            };
+            match StreamMessage::from_json(text.as_str()) {
+                Ok(StreamMessage::Event(e)) => {
+                    if e.seq <= self.last_seq {
+                        continue;
+                    }
+                    self.last_seq = e.seq;
+                    return Some(Ok(StreamItem::Event(e)));
+                }
+                Ok(StreamMessage::Control(StreamControl::End)) => {
+                    self.ended = true;
+                    self.socket = None;
+                    return None;
+                }
+                Ok(StreamMessage::Control(StreamControl::Trimmed { .. })) => {
+                    self.socket = None;
+                    let snapshot = match self.client.snapshot().await {
+                        Ok(s) => s,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    self.last_seq = snapshot.seq;
+                    return Some(Ok(StreamItem::Resync(snapshot)));
+                }
+                Err(e) => return Some(Err(ClientError::Protocol(e.to_string()))),
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Result<Socket, ClientError> {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let url = format!(
+                "ws://{}/v1/events?after={}",
+                self.client.service.authority, self.last_seq
+            );
+            let mut request = url
+                .into_client_request()
+                .map_err(|e| ClientError::BadUrl(e.to_string()))?;
+            let auth = format!("Bearer {}", self.client.logon.token)
+                .parse()
+                .map_err(|_| ClientError::Protocol("the token is not a header value".into()))?;
+            request.headers_mut().insert("authorization", auth);
+            match tokio_tungstenite::connect_async(request).await {
+                Ok((socket, _)) => return Ok(socket),
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    let status = response.status();
+                    let body = response.body().clone().unwrap_or_default();
+                    let error = api_error(status, &body);
+                    // Refusals (a token no longer valid) are final; a service starting up is not.
+                    if status.is_client_error() {
+                        self.ended = status == StatusCode::UNAUTHORIZED;
+                        return Err(error);
+                    }
+                    if started.elapsed() >= self.reconnect_for {
+                        return Err(error);
+                    }
+                }
+                Err(e) => {
+                    if started.elapsed() >= self.reconnect_for {
+                        return Err(ClientError::Transport(e.to_string()));
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+}

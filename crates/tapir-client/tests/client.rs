@@ -1,0 +1,318 @@
+//! The client against a real tapird on loopback: typed calls between two applications, the event
+//! stream resuming by itself with nothing lost or repeated, resync from a snapshot after trimming, and
+//! typed errors.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tapir_api::{EventKind, LogonRequest};
+use tapir_client::{Client, ClientError, EventStream, Service, StreamItem};
+use tapir_config::Config;
+use tokio::net::TcpListener;
+
+const CONFIG: &str = r#"
+[services.pbx]
+kind = "simswitch"
+extensions = [{ number = "2001", name = "Alice" }, { number = "2002", name = "Bob" }]
+outside = [{ number = "5551000", script = "answers", after_rings = 0 }]
+
+[profiles.default]
+services = ["pbx"]
+
+[server]
+journal_events = JOURNAL
+
+[applications.alice]
+secret = "a-secret"
+
+[applications.bob]
+secret = "b-secret"
+"#;
+
+struct Tapird {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tapird {
+    async fn start(journal: usize) -> Self {
+        let config =
+            Config::parse(&CONFIG.replace("JOURNAL", &journal.to_string())).expect("config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = config.start().await.expect("start");
+        let task = tokio::spawn(async move {
+            tapir_server::serve(&config, running, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn logon(&self, app: &str, secret: &str) -> Client {
+        Client::logon(
+            &self.url(),
+            &LogonRequest {
+                application: app.into(),
+                secret: secret.into(),
+                ..LogonRequest::default()
+            },
+        )
+        .await
+        .expect("log on")
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Opens the line whose first address is `number` as owner.
+async fn open(client: &Client, number: &str) -> String {
+    let line = client
+        .lines()
+        .await
+        .expect("lines")
+        .into_iter()
+        .find(|l| l.addresses.first().map(String::as_str) == Some(number))
+        .expect("the line");
+    client
+        .open_line(line.id, "owner")
+        .await
+        .expect("open")
+        .line_handle
+}
+
+/// Polls the call until it is connected.
+async fn connected(client: &Client, call: &str) {
+    for _ in 0..500 {
+        if client.call(call).await.expect("the call").state == "connected" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{call} never connected");
+}
+
+/// The next event, within a few seconds.
+async fn next_event(events: &mut EventStream) -> tapir_api::Event {
+    match tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an event in time")
+    {
+        Some(Ok(StreamItem::Event(e))) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Reads events until `call` reaches `state`; returns every event read.
+async fn until_state(events: &mut EventStream, call: &str, state: &str) -> Vec<tapir_api::Event> {
+    let mut seen = Vec::new();
+    loop {
+        let e = next_event(events).await;
+        let done = matches!(&e.kind, EventKind::CallState { call: c, state: s, .. } if c == call && s == state);
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_applications_call_each_other_through_the_client() {
+    let svc = Tapird::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let alice_line = open(&alice, "2001").await;
+    open(&bob, "2002").await;
+    let mut bob_events = bob.events(0);
+
+    let alice_call = alice.make_call(&alice_line, "2002").await.expect("make");
+    let bob_call = loop {
+        if let EventKind::NewCall { call, .. } = next_event(&mut bob_events).await.kind {
+            break call;
+        }
+    };
+    until_state(&mut bob_events, &bob_call, "offering").await;
+    let answered = bob.answer(&bob_call).await.expect("answer");
+    assert_eq!(answered.state, "connected", "answer returns on effect");
+
+    let a = alice.call(&alice_call.call).await.expect("alice's call");
+    assert_ne!(a.call, answered.call, "each log-on has its own handle");
+    assert_eq!(a.call_id, answered.call_id, "one call ID");
+    assert!(a.features.iter().any(|f| f == "hold"));
+
+    let held = alice.hold(&a.call).await.expect("hold");
+    assert_eq!(held.state, "on_hold");
+    let dropped = alice.drop_call(&a.call).await.expect("drop");
+    assert_eq!(dropped.state, "idle");
+    until_state(&mut bob_events, &bob_call, "disconnected").await;
+    bob.drop_call(&bob_call).await.expect("bob drops");
+    alice.deallocate(&a.call).await.expect("deallocate");
+    bob.deallocate(&bob_call).await.expect("deallocate");
+    assert!(alice.calls().await.expect("calls").is_empty());
+
+    bob.logoff().await.expect("log off");
+    // The stream ends after the log-off's last events.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(item) = bob_events.next().await {
+            item.expect("events until the end");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends with the log-on");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_by_itself_with_nothing_lost_or_repeated() {
+    let svc = Tapird::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let line = open(&alice, "2001").await;
+    let mut events = alice.events(0);
+    let call = alice.make_call(&line, "5551000").await.expect("make");
+    let mut seen = until_state(&mut events, &call.call, "connected").await;
+
+    events.disconnect().await;
+    alice.hold(&call.call).await.expect("hold");
+    alice.unhold(&call.call).await.expect("unhold");
+    alice.drop_call(&call.call).await.expect("drop");
+    seen.extend(until_state(&mut events, &call.call, "idle").await);
+
+    let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(
+        seqs, expected,
+        "every event once, in order, across the reconnect"
+    );
+    let states: Vec<&str> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::CallState { state, .. } => Some(state.as_str()),
+            _ => None,
+        })
+        .collect();
+    let after_reconnect = states
+        .iter()
+        .skip_while(|s| **s != "connected")
+        .copied()
+        .collect::<Vec<_>>();
+    assert_eq!(
+        after_reconnect,
+        ["connected", "on_hold", "connected", "idle"],
+        "the changes made while disconnected arrive"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trimmed_position_resyncs_from_the_snapshot() {
+    let svc = Tapird::start(2).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let line = open(&alice, "2001").await;
+    let call = alice.make_call(&line, "5551000").await.expect("make");
+    connected(&alice, &call.call).await;
+    for _ in 0..3 {
+        alice.hold(&call.call).await.expect("hold");
+        alice.unhold(&call.call).await.expect("unhold");
+    }
+    let mut events = alice.events(0);
+    let snapshot = match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+        Ok(Some(Ok(StreamItem::Resync(s)))) => s,
+        other => panic!("expected a resync, got {other:?}"),
+    };
+    assert_eq!(snapshot.calls.len(), 1);
+    assert_eq!(snapshot.calls[0].state, "connected");
+    assert_eq!(events.last_seq(), snapshot.seq);
+    alice.drop_call(&call.call).await.expect("drop");
+    let after = until_state(&mut events, &call.call, "idle").await;
+    assert!(after.iter().all(|e| e.seq > snapshot.seq));
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_typed_with_the_services_codes() {
+    let svc = Tapird::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let line = open(&alice, "2001").await;
+    let call = alice.make_call(&line, "5551000").await.expect("make");
+    connected(&alice, &call.call).await;
+
+    let foreign = bob.drop_call(&call.call).await.expect_err("not bob's");
+    assert_eq!(
+        (foreign.status(), foreign.code()),
+        (Some(404), Some("invalid_call_handle"))
+    );
+    let wrong_state = alice.answer(&call.call).await.expect_err("not offering");
+    assert_eq!(wrong_state.code(), Some("invalid_call_state"));
+    assert_eq!(
+        alice.call(&call.call).await.expect("still there").state,
+        "connected",
+        "a refused request changes nothing"
+    );
+
+    let refused = Client::logon(
+        &svc.url(),
+        &LogonRequest {
+            application: "alice".into(),
+            secret: "wrong".into(),
+            ..LogonRequest::default()
+        },
+    )
+    .await
+    .expect_err("wrong secret");
+    assert_eq!(refused.code(), Some("unauthorized"));
+
+    let forged = Client::with_token(&svc.url(), "forged").expect("client");
+    assert_eq!(
+        forged.lines().await.expect_err("forged").status(),
+        Some(401)
+    );
+    let mut forged_events = forged.events(0);
+    let refused = forged_events.next().await.expect("an answer");
+    assert!(matches!(refused, Err(ClientError::Api { status: 401, .. })));
+    assert!(
+        forged_events.next().await.is_none(),
+        "a refused stream ends"
+    );
+
+    assert!(matches!(
+        Service::new("ftp://x/y"),
+        Err(ClientError::BadUrl(_))
+    ));
+    let nobody = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = nobody.local_addr().expect("addr");
+    drop(nobody);
+    let unreachable = Service::new(&closed.to_string())
+        .expect("url")
+        .health()
+        .await
+        .expect_err("nothing listens");
+    assert!(matches!(unreachable, ClientError::Transport(_)));
+    assert_eq!(
+        Service::new(&svc.url())
+            .expect("url")
+            .health()
+            .await
+            .expect("up")
+            .status,
+        "ok"
+    );
+    svc.stop().await;
+}
