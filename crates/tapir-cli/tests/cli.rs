@@ -152,7 +152,10 @@ async fn the_tour_works_and_one_log_on_lasts_across_invocations() {
     );
 
     let t = cli.json(&["translate", "+1 (425) 555-0100"]).await;
-    assert_eq!(t["dialable"], "95550100", "Seattle: access code 9, then a local number");
+    assert_eq!(
+        t["dialable"], "95550100",
+        "Seattle: access code 9, then a local number"
+    );
     let routes = cli.json(&["routes"]).await;
     assert_eq!(routes["default"], "first-owner");
 

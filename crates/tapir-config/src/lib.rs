@@ -130,6 +130,14 @@ pub struct ServerSettings {
     /// The largest request body accepted, in bytes.
     #[serde(default = "body_limit")]
     pub body_limit: usize,
+    /// Where the store (`tapird.db`: event journals, route changes) is kept. Absent: `tapird` uses
+    /// `$XDG_DATA_HOME/tapir` (or `~/.local/share/tapir`); an engine embedded without one keeps its
+    /// store in memory.
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// How long journal events and ended log-ons are kept, in seconds.
+    #[serde(default = "journal_max_age_secs")]
+    pub journal_max_age_secs: u64,
 }
 
 fn listen() -> String {
@@ -141,6 +149,9 @@ fn journal_events() -> usize {
 fn body_limit() -> usize {
     64 * 1024
 }
+fn journal_max_age_secs() -> u64 {
+    24 * 60 * 60
+}
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -148,6 +159,8 @@ impl Default for ServerSettings {
             listen: listen(),
             journal_events: journal_events(),
             body_limit: body_limit(),
+            data_dir: None,
+            journal_max_age_secs: journal_max_age_secs(),
         }
     }
 }
@@ -314,6 +327,9 @@ impl Config {
         }
         if self.server.journal_events == 0 {
             return Err(invalid("server.journal_events", "must be at least 1"));
+        }
+        if self.server.journal_max_age_secs == 0 {
+            return Err(invalid("server.journal_max_age_secs", "must be at least 1"));
         }
         let mut builder = Engine::builder().event_queue_capacity(self.engine.event_queue_capacity);
         let mut switches = BTreeMap::new();

@@ -1,8 +1,8 @@
 //! A log-on's event journal: every event of the session's stream, numbered, kept (up to a bound) so that
 //! a client that reconnects gets every event after the last one it saw.
 //!
-//! Events are kept in memory, per log-on, for as long as the log-on lasts; a restart of the service
-//! ends every log-on (see `docs/api.md`).
+//! This is the live copy, in memory, that clients of a running log-on read from; every event is also
+//! written to the store (`store.rs`), which is what survives a restart.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,7 +48,7 @@ impl Journal {
     }
 
     /// Appends the event numbered `seq` (numbers increase).
-    pub fn append(&self, seq: u64, json: String) {
+    pub fn append(&self, seq: u64, json: Arc<str>) {
         {
             let mut j = self.lock();
             if j.events.len() == j.capacity
@@ -56,7 +56,7 @@ impl Journal {
             {
                 j.trimmed_to = old;
             }
-            j.events.push_back((seq, json.into()));
+            j.events.push_back((seq, json));
         }
         self.tail.send_modify(|t| t.0 = seq);
     }
@@ -98,7 +98,7 @@ mod tests {
     fn reads_resume_after_a_position_and_report_trimming_exactly() {
         let j = Journal::new(3);
         for seq in 1..=5 {
-            j.append(seq, format!("{{\"seq\":{seq}}}"));
+            j.append(seq, format!("{{\"seq\":{seq}}}").into());
         }
         // 1 and 2 are gone; 3, 4, 5 are kept.
         assert_eq!(j.read_after(0, 10), Err(Trimmed { first_kept: 3 }));

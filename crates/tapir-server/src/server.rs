@@ -32,6 +32,7 @@ use crate::api::{
 };
 use crate::error::ApiError;
 use crate::journal::Journal;
+use crate::store::{Read, RouteChange, Store};
 use tapir_api as wire;
 use tapir_api::{
     CallOpRequest, DefaultRouteRequest, LogonRequest, LogonResponse, MakeCallRequest,
@@ -50,6 +51,7 @@ pub struct AppState {
     journal_events: usize,
     clients: DashMap<String, Arc<Client>>,
     metrics: Metrics,
+    store: Store,
 }
 
 #[derive(Default)]
@@ -57,6 +59,7 @@ struct Metrics {
     ok: AtomicU64,
     failed: AtomicU64,
     events_delivered: AtomicU64,
+    store_errors: AtomicU64,
 }
 
 /// One log-on: its session, its token, its journal.
@@ -67,6 +70,10 @@ pub struct Client {
     journal: Arc<Journal>,
     requests: Mutex<Requests>,
     admin: bool,
+    /// The log-on's ID in the store.
+    stored: i64,
+    /// The task writing the session's events to the journal and the store.
+    pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -79,15 +86,64 @@ type CachedReply = (StatusCode, Value);
 type Reply = Result<(StatusCode, Value), ApiError>;
 
 impl AppState {
-    /// The service's state for a running engine and its configuration.
-    pub fn new(engine: Engine, config: &Config) -> Arc<Self> {
+    /// The service's state for a running engine, its configuration and its store.
+    pub fn new(engine: Engine, config: &Config, store: Store) -> Arc<Self> {
         Arc::new(Self {
             engine,
             applications: config.applications.clone(),
             journal_events: config.server.journal_events,
             clients: DashMap::new(),
             metrics: Metrics::default(),
+            store,
         })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Applies the route changes made through the API in earlier runs, over the configured table.
+    pub async fn restore_routes(&self) {
+        let (changes, default) = match self.store.routes().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored route changes");
+                return;
+            }
+        };
+        for change in changes {
+            let r = match &change.application {
+                Some(app) => self.engine.set_route(&change.class, app),
+                None => {
+                    self.engine.clear_route(&change.class);
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                tracing::warn!(class = change.class, error = %e, "a stored route change no longer applies");
+            }
+        }
+        if let Some(d) = default {
+            match d.parse::<DefaultRoute>() {
+                Ok(d) => self.engine.set_default_route(d),
+                Err(e) => {
+                    tracing::warn!(default = d, error = %e, "the stored default route no longer applies")
+                }
+            }
+        }
+    }
+
+    /// Records a route change so that it survives a restart (the running table has it already).
+    async fn remember_route(&self, change: RouteChange) {
+        if let Err(e) = self.store.route_changed(change).await {
+            self.store_failed("a route change", &e);
+        }
+    }
+
+    fn store_failed(&self, what: &str, e: &crate::store::StoreError) {
+        self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "the store could not record {what}");
     }
 
     /// The engine.
@@ -95,12 +151,26 @@ impl AppState {
         &self.engine
     }
 
-    /// Logs every client off (each session told by its stream ending).
+    /// Logs every client off (each session told by its stream ending), and writes what the store has
+    /// queued.
     pub async fn logoff_all(&self) {
         let clients: Vec<Arc<Client>> = self.clients.iter().map(|c| c.value().clone()).collect();
         self.clients.clear();
         for c in clients {
-            c.session.clone().logoff().await;
+            self.finish(&c, "shutdown").await;
+        }
+        self.store.flush().await;
+    }
+
+    /// Ends a log-on: the session logged off, its last events journaled, the store told.
+    async fn finish(&self, c: &Client, reason: &'static str) {
+        c.session.clone().logoff().await;
+        let pump = c.pump.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(p) = pump {
+            let _ = p.await;
+        }
+        if let Err(e) = self.store.ended(c.stored, reason).await {
+            self.store_failed("the end of a log-on", &e);
         }
     }
 }
@@ -145,22 +215,56 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let from_header = bearer(&parts.headers);
-        let from_query = || {
-            parts.uri.query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("access_token="))
-                    .map(str::to_owned)
-            })
-        };
-        let token = from_header
-            .or_else(from_query)
-            .ok_or_else(ApiError::unauthorized)?;
-        state
-            .clients
-            .get(&token)
-            .map(|c| Authed(c.value().clone()))
+        let token = token_of(parts).ok_or_else(ApiError::unauthorized)?;
+        if let Some(c) = state.clients.get(&token) {
+            return Ok(Authed(c.value().clone()));
+        }
+        Err(ended_or_unknown(state, &token).await)
+    }
+}
+
+/// The request's token: `Authorization: Bearer TOKEN`, or `?access_token=TOKEN`.
+fn token_of(parts: &Parts) -> Option<String> {
+    bearer(&parts.headers).or_else(|| {
+        parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("access_token="))
+                .map(str::to_owned)
+        })
+    })
+}
+
+/// The request's token, whether or not its log-on is live (for the event stream, which stays
+/// readable after the log-on ended).
+pub struct Token(pub String);
+
+impl FromRequestParts<Arc<AppState>> for Token {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        token_of(parts)
+            .map(Token)
             .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// The answer to a token that is not a live log-on's: 410 if it was one that has ended (log-off, or
+/// the service stopped), 401 otherwise.
+async fn ended_or_unknown(state: &AppState, token: &str) -> ApiError {
+    match state.store.find(token).await {
+        Ok(Some(logon)) => ApiError::new(
+            StatusCode::GONE,
+            "session_ended",
+            format!(
+                "this log-on of {} ended ({}); log on again (its events stay readable at /v1/events)",
+                logon.application,
+                logon.end_reason.as_deref().unwrap_or("ended")
+            ),
+        ),
+        _ => ApiError::unauthorized(),
     }
 }
 
@@ -373,24 +477,47 @@ async fn logon(State(state): State<Arc<AppState>>, Body(req): Body<LogonRequest>
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
+    let stored = match state
+        .store
+        .logon(&token, &req.application, &session.id().to_string())
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            state.store_failed("a log-on", &e);
+            session.logoff().await;
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the service cannot record the log-on; try again later",
+            )
+            .into_response();
+        }
+    };
     let journal = Arc::new(Journal::new(state.journal_events));
+    // The pump: the session's events, in order, into the journal and the store.
+    let pump = tokio::spawn({
+        let session = session.clone();
+        let journal = journal.clone();
+        let store = state.store.clone();
+        async move {
+            while let Some(e) = session.next_event().await {
+                let json: Arc<str> = serde_json::to_string(&event(&e)).unwrap_or_default().into();
+                journal.append(e.seq, json.clone());
+                store.append(stored, e.seq, json).await;
+            }
+            journal.end();
+        }
+    });
     let client = Arc::new(Client {
         token: token.clone(),
         app: req.application.clone(),
         session: session.clone(),
-        journal: journal.clone(),
+        journal,
         requests: Mutex::new(Requests::default()),
         admin: app.profiles.is_empty(),
-    });
-    // The pump: the session's events, in order, into the journal.
-    tokio::spawn({
-        let session = session.clone();
-        async move {
-            while let Some(e) = session.next_event().await {
-                journal.append(e.seq, serde_json::to_string(&event(&e)).unwrap_or_default());
-            }
-            journal.end();
-        }
+        stored,
+        pump: Mutex::new(Some(pump)),
     });
     state.clients.insert(token.clone(), client);
     info!(app = req.application, session = %session.id(), "network log-on");
@@ -419,7 +546,7 @@ async fn session_info(Authed(c): Authed) -> Response {
 
 async fn logoff(State(state): State<Arc<AppState>>, Authed(c): Authed) -> Response {
     state.clients.remove(&c.token);
-    c.session.clone().logoff().await;
+    state.finish(&c, "logoff").await;
     reply(no_content())
 }
 
@@ -770,10 +897,18 @@ async fn set_route(
     Path(class): Path<String>,
     Body(req): Body<RouteRequest>,
 ) -> Response {
-    let r = admin(&c)
-        .and_then(|()| counted(&state, state.engine.set_route(&class, &req.application)))
-        .and_then(|()| ok(routes_dto(&state.engine)));
-    reply(r)
+    if let Err(e) =
+        admin(&c).and_then(|()| counted(&state, state.engine.set_route(&class, &req.application)))
+    {
+        return e.into_response();
+    }
+    state
+        .remember_route(RouteChange {
+            class,
+            application: Some(req.application),
+        })
+        .await;
+    reply(ok(routes_dto(&state.engine)))
 }
 
 async fn clear_route(
@@ -781,18 +916,24 @@ async fn clear_route(
     Authed(c): Authed,
     Path(class): Path<String>,
 ) -> Response {
-    let r = admin(&c).and_then(|()| {
-        if state.engine.clear_route(&class) {
-            ok(routes_dto(&state.engine))
-        } else {
-            Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no route for class {class:?}"),
-            ))
-        }
-    });
-    reply(r)
+    if let Err(e) = admin(&c) {
+        return e.into_response();
+    }
+    if !state.engine.clear_route(&class) {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for class {class:?}"),
+        )
+        .into_response();
+    }
+    state
+        .remember_route(RouteChange {
+            class,
+            application: None,
+        })
+        .await;
+    reply(ok(routes_dto(&state.engine)))
 }
 
 async fn set_default_route(
@@ -800,12 +941,15 @@ async fn set_default_route(
     Authed(c): Authed,
     Body(req): Body<DefaultRouteRequest>,
 ) -> Response {
-    let r = admin(&c).and_then(|()| {
-        let d: DefaultRoute = req.default.parse()?;
-        state.engine.set_default_route(d);
-        ok(routes_dto(&state.engine))
-    });
-    reply(r)
+    let d = match admin(&c).and_then(|()| Ok(req.default.parse::<DefaultRoute>()?)) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
+    state.engine.set_default_route(d.clone());
+    if let Err(e) = state.store.default_route_changed(&d.to_string()).await {
+        state.store_failed("a default route change", &e);
+    }
+    reply(ok(routes_dto(&state.engine)))
 }
 
 async fn translate(Authed(c): Authed, Body(req): Body<TranslateRequest>) -> Response {
@@ -852,16 +996,66 @@ struct EventsQuery {
 /// `GET /v1/events?after=N` (WebSocket): every event after N, then each new one, as JSON text
 /// messages. If events after N have been trimmed, one message
 /// `{"type":"trimmed","first_kept":M,"snapshot":"/v1/snapshot"}` and the connection closes.
+///
+/// A log-on that has ended (log-off, or the service stopped or restarted) keeps its events readable
+/// from the store, within the journal's bounds; the stream then ends with `{"type":"end"}`.
 async fn events(
     State(state): State<Arc<AppState>>,
-    Authed(c): Authed,
+    Token(token): Token,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Ok(Query(q)) = query else {
         return ApiError::bad_request("after must be a sequence number").into_response();
     };
-    ws.on_upgrade(move |socket| stream_events(socket, state, c, q.after))
+    let live = state.clients.get(&token).map(|c| c.value().clone());
+    if let Some(c) = live {
+        return ws.on_upgrade(move |socket| stream_events(socket, state, c, q.after));
+    }
+    match state.store.find(&token).await {
+        Ok(Some(logon)) if logon.end_reason.is_some() => {
+            ws.on_upgrade(move |socket| stream_stored(socket, state, logon.id, q.after))
+        }
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+/// The events of an ended log-on, from the store, then the end.
+async fn stream_stored(mut socket: WebSocket, state: Arc<AppState>, logon: i64, after: u64) {
+    let mut position = after;
+    loop {
+        match state.store.read_after(logon, position, EVENT_BATCH).await {
+            Ok(Read::Trimmed { first_kept }) => {
+                let msg = wire::StreamControl::Trimmed {
+                    first_kept,
+                    snapshot: "/v1/snapshot".to_owned(),
+                };
+                let _ = socket.send(control(&msg)).await;
+                break;
+            }
+            Ok(Read::Events(batch)) if !batch.is_empty() => {
+                for (seq, json) in batch {
+                    if socket.send(Message::Text(json.into())).await.is_err() {
+                        return;
+                    }
+                    state
+                        .metrics
+                        .events_delivered
+                        .fetch_add(1, Ordering::Relaxed);
+                    position = seq;
+                }
+            }
+            Ok(Read::Events(_)) => {
+                let _ = socket.send(control(&wire::StreamControl::End)).await;
+                break;
+            }
+            Err(e) => {
+                state.store_failed("(reading) a stored journal", &e);
+                break;
+            }
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
 }
 
 async fn stream_events(mut socket: WebSocket, state: Arc<AppState>, c: Arc<Client>, after: u64) {

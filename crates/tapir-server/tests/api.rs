@@ -634,7 +634,7 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
         "nothing changed"
     );
 
-    // Health and metrics need no token; a logged-off token is refused.
+    // Health and metrics need no token; a logged-off token is told its log-on ended.
     assert_eq!(svc.call("GET", "/healthz", None, &[], None).await.0, 200);
     let (status, _) = svc.call("GET", "/metrics", None, &[], None).await;
     assert_eq!(status, 200);
@@ -643,7 +643,7 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
         .await;
     assert_eq!(status, 204);
     let (status, err) = svc.get("/v1/lines", &bob).await;
-    assert_eq!((status, err["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!((status, err["code"].as_str()), (410, Some("session_ended")));
     svc.stop().await;
 }
 

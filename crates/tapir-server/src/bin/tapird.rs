@@ -2,8 +2,11 @@
 //! (simulated PBX and modems) and listens on 127.0.0.1:7878.
 //!
 //! ```text
-//! tapird [--config FILE] [--listen ADDR:PORT]
+//! tapird [--config FILE] [--listen ADDR:PORT] [--data-dir DIR]
 //! ```
+//!
+//! The store (`tapird.db`: event journals, route changes) is kept in `--data-dir`, else the
+//! configuration's `server.data_dir`, else `$XDG_DATA_HOME/tapir` (`~/.local/share/tapir`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,13 +24,15 @@ async fn main() -> ExitCode {
 
     let mut config_path: Option<PathBuf> = None;
     let mut listen: Option<String> = None;
+    let mut data_dir: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config_path = args.next().map(PathBuf::from),
             "--listen" => listen = args.next(),
+            "--data-dir" => data_dir = args.next().map(PathBuf::from),
             "-h" | "--help" => {
-                println!("usage: tapird [--config FILE] [--listen ADDR:PORT]");
+                println!("usage: tapird [--config FILE] [--listen ADDR:PORT] [--data-dir DIR]");
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -51,6 +56,19 @@ async fn main() -> ExitCode {
     if let Some(l) = listen {
         config.server.listen = l;
     }
+    if let Some(d) = data_dir
+        .or_else(|| config.server.data_dir.clone())
+        .or_else(default_data_dir)
+    {
+        config.server.data_dir = Some(d);
+    }
+    let store = match tapir_server::open_store(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tapird: cannot open the store: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // Every value is checked, and the providers started, before anything listens.
     let running = match config.start().await {
         Ok(r) => r,
@@ -74,13 +92,22 @@ async fn main() -> ExitCode {
         Ok(a) => println!("tapird listening on http://{a}"),
         Err(_) => println!("tapird listening on http://{}", config.server.listen),
     }
-    match tapir_server::serve(&config, running, listener, shutdown_signal()).await {
+    match tapir_server::serve_with(&config, running, store, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tapird: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// `$XDG_DATA_HOME/tapir`, or `~/.local/share/tapir`.
+fn default_data_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map(|d| d.join("tapir"))
 }
 
 async fn shutdown_signal() {
