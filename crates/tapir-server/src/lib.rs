@@ -10,6 +10,7 @@
 pub mod api;
 pub mod error;
 pub mod journal;
+pub mod openapi;
 pub mod server;
 pub mod store;
 

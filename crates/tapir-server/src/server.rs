@@ -180,6 +180,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
         .route("/v1/sessions", post(logon))
         .route("/v1/session", get(session_info).delete(logoff))
         .route("/v1/lines", get(lines))
@@ -364,6 +365,21 @@ fn created(v: impl serde::Serialize) -> Reply {
 
 fn no_content() -> Reply {
     Ok((StatusCode::NO_CONTENT, Value::Null))
+}
+
+/// The OpenAPI document, built once.
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        crate::openapi::document()
+            .to_json()
+            .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string())
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.clone(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<wire::Health> {

@@ -699,3 +699,61 @@ async fn a_retried_request_with_the_same_id_is_applied_once() {
     assert_eq!(drop1, drop2);
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_a_token_and_every_route_it_lists_exists() {
+    let svc = Service::start(1000).await;
+    let (status, doc) = svc.call("GET", "/openapi.json", None, &[], None).await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    for schema in [
+        "Call",
+        "LogonRequest",
+        "EventKind",
+        "StreamControl",
+        "ErrorBody",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} generated from the wire types"
+        );
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["CallOpRequest"]["properties"]["digits"]["type"],
+        json!(["string", "null"]),
+        "the schema follows the Rust type"
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, _) in item.as_object().expect("path item") {
+            operations += 1;
+            let concrete = path
+                .replace("{call}", "call:0123456789abcdef")
+                .replace("{op}", "hold")
+                .replace("{handle}", "line:0123456789abcdef")
+                .replace("{class}", "voice.9999");
+            // A fresh log-on each time: one of them is the log-off.
+            let token = svc.logon("alice", "a-secret").await;
+            let (status, body) = svc
+                .call(
+                    &method.to_uppercase(),
+                    &concrete,
+                    Some(&token),
+                    &[],
+                    Some("{}"),
+                )
+                .await;
+            assert_ne!(status, 405, "{method} {path} is routed");
+            assert!(
+                !(status == 404 && body["message"] == "no such endpoint"),
+                "{method} {path} is routed"
+            );
+        }
+    }
+    assert_eq!(operations, tapir_server::openapi::ENDPOINTS.len());
+    svc.stop().await;
+}

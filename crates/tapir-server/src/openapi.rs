@@ -1,0 +1,413 @@
+//! The OpenAPI 3 document served at `/openapi.json`: the schemas are generated from the wire types
+//! of `tapir-api` (utoipa), the operations from [`ENDPOINTS`], one row per route of the router.
+
+use utoipa::OpenApi;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+
+/// What an endpoint answers with on success.
+#[derive(Clone, Copy, Debug)]
+pub enum Answer {
+    /// No body (204).
+    Nothing,
+    /// One value of the named schema.
+    One(&'static str),
+    /// An array of the named schema.
+    Many(&'static str),
+    /// Plain text.
+    Text,
+    /// A JSON document without a schema of its own.
+    Json,
+    /// A WebSocket upgrade (101).
+    WebSocket,
+}
+
+/// One route of the API.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path, with `{name}` parameters.
+    pub path: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// The request body's schema, if it takes one.
+    pub body: Option<&'static str>,
+    /// The success status.
+    pub status: u16,
+    /// The success body.
+    pub answer: Answer,
+    /// Whether it needs a bearer token.
+    pub token: bool,
+}
+
+const fn ep(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: Option<&'static str>,
+    status: u16,
+    answer: Answer,
+) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        summary,
+        body,
+        status,
+        answer,
+        token: true,
+    }
+}
+
+const fn open(mut e: Endpoint) -> Endpoint {
+    e.token = false;
+    e
+}
+
+/// Every route of the API.
+pub const ENDPOINTS: &[Endpoint] = &[
+    open(ep(
+        "GET",
+        "/healthz",
+        "Liveness.",
+        None,
+        200,
+        Answer::One("Health"),
+    )),
+    open(ep(
+        "GET",
+        "/metrics",
+        "Prometheus metrics: sessions, calls by state, operations by result, events delivered, queue depths.",
+        None,
+        200,
+        Answer::Text,
+    )),
+    open(ep(
+        "GET",
+        "/openapi.json",
+        "This document.",
+        None,
+        200,
+        Answer::Json,
+    )),
+    open(ep(
+        "POST",
+        "/v1/sessions",
+        "Log on: the session's identifier and a bearer token for every later request.",
+        Some("LogonRequest"),
+        201,
+        Answer::One("LogonResponse"),
+    )),
+    ep(
+        "GET",
+        "/v1/session",
+        "The log-on's session.",
+        None,
+        200,
+        Answer::One("SessionInfo"),
+    ),
+    ep(
+        "DELETE",
+        "/v1/session",
+        "Log off; the token is answered 410 from then on (its events stay readable).",
+        None,
+        204,
+        Answer::Nothing,
+    ),
+    ep(
+        "GET",
+        "/v1/lines",
+        "The lines the session may use.",
+        None,
+        200,
+        Answer::Many("Line"),
+    ),
+    ep(
+        "POST",
+        "/v1/line-opens",
+        "Open a line with a privilege.",
+        Some("OpenLineRequest"),
+        201,
+        Answer::One("LineOpen"),
+    ),
+    ep(
+        "DELETE",
+        "/v1/line-opens/{handle}",
+        "Close a line open.",
+        None,
+        204,
+        Answer::Nothing,
+    ),
+    ep(
+        "GET",
+        "/v1/calls",
+        "The session's calls.",
+        None,
+        200,
+        Answer::Many("Call"),
+    ),
+    ep(
+        "POST",
+        "/v1/calls",
+        "Make a call; returns when the switch has it (dialing, proceeding or ringback).",
+        Some("MakeCallRequest"),
+        201,
+        Answer::One("Call"),
+    ),
+    ep(
+        "POST",
+        "/v1/calls/unpark",
+        "Take a parked call from its orbit.",
+        Some("RetrieveRequest"),
+        201,
+        Answer::One("Call"),
+    ),
+    ep(
+        "POST",
+        "/v1/calls/pickup",
+        "Pick up a call ringing at a station or in a group.",
+        Some("RetrieveRequest"),
+        201,
+        Answer::One("Call"),
+    ),
+    ep(
+        "GET",
+        "/v1/calls/{call}",
+        "One call, with the features available now.",
+        None,
+        200,
+        Answer::One("Call"),
+    ),
+    ep(
+        "DELETE",
+        "/v1/calls/{call}",
+        "Deallocate the call handle.",
+        None,
+        204,
+        Answer::Nothing,
+    ),
+    ep(
+        "POST",
+        "/v1/calls/{call}/{op}",
+        "A call operation, returning when done: answer, accept, reject, drop, hold, unhold, secure-call, \
+         dial, generate-digits, blind-transfer, redirect, swap-hold, setup-transfer, complete-transfer, \
+         complete-conference, park (answers a Parked), handoff.",
+        Some("CallOpRequest"),
+        200,
+        Answer::One("Call"),
+    ),
+    ep(
+        "GET",
+        "/v1/status",
+        "The status table.",
+        None,
+        200,
+        Answer::Many("StatusRow"),
+    ),
+    ep(
+        "GET",
+        "/v1/routes",
+        "The route table.",
+        None,
+        200,
+        Answer::One("Routes"),
+    ),
+    ep(
+        "PUT",
+        "/v1/routes/default",
+        "Set the default route (kept across restarts).",
+        Some("DefaultRouteRequest"),
+        200,
+        Answer::One("Routes"),
+    ),
+    ep(
+        "PUT",
+        "/v1/routes/{class}",
+        "Route a call class to an application (kept across restarts).",
+        Some("RouteRequest"),
+        200,
+        Answer::One("Routes"),
+    ),
+    ep(
+        "DELETE",
+        "/v1/routes/{class}",
+        "Clear a class's route (kept across restarts).",
+        None,
+        200,
+        Answer::One("Routes"),
+    ),
+    ep(
+        "POST",
+        "/v1/translate",
+        "Translate an address with the session's location.",
+        Some("TranslateRequest"),
+        200,
+        Answer::One("Translated"),
+    ),
+    ep(
+        "GET",
+        "/v1/snapshot",
+        "The session's line opens and calls, and the event sequence number they include.",
+        None,
+        200,
+        Answer::One("Snapshot"),
+    ),
+    ep(
+        "GET",
+        "/v1/events",
+        "WebSocket: every event after `after` (schema Event), in order, then each new one; a trimmed \
+         position or the end of the log-on is a StreamControl message.",
+        None,
+        101,
+        Answer::WebSocket,
+    ),
+];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tapird",
+        description = "The tapir call-control service: log-ons, lines, calls and their operations, \
+                       status, routes, address translation, and each log-on's numbered event stream. \
+                       Every failure is an ErrorBody with a stable code.",
+    ),
+    components(schemas(
+        tapir_api::LogonRequest,
+        tapir_api::LogonResponse,
+        tapir_api::DisabledService,
+        tapir_api::SessionInfo,
+        tapir_api::Line,
+        tapir_api::OpenLineRequest,
+        tapir_api::LineOpen,
+        tapir_api::MakeCallRequest,
+        tapir_api::CallOpRequest,
+        tapir_api::RetrieveRequest,
+        tapir_api::Parked,
+        tapir_api::RouteRequest,
+        tapir_api::DefaultRouteRequest,
+        tapir_api::TranslateRequest,
+        tapir_api::Translated,
+        tapir_api::Party,
+        tapir_api::Call,
+        tapir_api::StatusRow,
+        tapir_api::Route,
+        tapir_api::Routes,
+        tapir_api::Snapshot,
+        tapir_api::Health,
+        tapir_api::ErrorBody,
+        tapir_api::Event,
+        tapir_api::EventKind,
+        tapir_api::LineEvent,
+        tapir_api::StreamControl,
+    ))
+)]
+struct Schemas;
+
+fn method(m: &str) -> HttpMethod {
+    match m {
+        "POST" => HttpMethod::Post,
+        "PUT" => HttpMethod::Put,
+        "DELETE" => HttpMethod::Delete,
+        _ => HttpMethod::Get,
+    }
+}
+
+fn json_of(schema: &str) -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(schema)))
+        .build()
+}
+
+/// The whole document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = Schemas::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    if let Some(components) = doc.components.as_mut() {
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+    for e in ENDPOINTS {
+        let mut op = OperationBuilder::new().summary(Some(e.summary));
+        for name in e
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            );
+        }
+        if e.path == "/v1/events" {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name("after")
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .description(Some("The last sequence number the client has (default 0)."))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Integer))),
+            );
+        }
+        if let Some(body) = e.body {
+            // The operations' body is optional (most need none).
+            let required = if body == "CallOpRequest" {
+                Required::False
+            } else {
+                Required::True
+            };
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .content("application/json", json_of(body))
+                    .required(Some(required))
+                    .build(),
+            ));
+        }
+        let ok = ResponseBuilder::new().description("Done.");
+        let ok = match e.answer {
+            Answer::Nothing | Answer::WebSocket => ok,
+            Answer::One(schema) => ok.content("application/json", json_of(schema)),
+            Answer::Many(schema) => ok.content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(
+                        ArrayBuilder::new().items(Ref::from_schema_name(schema)),
+                    ))
+                    .build(),
+            ),
+            Answer::Text => ok.content(
+                "text/plain",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .build(),
+            ),
+            Answer::Json => ok.content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                    .build(),
+            ),
+        };
+        op = op.response(e.status.to_string(), ok.build()).response(
+            "default",
+            ResponseBuilder::new()
+                .description("The failure, with a stable code (docs/api.md lists them).")
+                .content("application/json", json_of("ErrorBody"))
+                .build(),
+        );
+        if e.token {
+            op = op.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+        }
+        doc.paths
+            .add_path_operation(e.path, vec![method(e.method)], op.build());
+    }
+    doc
+}
