@@ -56,10 +56,23 @@ pub struct AppState {
 
 #[derive(Default)]
 struct Metrics {
-    ok: AtomicU64,
-    failed: AtomicU64,
+    /// Operations by result: `ok` or the error code.
+    operations: DashMap<&'static str, AtomicU64>,
     events_delivered: AtomicU64,
     store_errors: AtomicU64,
+}
+
+impl Metrics {
+    fn operation(&self, result: &'static str) {
+        if let Some(c) = self.operations.get(result) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.operations
+            .entry(result)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One log-on: its session, its token, its journal.
@@ -389,62 +402,92 @@ async fn healthz() -> Json<wire::Health> {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
+    use std::fmt::Write as _;
     let stats = state.engine.stats();
     let m = &state.metrics;
     let mut out = String::new();
-    let mut metric = |name: &str, help: &str, kind: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
+    let head = |out: &mut String, name: &str, help: &str, kind: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    metric(
-        "tapir_sessions",
-        "Application sessions.",
-        "gauge",
-        stats.sessions as u64,
-    );
-    metric(
-        "tapir_calls",
-        "Calls the engine tracks.",
-        "gauge",
-        stats.calls as u64,
-    );
-    metric(
-        "tapir_call_handles",
-        "Call handles held.",
-        "gauge",
-        stats.call_handles as u64,
-    );
-    metric(
-        "tapir_line_handles",
-        "Line opens held.",
-        "gauge",
-        stats.line_handles as u64,
-    );
-    metric(
-        "tapir_clients",
-        "Network log-ons.",
-        "gauge",
-        state.clients.len() as u64,
-    );
-    metric(
-        "tapir_operations_ok_total",
-        "API operations that succeeded.",
+    let gauges = [
+        ("tapir_sessions", "Application sessions.", stats.sessions),
+        ("tapir_calls", "Calls the engine tracks.", stats.calls),
+        (
+            "tapir_call_handles",
+            "Call handles held.",
+            stats.call_handles,
+        ),
+        ("tapir_line_handles", "Line opens held.", stats.line_handles),
+        (
+            "tapir_pending_requests",
+            "Make-call requests waiting for their provider.",
+            stats.pending_requests,
+        ),
+        ("tapir_clients", "Network log-ons.", state.clients.len()),
+        (
+            "tapir_event_queue_depth",
+            "Events waiting in sessions' queues.",
+            stats.queued_events,
+        ),
+        (
+            "tapir_event_queue_longest",
+            "The longest backlog of one event reader.",
+            stats.longest_queue,
+        ),
+        (
+            "tapir_store_queue_depth",
+            "Journal events waiting to be written to the store.",
+            state.store.queued(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        head(&mut out, name, help, "gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    head(&mut out, "tapir_calls_by_state", "Calls by state.", "gauge");
+    for kind in tapir::core::state::CallStateKind::ALL {
+        let n = stats
+            .calls_by_state
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(
+            out,
+            "tapir_calls_by_state{{state=\"{}\"}} {n}",
+            crate::api::snake(&format!("{kind:?}"))
+        );
+    }
+    head(
+        &mut out,
+        "tapir_operations_total",
+        "API operations by result: ok, or the error code.",
         "counter",
-        m.ok.load(Ordering::Relaxed),
     );
-    metric(
-        "tapir_operations_failed_total",
-        "API operations that failed.",
-        "counter",
-        m.failed.load(Ordering::Relaxed),
-    );
-    metric(
-        "tapir_events_delivered_total",
-        "Events sent to WebSocket clients.",
-        "counter",
-        m.events_delivered.load(Ordering::Relaxed),
-    );
+    let mut results: Vec<(&str, u64)> = m
+        .operations
+        .iter()
+        .map(|e| (*e.key(), e.value().load(Ordering::Relaxed)))
+        .collect();
+    results.sort_unstable();
+    for (result, n) in results {
+        let _ = writeln!(out, "tapir_operations_total{{result=\"{result}\"}} {n}");
+    }
+    let counters = [
+        (
+            "tapir_events_delivered_total",
+            "Events sent to WebSocket clients.",
+            &m.events_delivered,
+        ),
+        (
+            "tapir_store_errors_total",
+            "Writes the store could not make.",
+            &m.store_errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        head(&mut out, name, help, "counter");
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
     out
 }
 
@@ -634,11 +677,11 @@ async fn open_line(
 fn counted<T>(state: &AppState, r: Result<T, tapir::Error>) -> Result<T, ApiError> {
     match r {
         Ok(v) => {
-            state.metrics.ok.fetch_add(1, Ordering::Relaxed);
+            state.metrics.operation("ok");
             Ok(v)
         }
         Err(e) => {
-            state.metrics.failed.fetch_add(1, Ordering::Relaxed);
+            state.metrics.operation(e.code());
             Err(e.into())
         }
     }

@@ -212,6 +212,11 @@ impl Store {
         Ok(Store { tx, path })
     }
 
+    /// Requests and events waiting for the store's thread.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// The database file (none for an in-memory store).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

@@ -129,6 +129,19 @@ impl Service {
         self.call("GET", path, Some(token), &[], None).await
     }
 
+    /// The Prometheus text of `/metrics` (no token needed).
+    async fn metrics(&self) -> String {
+        let mut tcp = TcpStream::connect(self.addr).await.expect("connect");
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = String::new();
+        tcp.read_to_string(&mut buf).await.expect("read");
+        buf.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    }
+
     async fn logon(&self, app: &str, secret: &str) -> String {
         let (status, body) = self
             .call(
@@ -292,6 +305,14 @@ async fn two_applications_call_each_other_with_their_own_handles_and_one_call_id
             .expect("features")
             .contains(&json!("drop"))
     );
+
+    let metrics = svc.metrics().await;
+    assert!(
+        metrics.contains("tapir_calls_by_state{state=\"connected\"} 2\n"),
+        "both legs are counted connected:\n{metrics}"
+    );
+    assert!(metrics.contains("tapir_calls_by_state{state=\"offering\"} 0\n"));
+    assert!(metrics.contains("tapir_event_queue_depth "));
 
     let (status, dropped) = svc
         .post(&format!("/v1/calls/{alice_call}/drop"), &alice, json!({}))
@@ -634,6 +655,11 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
         "nothing changed"
     );
 
+    let metrics = svc.metrics().await;
+    assert!(
+        metrics.contains("tapir_operations_total{result=\"invalid_call_state\"} "),
+        "refusals are counted by code:\n{metrics}"
+    );
     // Health and metrics need no token; a logged-off token is told its log-on ended.
     assert_eq!(svc.call("GET", "/healthz", None, &[], None).await.0, 200);
     let (status, _) = svc.call("GET", "/metrics", None, &[], None).await;

@@ -277,7 +277,7 @@ pub struct Engine {
 }
 
 /// Counts of what the engine holds, for leak checks and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
     /// Application sessions logged on.
     pub sessions: usize,
@@ -289,6 +289,12 @@ pub struct EngineStats {
     pub line_handles: usize,
     /// Make-call requests waiting for their provider.
     pub pending_requests: usize,
+    /// Calls by state (only states with calls), in state order.
+    pub calls_by_state: Vec<(CallStateKind, usize)>,
+    /// Events waiting in sessions' queues, all readers together.
+    pub queued_events: usize,
+    /// The longest queue of one reader (the slowest consumer's backlog).
+    pub longest_queue: usize,
 }
 
 impl Engine {
@@ -383,7 +389,16 @@ impl Engine {
         for s in self.inner.sessions.iter() {
             stats.call_handles += s.calls.len();
             stats.line_handles += s.lines.len();
+            let (queued, longest) = lock(&s.queue).depth();
+            stats.queued_events += queued;
+            stats.longest_queue = stats.longest_queue.max(longest);
         }
+        let mut by_state = std::collections::BTreeMap::new();
+        for c in self.inner.calls.iter() {
+            let kind = lock(&c.rec).state.kind();
+            *by_state.entry(kind).or_insert(0) += 1;
+        }
+        stats.calls_by_state = by_state.into_iter().collect();
         stats
     }
 

@@ -211,6 +211,13 @@ impl EventQueue {
             .pop_front()
     }
 
+    /// Events waiting across every reader, and the longest single backlog.
+    pub(crate) fn depth(&self) -> (usize, usize) {
+        self.readers.iter().fold((0, 0), |(total, max), r| {
+            (total + r.events.len(), max.max(r.events.len()))
+        })
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self, reader: u64) -> usize {
         self.readers
