@@ -167,6 +167,48 @@ pub struct CallOpRequest {
     pub application: Option<String>,
 }
 
+impl CallOpRequest {
+    /// A body with `digits`.
+    pub fn digits(digits: &str) -> Self {
+        Self {
+            digits: Some(digits.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// A body with `destination`.
+    pub fn destination(destination: &str) -> Self {
+        Self {
+            destination: Some(destination.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// A body with `held`.
+    pub fn held(held: &str) -> Self {
+        Self {
+            held: Some(held.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// A body with `consultation`.
+    pub fn consultation(consultation: &str) -> Self {
+        Self {
+            consultation: Some(consultation.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// A body with `application`.
+    pub fn application(application: &str) -> Self {
+        Self {
+            application: Some(application.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
 /// `POST /v1/calls/unpark` (with `orbit`) and `POST /v1/calls/pickup` (with `station` or `group`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

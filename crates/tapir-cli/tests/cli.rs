@@ -8,27 +8,11 @@ use serde_json::Value;
 use tapir_config::Config;
 use tokio::net::TcpListener;
 
-struct Tapird {
-    url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn tapird() -> Tapird {
-    // The embedded default: the configuration the README's tour runs on.
-    let config = Config::embedded();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = config.start().await.expect("start");
-    let task = tokio::spawn(async move {
-        tapir_server::serve(&config, running, listener, async {
-            let _ = stopped.await;
-        })
+/// tapird on the embedded default: the configuration the README's tour runs on.
+async fn tapird() -> tapir_server::Spawned {
+    tapir_server::Spawned::start(Config::embedded())
         .await
-        .expect("serve");
-    });
-    Tapird { url, stop, task }
+        .expect("tapird")
 }
 
 struct Cli {
@@ -86,7 +70,7 @@ impl Drop for Cli {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tour_works_and_one_log_on_lasts_across_invocations() {
     let svc = tapird().await;
-    let cli = Cli::new(&svc.url, "tour");
+    let cli = Cli::new(&svc.url(), "tour");
 
     let (code, out, _) = cli.run(&["status"]).await;
     assert_eq!(code, 0);
@@ -167,14 +151,13 @@ async fn the_tour_works_and_one_log_on_lasts_across_invocations() {
         session,
         "the next command logs on anew"
     );
-    let _ = svc.stop.send(());
-    let _ = svc.task.await;
+    svc.stop().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_say_what_went_wrong() {
     let svc = tapird().await;
-    let cli = Cli::new(&svc.url, "codes");
+    let cli = Cli::new(&svc.url(), "codes");
 
     let (code, _, err) = cli.run(&["hold", "not-a-handle"]).await;
     assert_eq!(code, 2, "bad command line: {err}");
@@ -208,6 +191,5 @@ async fn exit_codes_say_what_went_wrong() {
     drop(nobody);
     let (code, _, err) = cli.run(&["--url", &closed, "status"]).await;
     assert_eq!(code, 3, "unreachable: {err}");
-    let _ = svc.stop.send(());
-    let _ = svc.task.await;
+    svc.stop().await.expect("clean stop");
 }

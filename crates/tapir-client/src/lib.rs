@@ -498,47 +498,36 @@ impl Client {
 
     /// Swaps the active call with a held one.
     pub async fn swap_hold(&self, active: &str, held: &str) -> Result<Call, ClientError> {
-        let request = CallOpRequest {
-            held: Some(held.to_owned()),
-            ..CallOpRequest::default()
-        };
-        self.call_op(active, "swap-hold", &request).await
+        self.call_op(active, "swap-hold", &CallOpRequest::held(held))
+            .await
     }
 
     /// Dials more digits on a call.
     pub async fn dial(&self, call: &str, digits: &str) -> Result<Call, ClientError> {
-        let request = CallOpRequest {
-            digits: Some(digits.to_owned()),
-            ..CallOpRequest::default()
-        };
-        self.call_op(call, "dial", &request).await
+        self.call_op(call, "dial", &CallOpRequest::digits(digits))
+            .await
     }
 
     /// Sends DTMF digits on a connected call.
     pub async fn generate_digits(&self, call: &str, digits: &str) -> Result<Call, ClientError> {
-        let request = CallOpRequest {
-            digits: Some(digits.to_owned()),
-            ..CallOpRequest::default()
-        };
-        self.call_op(call, "generate-digits", &request).await
+        self.call_op(call, "generate-digits", &CallOpRequest::digits(digits))
+            .await
     }
 
     /// Transfers a call to `destination` without consultation.
     pub async fn blind_transfer(&self, call: &str, destination: &str) -> Result<Call, ClientError> {
-        let request = CallOpRequest {
-            destination: Some(destination.to_owned()),
-            ..CallOpRequest::default()
-        };
-        self.call_op(call, "blind-transfer", &request).await
+        self.call_op(
+            call,
+            "blind-transfer",
+            &CallOpRequest::destination(destination),
+        )
+        .await
     }
 
     /// Redirects an offered call to `destination`.
     pub async fn redirect(&self, call: &str, destination: &str) -> Result<Call, ClientError> {
-        let request = CallOpRequest {
-            destination: Some(destination.to_owned()),
-            ..CallOpRequest::default()
-        };
-        self.call_op(call, "redirect", &request).await
+        self.call_op(call, "redirect", &CallOpRequest::destination(destination))
+            .await
     }
 
     /// Holds a call for a consultation transfer; returns the consultation call (in dial tone).
@@ -552,11 +541,12 @@ impl Client {
         call: &str,
         consultation: &str,
     ) -> Result<Call, ClientError> {
-        let request = CallOpRequest {
-            consultation: Some(consultation.to_owned()),
-            ..CallOpRequest::default()
-        };
-        self.call_op(call, "complete-transfer", &request).await
+        self.call_op(
+            call,
+            "complete-transfer",
+            &CallOpRequest::consultation(consultation),
+        )
+        .await
     }
 
     /// Completes a consultation into a three-way conference; returns the conference call.
@@ -565,11 +555,12 @@ impl Client {
         call: &str,
         consultation: &str,
     ) -> Result<Call, ClientError> {
-        let request = CallOpRequest {
-            consultation: Some(consultation.to_owned()),
-            ..CallOpRequest::default()
-        };
-        self.call_op(call, "complete-conference", &request).await
+        self.call_op(
+            call,
+            "complete-conference",
+            &CallOpRequest::consultation(consultation),
+        )
+        .await
     }
 
     /// Parks a call, in `orbit` or (without one) where the switch chooses.
@@ -585,11 +576,8 @@ impl Client {
 
     /// Hands a call to another application.
     pub async fn handoff(&self, call: &str, application: &str) -> Result<Call, ClientError> {
-        let request = CallOpRequest {
-            application: Some(application.to_owned()),
-            ..CallOpRequest::default()
-        };
-        self.call_op(call, "handoff", &request).await
+        self.call_op(call, "handoff", &CallOpRequest::application(application))
+            .await
     }
 
     /// Takes a parked call from `orbit` onto a line open.

@@ -2,7 +2,6 @@
 //! stream resuming by itself with nothing lost or repeated, resync from a snapshot after trimming, and
 //! typed errors.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tapir_api::{EventKind, LogonRequest};
@@ -29,36 +28,17 @@ secret = "a-secret"
 secret = "b-secret"
 "#;
 
-struct Tapird {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
+struct Tapird(tapir_server::Spawned);
 
 impl Tapird {
     async fn start(journal: usize) -> Self {
         let config =
             Config::parse(&CONFIG.replace("JOURNAL", &journal.to_string())).expect("config");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = config.start().await.expect("start");
-        let task = tokio::spawn(async move {
-            tapir_server::serve(&config, running, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        });
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
+        Self(tapir_server::Spawned::start(config).await.expect("tapird"))
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.0.url()
     }
 
     async fn logon(&self, app: &str, secret: &str) -> Client {
@@ -74,11 +54,8 @@ impl Tapird {
         .expect("log on")
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    async fn stop(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.0.stop()).await;
     }
 }
 

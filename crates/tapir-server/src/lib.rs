@@ -85,3 +85,54 @@ pub async fn serve_with(
     running.engine.shutdown().await;
     served
 }
+
+/// A `tapird` serving in this process on a loopback port the system chooses, with an in-memory store
+/// unless the configuration names a data directory: for test suites and examples that talk to the
+/// service over the network.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let tapird = tapir_server::Spawned::start(tapir_config::Config::embedded()).await?;
+/// println!("serving on {}", tapird.url());
+/// tapird.stop().await
+/// # }
+/// ```
+pub struct Spawned {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Spawned {
+    /// Starts the engine `config` describes and serves it on `127.0.0.1`.
+    pub async fn start(config: Config) -> std::io::Result<Spawned> {
+        let store = open_store(&config).map_err(std::io::Error::other)?;
+        let running = config.start().await.map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve_with(&config, running, store, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(Spawned { addr, stop, task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it as a signal would: clients logged off, store written, engine stopped.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tapir_config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -44,37 +44,22 @@ profiles = ["bob"]
 
 struct Service {
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    tapird: tapir_server::Spawned,
 }
 
 impl Service {
     async fn start(journal: usize) -> Self {
         let config =
             Config::parse(&CONFIG.replace("JOURNAL", &journal.to_string())).expect("config");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = config.start().await.expect("start");
-        let task = tokio::spawn(async move {
-            tapir_server::serve(&config, running, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        });
+        let tapird = tapir_server::Spawned::start(config).await.expect("tapird");
         Self {
-            addr,
-            stop: Some(stop),
-            task,
+            addr: tapird.addr(),
+            tapird,
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    async fn stop(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tapird.stop()).await;
     }
 
     /// One HTTP/1.1 request over a fresh connection: (status, JSON body or Null).
