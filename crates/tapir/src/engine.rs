@@ -386,15 +386,25 @@ impl Engine {
             pending_requests: self.inner.pending.len(),
             ..EngineStats::default()
         };
-        for s in self.inner.sessions.iter() {
+        // Locks are taken only after the maps are let go of: whoever holds a call's or a queue's lock
+        // may be waiting to change a map.
+        let sessions: Vec<Arc<SessionInner>> = self
+            .inner
+            .sessions
+            .iter()
+            .map(|s| s.value().clone())
+            .collect();
+        for s in sessions {
             stats.call_handles += s.calls.len();
             stats.line_handles += s.lines.len();
             let (queued, longest) = lock(&s.queue).depth();
             stats.queued_events += queued;
             stats.longest_queue = stats.longest_queue.max(longest);
         }
+        let calls: Vec<Arc<CallEntry>> =
+            self.inner.calls.iter().map(|c| c.value().clone()).collect();
         let mut by_state = std::collections::BTreeMap::new();
-        for c in self.inner.calls.iter() {
+        for c in calls {
             let kind = lock(&c.rec).state.kind();
             *by_state.entry(kind).or_insert(0) += 1;
         }
