@@ -1,0 +1,536 @@
+//! `tapir-load`: drives the engine in-process with the simulated PBX and reports what it sustains.
+//!
+//! Lines are extensions of one simulated PBX; each line is opened by an owner application and by a
+//! monitor application. Each call goes make → (ringback) → connected → [hold → unhold] → drop → idle →
+//! deallocate, made by the owner to an outside number that answers at once; the monitor deallocates its
+//! handle when the call is idle. Reported: complete lifecycles per second; operation-to-event latency
+//! (from an operation being issued by the owner to the monitor's event for it: make → new call, drop →
+//! idle) as percentiles; events delivered per second; peak RSS and, with `--hold N`, RSS per established
+//! call. At the end every session logs off and the engine and the switch must hold nothing (exit 1
+//! otherwise). `docs/benchmarks.md` has the figures and the commands.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tapir::core::state::CallStateKind;
+use tapir::{CallHandle, Engine, Event, LineHandle, OpenOptions, Session};
+use tapir_simswitch::{FarEnd, SimSwitch};
+use tokio::sync::oneshot;
+
+/// The outside number every call goes to: it answers at once.
+const DESTINATION: &str = "5550000";
+
+/// Drive the tapir engine with the simulated PBX and report lifecycles/s, latency and memory.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tapir-load", version, about)]
+struct Args {
+    /// Owner applications (and as many monitor applications); lines are shared out among them.
+    #[arg(long, default_value_t = 4)]
+    apps: usize,
+    /// Lines (extensions), each opened by one owner and one monitor.
+    #[arg(long, default_value_t = 1000)]
+    lines: usize,
+    /// Complete call lifecycles to run.
+    #[arg(long, default_value_t = 100_000)]
+    calls: u64,
+    /// Calls in progress at once (at most one per line; default: one per line).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Calls started per second; 0: as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Put each call on hold and take it off again before dropping it.
+    #[arg(long)]
+    hold_unhold: bool,
+    /// After the run, establish this many calls at once (one per line) and report RSS per call.
+    #[arg(long, default_value_t = 0)]
+    hold: usize,
+    /// Worker threads of the runtime (default: the machine's cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// A JSON summary instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(t) = args.threads {
+        rt.worker_threads(t.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tapir-load: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("tapir-load: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Resident set size now and at its peak, in bytes, from `/proc/self/status` (0 elsewhere).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// What the owner's event reader knows about "connected" for a handle the worker may not wait on yet.
+enum Slot {
+    Reached,
+    Waiting(oneshot::Sender<()>),
+}
+
+/// One line: its owner's and monitor's opens, and when the last operations on it were issued.
+struct LineSlot {
+    owner: Session,
+    owner_line: LineHandle,
+    made_at: AtomicU64,
+    dropped_at: AtomicU64,
+}
+
+struct Shared {
+    start: Instant,
+    lines: Vec<LineSlot>,
+    /// Per owner session: calls that reached connected, or a worker waiting for that.
+    connected: Vec<Arc<DashMap<CallHandle, Slot>>>,
+    events: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+/// Reads an owner session's events: marks calls connected, counts events.
+fn owner_reader(
+    session: Session,
+    connected: Arc<DashMap<CallHandle, Slot>>,
+    shared: Arc<Shared>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(e) = session.next_event().await {
+            shared.events.fetch_add(1, Ordering::Relaxed);
+            if let Event::CallState { call, state, .. } = e.event
+                && state.kind() == CallStateKind::Connected
+            {
+                match connected.entry(call) {
+                    Entry::Occupied(o) => {
+                        if let Slot::Waiting(_) = o.get() {
+                            if let Slot::Waiting(tx) = o.remove() {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(Slot::Reached);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Reads a monitor session's events: latency of make (→ new call) and drop (→ idle), deallocates.
+fn monitor_reader(
+    session: Session,
+    lines: HashMap<LineHandle, usize>,
+    shared: Arc<Shared>,
+) -> tokio::task::JoinHandle<Vec<u32>> {
+    tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        let mut calls: HashMap<CallHandle, usize> = HashMap::new();
+        while let Some(e) = session.next_event().await {
+            shared.events.fetch_add(1, Ordering::Relaxed);
+            match e.event {
+                Event::NewCall { call, line, .. } => {
+                    if let Some(&i) = lines.get(&line) {
+                        calls.insert(call, i);
+                        let t0 = shared.lines[i].made_at.load(Ordering::Relaxed);
+                        latencies.push(shared.now().saturating_sub(t0).min(u32::MAX as u64) as u32);
+                    }
+                }
+                Event::CallState { call, state, .. } if state.kind() == CallStateKind::Idle => {
+                    if let Some(i) = calls.remove(&call) {
+                        let t0 = shared.lines[i].dropped_at.load(Ordering::Relaxed);
+                        latencies.push(shared.now().saturating_sub(t0).min(u32::MAX as u64) as u32);
+                    }
+                    let _ = session.deallocate(call);
+                }
+                _ => {}
+            }
+        }
+        latencies
+    })
+}
+
+/// Makes a call on line `i` and waits until it is connected.
+async fn establish(shared: &Shared, i: usize, owners: usize) -> Result<CallHandle, tapir::Error> {
+    let line = &shared.lines[i];
+    line.made_at.store(shared.now(), Ordering::Relaxed);
+    let call = line
+        .owner
+        .make_call(line.owner_line, Some(DESTINATION))
+        .await?;
+    let connected = &shared.connected[i % owners];
+    let wait = match connected.entry(call) {
+        Entry::Occupied(o) => {
+            o.remove();
+            None
+        }
+        Entry::Vacant(v) => {
+            let (tx, rx) = oneshot::channel();
+            v.insert(Slot::Waiting(tx));
+            Some(rx)
+        }
+    };
+    if let Some(rx) = wait {
+        rx.await.map_err(|_| tapir::Error::SessionEnded)?;
+    }
+    Ok(call)
+}
+
+/// Drops and deallocates an established call on line `i`.
+async fn release(shared: &Shared, i: usize, call: CallHandle) -> Result<(), tapir::Error> {
+    let line = &shared.lines[i];
+    line.dropped_at.store(shared.now(), Ordering::Relaxed);
+    line.owner.drop_call(call).await?;
+    line.owner.deallocate(call)
+}
+
+async fn lifecycle(
+    shared: &Shared,
+    i: usize,
+    owners: usize,
+    hold: bool,
+) -> Result<(), tapir::Error> {
+    let call = establish(shared, i, owners).await?;
+    if hold {
+        let owner = &shared.lines[i].owner;
+        owner.hold(call).await?;
+        owner.unhold(call).await?;
+    }
+    release(shared, i, call).await
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let owners = args.apps.max(1);
+    let lines = args.lines.max(1);
+    if args.hold > lines {
+        return Err(format!(
+            "--hold {} needs as many lines (--lines {lines})",
+            args.hold
+        ));
+    }
+    let concurrency = args.concurrency.unwrap_or(lines).clamp(1, lines);
+
+    let mut builder = SimSwitch::builder().far_end(DESTINATION, FarEnd::answers_after_rings(0));
+    for i in 0..lines {
+        builder = builder.extension(format!("{}", 100_000 + i), format!("Line {i}"));
+    }
+    let switch = builder.build().map_err(|e| e.to_string())?;
+    let engine = Engine::builder()
+        .provider(switch.clone())
+        .event_queue_capacity(1 << 20)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let infos = engine.lines();
+
+    let mut owner_sessions = Vec::new();
+    let mut monitor_sessions = Vec::new();
+    for a in 0..owners {
+        owner_sessions.push(
+            engine
+                .logon(&format!("owner-{a}"))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        monitor_sessions.push(
+            engine
+                .logon(&format!("monitor-{a}"))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let mut slots = Vec::with_capacity(lines);
+    let mut monitor_lines: Vec<HashMap<LineHandle, usize>> = vec![HashMap::new(); owners];
+    for (i, info) in infos.iter().enumerate().take(lines) {
+        let owner = owner_sessions[i % owners].clone();
+        let owner_line = owner
+            .open_line(info.id, OpenOptions::owner())
+            .await
+            .map_err(|e| e.to_string())?;
+        let monitor_line = monitor_sessions[i % owners]
+            .open_line(info.id, OpenOptions::monitor())
+            .await
+            .map_err(|e| e.to_string())?;
+        monitor_lines[i % owners].insert(monitor_line, i);
+        slots.push(LineSlot {
+            owner,
+            owner_line,
+            made_at: AtomicU64::new(0),
+            dropped_at: AtomicU64::new(0),
+        });
+    }
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        lines: slots,
+        connected: (0..owners).map(|_| Arc::new(DashMap::new())).collect(),
+        events: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    });
+    let owner_readers: Vec<_> = owner_sessions
+        .iter()
+        .enumerate()
+        .map(|(a, s)| owner_reader(s.clone(), shared.connected[a].clone(), shared.clone()))
+        .collect();
+    let monitor_readers: Vec<_> = monitor_sessions
+        .iter()
+        .zip(monitor_lines)
+        .map(|(s, l)| monitor_reader(s.clone(), l, shared.clone()))
+        .collect();
+    let (rss_idle, _) = rss();
+
+    // Tickets pace the calls when a rate is asked for.
+    let tickets = (args.rate > 0).then(|| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<()>(concurrency);
+        let rate = args.rate;
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            loop {
+                tick.tick().await;
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due {
+                    if tx.send(()).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+            }
+        });
+        Arc::new(tokio::sync::Mutex::new(rx))
+    });
+
+    let progress = (!args.quiet && !args.json).then(|| {
+        let bar = indicatif::ProgressBar::new(args.calls);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} calls  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let bar2 = bar.clone();
+        let shared = shared.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                bar2.set_position(shared.done.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        (bar, ticker)
+    });
+
+    let started = Instant::now();
+    let events_before = shared.events.load(Ordering::Relaxed);
+    let next = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let shared = shared.clone();
+        let next = next.clone();
+        let failures = failures.clone();
+        let tickets = tickets.clone();
+        let (total, hold) = (args.calls, args.hold_unhold);
+        workers.push(tokio::spawn(async move {
+            // Worker w uses lines w, w + concurrency, …, in turn.
+            let mut turn = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                if let Some(t) = &tickets
+                    && t.lock().await.recv().await.is_none()
+                {
+                    break;
+                }
+                let mine = (lines - w).div_ceil(concurrency);
+                let i = w + (turn % mine) * concurrency;
+                turn += 1;
+                if lifecycle(&shared, i, owners, hold).await.is_err() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                shared.done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let elapsed = started.elapsed();
+    let events_in_run = shared.events.load(Ordering::Relaxed) - events_before;
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let completed = shared.done.load(Ordering::Relaxed);
+    let failed = failures.load(Ordering::Relaxed);
+
+    // Memory per established call.
+    let mut per_call = None;
+    if args.hold > 0 {
+        let before = rss().0;
+        let mut tasks = Vec::new();
+        for i in 0..args.hold {
+            let shared = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                (i, establish(&shared, i, owners).await)
+            }));
+        }
+        let mut held = Vec::new();
+        for t in tasks {
+            if let Ok((i, Ok(call))) = t.await {
+                held.push((i, call));
+            }
+        }
+        let after = rss().0;
+        let stats = engine.stats();
+        per_call = Some((
+            held.len(),
+            after.saturating_sub(before) as f64 / held.len().max(1) as f64,
+            stats.calls,
+        ));
+        for (i, call) in held {
+            let _ = release(&shared, i, call).await;
+        }
+    }
+
+    // Leak check: everything released, every session gone.
+    for s in owner_sessions.into_iter().chain(monitor_sessions) {
+        s.logoff().await;
+    }
+    for r in owner_readers {
+        let _ = r.await;
+    }
+    let mut latencies: Vec<u32> = Vec::new();
+    for r in monitor_readers {
+        if let Ok(l) = r.await {
+            latencies.extend(l);
+        }
+    }
+    let mut settled = false;
+    for _ in 0..500 {
+        if engine.stats() == Default::default() && switch.live_legs() == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leftover = engine.stats();
+    let legs = switch.live_legs();
+    engine.shutdown().await;
+    latencies.sort_unstable();
+    let (_, peak) = rss();
+
+    let secs = elapsed.as_secs_f64();
+    let rate = completed as f64 / secs;
+    let summary = serde_json::json!({
+        "lines": lines,
+        "apps": owners,
+        "concurrency": concurrency,
+        "target_rate": args.rate,
+        "hold_unhold": args.hold_unhold,
+        "lifecycles": completed,
+        "failed": failed,
+        "seconds": secs,
+        "lifecycles_per_sec": rate,
+        "events_delivered": events_in_run,
+        "events_per_sec": events_in_run as f64 / secs,
+        "latency_us": {
+            "samples": latencies.len(),
+            "p50": percentile(&latencies, 50.0),
+            "p99": percentile(&latencies, 99.0),
+            "p99_9": percentile(&latencies, 99.9),
+            "max": latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
+        },
+        "rss_idle_bytes": rss_idle,
+        "rss_peak_bytes": peak,
+        "held_calls": per_call.map(|p| p.0),
+        "rss_per_held_call_bytes": per_call.map(|p| p.1),
+        "leak_check": {
+            "clean": settled && failed == 0,
+            "engine": format!("{leftover:?}"),
+            "switch_legs": legs,
+        },
+    });
+    if args.json {
+        println!("{summary:#}");
+    } else {
+        println!(
+            "{completed} lifecycles in {secs:.2} s: {rate:.0}/s ({failed} failed), {} lines, {owners} owner + {owners} monitor apps, concurrency {concurrency}",
+            lines
+        );
+        println!(
+            "events delivered: {events_in_run} ({:.0}/s)",
+            events_in_run as f64 / secs
+        );
+        println!(
+            "operation → monitor event latency: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs ({} samples)",
+            percentile(&latencies, 50.0),
+            percentile(&latencies, 99.0),
+            percentile(&latencies, 99.9),
+            latencies.len()
+        );
+        println!(
+            "RSS: {:.1} MiB with lines open, peak {:.1} MiB",
+            rss_idle as f64 / 1048576.0,
+            peak as f64 / 1048576.0
+        );
+        if let Some((n, bytes, calls)) = per_call {
+            println!(
+                "{n} calls held at once ({calls} engine call legs): {bytes:.0} bytes of RSS per call"
+            );
+        }
+        if settled && failed == 0 {
+            println!("leak check: clean (no calls, handles or sessions left; no switch legs)");
+        } else {
+            println!(
+                "leak check: FAILED: engine {leftover:?}, switch legs {legs}, failed lifecycles {failed}"
+            );
+        }
+    }
+    Ok(settled && failed == 0)
+}
