@@ -333,7 +333,8 @@ impl Client {
         Service::new(url)?.logon(request).await
     }
 
-    /// A client for a log-on made elsewhere (the token of a log-on response).
+    /// A client for a log-on made elsewhere (the token of a log-on response). Only the token is known:
+    /// [`Client::logon_info`] has empty fields; [`Client::session`] asks the service.
     pub fn with_token(url: &str, token: &str) -> Result<Client, ClientError> {
         Ok(Client {
             service: Service::new(url)?,
