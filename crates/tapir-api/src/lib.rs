@@ -22,6 +22,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod cdr;
+
 /// `POST /v1/sessions`: log on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -34,6 +34,7 @@
 //! ```
 
 pub mod caps;
+pub mod cdr;
 pub mod dial;
 pub mod error;
 pub mod gate;

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use dashmap::DashMap;
 use tapir_core::caps::LineCaps;
+use tapir_core::cdr::CdrSink;
 use tapir_core::gate::{AddressUsage, CallContext, CallRole};
 use tapir_core::info::{CallInfo, InfoChange};
 use tapir_core::media::MediaModes;
@@ -20,6 +21,7 @@ use tapir_core::{AddressId, CallLegId, Error, LineId, ProviderId};
 use tapir_provider::{EventHandler, EventSink, LineEvent, NewCall, Provider, ProviderEvent};
 use tracing::{Instrument, debug, info, warn};
 
+use crate::detail::{Clock, Detail, Finished};
 use crate::event::{Event, EventQueue};
 use crate::handles::{CallHandle, HandleMint, LineHandle};
 use crate::profile::{
@@ -50,6 +52,7 @@ pub struct EngineBuilder {
     profiles: Vec<(String, Profile)>,
     default_profile: Option<String>,
     queue_capacity: usize,
+    cdr: Option<Arc<dyn CdrSink>>,
 }
 
 impl EngineBuilder {
@@ -81,6 +84,13 @@ impl EngineBuilder {
     /// and every line.
     pub fn profile(mut self, name: impl Into<String>, profile: Profile) -> Self {
         self.profiles.push((name.into(), profile));
+        self
+    }
+
+    /// Where the engine hands a [call detail record](tapir_core::cdr) for every call leg when it ends
+    /// (goes idle). Without a sink the engine keeps no notes for records at all.
+    pub fn cdr_sink(mut self, sink: Arc<dyn CdrSink>) -> Self {
+        self.cdr = Some(sink);
         self
     }
 
@@ -205,6 +215,8 @@ impl EngineBuilder {
             routes: RwLock::new(RouteTable::default()),
             stopped: AtomicBool::new(false),
             runtime,
+            cdr: self.cdr,
+            clock: Clock::now(),
         });
         let mut lines = Lines::default();
         for slot in &inner.providers {
@@ -305,6 +317,7 @@ impl Engine {
             profiles: Vec::new(),
             default_profile: None,
             queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
+            cdr: None,
         }
     }
 
@@ -675,6 +688,8 @@ pub(crate) struct CallRecord {
     pub(crate) holders: Vec<Holder>,
     /// The engine no longer tracks the call (idle, no holders); late events are ignored.
     pub(crate) forgotten: bool,
+    /// Notes for the call's detail record (only when the engine has a record sink).
+    pub(crate) detail: Option<Box<Detail>>,
 }
 
 /// One session's handle on a call.
@@ -781,6 +796,10 @@ pub(crate) struct Inner {
     /// `shutdown` ran.
     pub(crate) stopped: AtomicBool,
     runtime: tokio::runtime::Handle,
+    /// Where finished call detail records go, if anywhere.
+    cdr: Option<Arc<dyn CdrSink>>,
+    /// Wall-clock anchor for the records' times.
+    clock: Clock,
 }
 
 impl Inner {
@@ -1154,6 +1173,10 @@ impl Inner {
 
         let span =
             tracing::info_span!("call", call_id = call.info.call_id.0, %provider, leg = call.leg.0);
+        let detail = self
+            .cdr
+            .as_ref()
+            .map(|_| Box::new(Detail::new(call.state, &call.info)));
         let entry = Arc::new(CallEntry {
             key,
             line: line.clone(),
@@ -1167,6 +1190,7 @@ impl Inner {
                 conference: None,
                 holders: Vec::new(),
                 forgotten: false,
+                detail,
             }),
         });
         let orphan;
@@ -1195,6 +1219,12 @@ impl Inner {
                     privilege: h.privilege,
                 });
                 rec.holders.push(h);
+            }
+            let CallRecord {
+                detail, holders, ..
+            } = &mut *rec;
+            if let Some(d) = detail {
+                d.note_owners(holders);
             }
             debug!(state = ?call.state, holders = rec.holders.len(), "new call");
             // A call made for a session that has since ended has no one to own it.
@@ -1277,6 +1307,7 @@ impl Inner {
         };
         let _enter = entry.span.enter();
         let orphan;
+        let mut record = None;
         {
             let mut rec = lock(&entry.rec);
             let old = rec.state;
@@ -1296,10 +1327,32 @@ impl Inner {
                 state,
                 privilege: h.privilege,
             });
+            let CallRecord {
+                detail,
+                info,
+                holders,
+                ..
+            } = &mut *rec;
+            if let Some(d) = detail {
+                d.changed(old, state);
+                if state.is_idle() {
+                    record = d.finish(Finished {
+                        clock: &self.clock,
+                        info,
+                        holders,
+                        line: entry.line.id,
+                        line_name: &entry.line.caps.name,
+                        address: entry.address,
+                    });
+                }
+            }
             if state.is_idle() && rec.holders.is_empty() {
                 self.forget(&entry, &mut rec);
             }
             orphan = matches!(state, CallState::Disconnected(_)) && rec.owners() == 0;
+        }
+        if let (Some(record), Some(sink)) = (record, &self.cdr) {
+            sink.record(record);
         }
         if orphan {
             self.drop_orphan(&entry);
@@ -1317,6 +1370,9 @@ impl Inner {
         let changed = rec.info.diff(&info);
         if changed.is_empty() {
             return;
+        }
+        if let Some(d) = &mut rec.detail {
+            d.note_info(&info);
         }
         rec.info = info;
         rec.deliver_all(|h| Event::CallInfo {
@@ -1547,6 +1603,9 @@ impl Inner {
         let mut rec = lock(&entry.rec);
         let state = rec.state;
         let call_id = rec.info.call_id;
+        if let Some(d) = &mut rec.detail {
+            d.note_owner(&session.app);
+        }
         let handle = match rec
             .holders
             .iter_mut()

@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod detail;
 mod engine;
 mod event;
 mod handles;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tapir_core::caps::{AddressCaps, LineCaps};
+use tapir_core::cdr::Disposition;
 use tapir_core::dial::DialString;
 use tapir_core::gate::{self, AddressOperation, CallOperation, CallRole, FeatureSet};
 use tapir_core::info::{CallInfo, InfoChange};
@@ -183,6 +184,29 @@ struct Authorized {
     entry: Arc<CallEntry>,
     provider: Arc<dyn Provider>,
     leg: CallLegId,
+}
+
+/// Runs an operation that takes calls off their line, having noted for each call's detail record what
+/// it will make of them (the call goes idle while the operation runs); the notes are taken back if the
+/// operation fails.
+async fn intending<T>(
+    calls: &[&Arc<CallEntry>],
+    outcome: Disposition,
+    op: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let note = |intent: Option<Disposition>| {
+        for c in calls {
+            if let Some(d) = &mut lock(&c.rec).detail {
+                d.intent = intent;
+            }
+        }
+    };
+    note(Some(outcome));
+    let result = op.await;
+    if result.is_err() {
+        note(None);
+    }
+    result
 }
 
 /// An application's session with the engine. Cheap to clone; clones are the same session.
@@ -783,10 +807,9 @@ impl Session {
 
     /// Refuses an offered call. Returns when it is idle.
     pub async fn reject(&self, call: CallHandle) -> Result<(), Error> {
-        self.dispatch(call, CallOperation::Reject, no_params, |p, leg| {
-            p.reject(leg)
-        })
-        .await
+        let a = self.authorize(call, CallOperation::Reject, no_params)?;
+        let run = a.provider.reject(a.leg).instrument(a.entry.span.clone());
+        intending(&[&a.entry], Disposition::Rejected, run).await
     }
 
     /// Hangs up. Returns when the call is idle. The handle stays valid (for reading) until deallocated.
@@ -942,17 +965,27 @@ impl Session {
         }
         let line = self.line_of(&a.entry, held)?;
         let (provider, leg, consult_leg) = (a.provider.clone(), a.leg, c.key.1);
-        let conference = self
+        let run = self
             .create(line, |request| async move {
                 provider
                     .complete_transfer(leg, consult_leg, mode, request)
                     .await
                     .map(|c| c.into_iter().collect())
             })
-            .instrument(a.entry.span.clone())
-            .await?
-            .into_iter()
-            .next();
+            .instrument(a.entry.span.clone());
+        let created = if mode == TransferMode::Transfer {
+            // The two calls leave this line and become one: each record names the other.
+            let ids = [&a.entry, &c].map(|e| lock(&e.rec).info.call_id);
+            for (e, other) in [(&a.entry, ids[1]), (&c, ids[0])] {
+                if let Some(d) = &mut lock(&e.rec).detail {
+                    d.relate(other);
+                }
+            }
+            intending(&[&a.entry, &c], Disposition::Transferred, run).await?
+        } else {
+            run.await?
+        };
+        let conference = created.into_iter().next();
         if let Some(parent) = conference {
             let parent = self.entry(parent)?;
             self.engine.join_conference(&parent, &a.entry);
@@ -1172,10 +1205,11 @@ impl Session {
         let Some(d) = parsed else {
             return Err(missing_destination());
         };
-        a.provider
+        let run = a
+            .provider
             .blind_transfer(a.leg, &d)
-            .instrument(a.entry.span.clone())
-            .await
+            .instrument(a.entry.span.clone());
+        intending(&[&a.entry], Disposition::Transferred, run).await
     }
 
     /// Deflects an offered call to `destination` before answering.
@@ -1188,10 +1222,11 @@ impl Session {
         let Some(d) = parsed else {
             return Err(missing_destination());
         };
-        a.provider
+        let run = a
+            .provider
             .redirect(a.leg, &d)
-            .instrument(a.entry.span.clone())
-            .await
+            .instrument(a.entry.span.clone());
+        intending(&[&a.entry], Disposition::Redirected, run).await
     }
 
     /// Parks a connected call; returns the orbit it was parked in.
@@ -1216,10 +1251,11 @@ impl Session {
                 _ => Ok(()),
             }
         })?;
-        a.provider
+        let run = a
+            .provider
             .park(a.leg, &mode)
-            .instrument(a.entry.span.clone())
-            .await
+            .instrument(a.entry.span.clone());
+        intending(&[&a.entry], Disposition::Parked, run).await
     }
 
     /// Removes a party from its conference.
@@ -1393,6 +1429,11 @@ impl Session {
             });
         }
         h.privilege = privilege;
+        if privilege == CallPrivilege::Owner
+            && let Some(d) = &mut rec.detail
+        {
+            d.note_owner(&self.inner.app);
+        }
         let changed = match privilege {
             CallPrivilege::Owner => InfoChange::NUM_OWNERS_INCREASED | InfoChange::NUM_MONITORS,
             CallPrivilege::Monitor => InfoChange::NUM_OWNERS_DECREASED | InfoChange::NUM_MONITORS,

@@ -1,0 +1,391 @@
+//! Call detail records on the wire (`GET /v1/cdrs`), and their two export formats: CSV and JSON Lines.
+//!
+//! The service, the Rust store (`tapir-cdr`) and the CLI all export through [`csv_header`],
+//! [`csv_row`] and [`jsonl_line`], so a file looks the same whichever of them wrote it.
+//!
+//! ```
+//! use tapir_api::cdr::{csv_header, parse_time, format_time};
+//! assert!(csv_header().starts_with("id,call_id,"));
+//! let t = parse_time("2026-11-21T10:00:00Z").unwrap();
+//! assert_eq!(format_time(t), "2026-11-21T10:00:00.000Z");
+//! ```
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Party;
+
+/// One call leg's detail record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Cdr {
+    /// The store's number for the record: increasing in the order records were written. Paging cursor.
+    pub id: u64,
+    /// The switch's call ID (`call-7`), shared by the legs of one call.
+    pub call_id: String,
+    /// Linked calls: consultation ↔ original, conference, the other call of a completed transfer.
+    pub related_call_ids: Vec<String>,
+    /// The engine's line number.
+    pub line: u32,
+    /// The line's display name.
+    pub line_name: String,
+    /// The address on the line.
+    pub address: u32,
+    /// Where the call came from: `outbound`, `internal`, `external`, `inbound`, `conference`, …
+    pub origin: String,
+    /// Why it arrived here: `direct`, `transfer`, `pickup`, `unpark`, `forward_busy`, `reminder`, …
+    pub reason: String,
+    /// Who originated it.
+    pub caller: Party,
+    /// Who was dialled.
+    pub called: Party,
+    /// Who was reached.
+    pub connected: Party,
+    /// Who redirected or forwarded it here.
+    pub redirecting: Party,
+    /// When it appeared on the line (RFC 3339, UTC, milliseconds).
+    pub started: String,
+    /// When it was first connected.
+    pub answered: Option<String>,
+    /// When it was first disconnected or went idle.
+    pub ended: String,
+    /// Milliseconds from start to answer (or to the end, if unanswered).
+    pub ringing_ms: u64,
+    /// Milliseconds connected after the answer, hold excluded.
+    pub talking_ms: u64,
+    /// Milliseconds on hold.
+    pub on_hold_ms: u64,
+    /// How it ended: `answered`, `busy`, `no_answer`, `rejected`, `failed`, `picked_up_elsewhere`,
+    /// `forwarded`, `redirected`, `transferred`, `parked`.
+    pub disposition: String,
+    /// The switch's disconnect reason, if the call passed through the disconnected state.
+    pub disconnect: Option<String>,
+    /// The applications that owned it.
+    pub owners: Vec<String>,
+}
+
+/// A page of records, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CdrPage {
+    /// The records.
+    pub records: Vec<Cdr>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next: Option<u64>,
+}
+
+/// The query string of `GET /v1/cdrs`. Every field is optional; all given ones must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CdrQueryParams {
+    /// Records of calls that started at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Records of calls that started before this time (RFC 3339).
+    pub until: Option<String>,
+    /// A number (or part of one) of the caller, called or connected party.
+    pub number: Option<String>,
+    /// A call ID (`call-7` or `7`): its records and those linked to it.
+    pub call_id: Option<String>,
+    /// One disposition.
+    pub disposition: Option<String>,
+    /// Records older than this record ID (the `next` of the previous page).
+    pub before: Option<u64>,
+    /// At most this many records (1–1000, default 100).
+    pub limit: Option<u32>,
+    /// `json` (default, a page), `csv` or `jsonl` (the records only, no paging cursor).
+    pub format: Option<String>,
+}
+
+/// The CSV columns, in order.
+pub const CSV_COLUMNS: [&str; 25] = [
+    "id",
+    "call_id",
+    "related_call_ids",
+    "line",
+    "line_name",
+    "address",
+    "origin",
+    "reason",
+    "caller_number",
+    "caller_name",
+    "called_number",
+    "called_name",
+    "connected_number",
+    "connected_name",
+    "redirecting_number",
+    "redirecting_name",
+    "started",
+    "answered",
+    "ended",
+    "ringing_ms",
+    "talking_ms",
+    "on_hold_ms",
+    "disposition",
+    "disconnect",
+    "owners",
+];
+
+/// The CSV header line (with its line ending, `\r\n` as RFC 4180 has it).
+pub fn csv_header() -> String {
+    let mut s = CSV_COLUMNS.join(",");
+    s.push_str("\r\n");
+    s
+}
+
+/// One record as a CSV line (with its `\r\n`). Lists (related calls, owners) are separated by `;`.
+pub fn csv_row(r: &Cdr) -> String {
+    let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+    let fields: [String; 25] = [
+        r.id.to_string(),
+        r.call_id.clone(),
+        r.related_call_ids.join(";"),
+        r.line.to_string(),
+        r.line_name.clone(),
+        r.address.to_string(),
+        r.origin.clone(),
+        r.reason.clone(),
+        opt(&r.caller.number),
+        opt(&r.caller.name),
+        opt(&r.called.number),
+        opt(&r.called.name),
+        opt(&r.connected.number),
+        opt(&r.connected.name),
+        opt(&r.redirecting.number),
+        opt(&r.redirecting.name),
+        r.started.clone(),
+        opt(&r.answered),
+        r.ended.clone(),
+        r.ringing_ms.to_string(),
+        r.talking_ms.to_string(),
+        r.on_hold_ms.to_string(),
+        r.disposition.clone(),
+        opt(&r.disconnect),
+        r.owners.join(";"),
+    ];
+    let mut line = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        if f.contains([',', '"', '\n', '\r']) {
+            line.push('"');
+            line.push_str(&f.replace('"', "\"\""));
+            line.push('"');
+        } else {
+            line.push_str(f);
+        }
+    }
+    line.push_str("\r\n");
+    line
+}
+
+/// One record as a JSON Lines line (with its `\n`).
+pub fn jsonl_line(r: &Cdr) -> String {
+    // A struct of strings and numbers always serializes.
+    let mut s = serde_json::to_string(r).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// A time as RFC 3339 in UTC with milliseconds: `2026-11-21T10:00:00.250Z`.
+pub fn format_time(t: SystemTime) -> String {
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_else(|e| -(e.duration().as_millis() as i64));
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let mut out = String::with_capacity(24);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    out
+}
+
+/// Parses RFC 3339 (`2026-11-21T10:00:00Z`, fractions and `±hh:mm` offsets allowed; `t`/`z` and a
+/// space for `T` too). Returns `None` for anything else.
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let digits = s.get(start..i)?;
+        if digits.is_empty() {
+            return None;
+        }
+        let mut scaled: String = digits.chars().take(9).collect();
+        while scaled.len() < 9 {
+            scaled.push('0');
+        }
+        nanos = scaled.parse().ok()?;
+    }
+    let offset = match s.get(i..)? {
+        "Z" | "z" => 0,
+        rest if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec.min(59) - offset;
+    let base = if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))?
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))?
+    };
+    base.checked_add(Duration::from_nanos(nanos))
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (era arithmetic: 400-year cycles of 146,097 days).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_and_bad_times_are_refused() {
+        for s in [
+            "1970-01-01T00:00:00.000Z",
+            "2000-02-29T23:59:59.999Z",
+            "2026-11-21T10:00:00.250Z",
+            "1969-12-31T23:59:59.000Z",
+            "2100-03-01T00:00:00.000Z",
+        ] {
+            let t = parse_time(s).unwrap_or_else(|| panic!("{s} parses"));
+            assert_eq!(format_time(t), s);
+        }
+        assert_eq!(
+            parse_time("2026-11-21T12:00:00+02:00"),
+            parse_time("2026-11-21T10:00:00Z")
+        );
+        assert_eq!(
+            parse_time("1970-01-01T00:00:01Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1))
+        );
+        for bad in [
+            "",
+            "2026-11-21",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-21T24:00:00Z",
+            "2026-11-21T10:00:00",
+            "2026-11-21T10:00:00+0200",
+            "2026-11-21T10:00:00.Z",
+            "2026-1a-21T10:00:00Z",
+            "yesterday at noon please",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let r = Cdr {
+            id: 1,
+            call_id: "call-1".into(),
+            related_call_ids: vec!["call-2".into(), "call-3".into()],
+            line: 0,
+            line_name: "Reception, front \"desk\"".into(),
+            address: 0,
+            origin: "internal".into(),
+            reason: "direct".into(),
+            caller: Party {
+                number: Some("100".into()),
+                name: None,
+            },
+            called: Party::default(),
+            connected: Party::default(),
+            redirecting: Party::default(),
+            started: "2026-11-21T10:00:00.000Z".into(),
+            answered: None,
+            ended: "2026-11-21T10:00:05.000Z".into(),
+            ringing_ms: 5000,
+            talking_ms: 0,
+            on_hold_ms: 0,
+            disposition: "no_answer".into(),
+            disconnect: None,
+            owners: vec!["desk".into()],
+        };
+        let row = csv_row(&r);
+        assert!(row.starts_with("1,call-1,call-2;call-3,0,\"Reception, front \"\"desk\"\"\",0,"));
+        assert!(row.ends_with(",no_answer,,desk\r\n"));
+        assert_eq!(row.matches(',').count() - 1, CSV_COLUMNS.len() - 1);
+        let back: Cdr = serde_json::from_str(jsonl_line(&r).trim_end()).expect("reads back");
+        assert_eq!(back, r);
+    }
+}
