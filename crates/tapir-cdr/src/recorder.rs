@@ -56,6 +56,8 @@ struct Counters {
     purged: AtomicU64,
 }
 
+// Records are nearly every message; boxing them would cost an allocation each to shrink the rare flush.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(CallDetailRecord),
     Flush(oneshot::Sender<Result<(), StoreError>>),

@@ -132,7 +132,10 @@ impl Detail {
 
     /// Notes the applications owning the call now.
     pub(crate) fn note_owners(&mut self, holders: &[Holder]) {
-        for h in holders.iter().filter(|h| h.privilege == CallPrivilege::Owner) {
+        for h in holders
+            .iter()
+            .filter(|h| h.privilege == CallPrivilege::Owner)
+        {
             self.note_owner(&h.session.app);
         }
     }
@@ -190,7 +193,11 @@ impl Detail {
         let ringing = self.answered.unwrap_or(ended) - self.started;
         let talking = self
             .answered
-            .map(|a| ended.saturating_duration_since(a).saturating_sub(self.on_hold))
+            .map(|a| {
+                ended
+                    .saturating_duration_since(a)
+                    .saturating_sub(self.on_hold)
+            })
             .unwrap_or_default();
         let info = what.info;
         let mut related = std::mem::take(&mut self.related);
