@@ -33,10 +33,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tapir_api::Party;
 use tapir_api::cdr::{Cdr, CdrQueryParams, format_time, parse_time};
-use tapir_core::CallId;
 use tapir_core::cdr::{
     CallDetailRecord, CdrParty, Disposition, disconnect_name, origin_name, reason_name,
 };
+use tapir_core::{CallId, LineId};
 
 pub use memory::MemoryStore;
 pub use recorder::{Recorder, RecorderOptions, RecorderStats};
@@ -79,6 +79,8 @@ pub struct CdrQuery {
     pub call_id: Option<CallId>,
     /// One disposition.
     pub disposition: Option<Disposition>,
+    /// Only records of these lines (the network API sets it to the lines an application may see).
+    pub lines: Option<Vec<LineId>>,
     /// Records with a smaller ID than this (paging).
     pub before: Option<u64>,
     /// At most this many records (1..=[`MAX_LIMIT`]).
@@ -93,6 +95,7 @@ impl Default for CdrQuery {
             number: None,
             call_id: None,
             disposition: None,
+            lines: None,
             before: None,
             limit: DEFAULT_LIMIT,
         }
@@ -234,6 +237,7 @@ impl CdrQuery {
                 number,
                 call_id,
                 disposition,
+                lines: None,
                 before: p.before,
                 limit,
             },
@@ -255,6 +259,7 @@ impl CdrQuery {
                 .call_id
                 .is_none_or(|c| rec.call_id == c || rec.related_call_ids.contains(&c))
             && self.disposition.is_none_or(|d| rec.disposition == d)
+            && self.lines.as_ref().is_none_or(|l| l.contains(&rec.line))
             && self.before.is_none_or(|b| r.id < b)
     }
 }

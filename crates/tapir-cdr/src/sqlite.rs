@@ -248,39 +248,66 @@ const COLUMNS: &str = "id, call_id, line, line_name, address, origin, reason, ca
 fn run_query(conn: &mut Connection, q: &CdrQuery) -> Result<Page, rusqlite::Error> {
     let mut clauses: Vec<String> = Vec::new();
     let mut values: Vec<Value> = Vec::new();
-    let mut bind = |clause: &str, v: Value, values: &mut Vec<Value>| {
+    // Each clause binds one value, used wherever the clause says `?`.
+    fn bind(clauses: &mut Vec<String>, values: &mut Vec<Value>, clause: &str, v: Value) {
         values.push(v);
         clauses.push(clause.replace('?', &format!("?{}", values.len())));
-    };
+    }
     if let Some(s) = q.since {
-        bind("started_ms >= ?", Value::Integer(millis(s)), &mut values);
+        bind(
+            &mut clauses,
+            &mut values,
+            "started_ms >= ?",
+            Value::Integer(millis(s)),
+        );
     }
     if let Some(u) = q.until {
-        bind("started_ms < ?", Value::Integer(millis(u)), &mut values);
+        bind(
+            &mut clauses,
+            &mut values,
+            "started_ms < ?",
+            Value::Integer(millis(u)),
+        );
     }
     if let Some(n) = &q.number {
         bind(
+            &mut clauses,
+            &mut values,
             "(instr(caller_number, ?) > 0 OR instr(called_number, ?) > 0 \
               OR instr(connected_number, ?) > 0)",
             Value::Text(n.clone()),
-            &mut values,
         );
     }
     if let Some(c) = q.call_id {
         bind(
+            &mut clauses,
+            &mut values,
             "(call_id = ? OR id IN (SELECT cdr FROM cdr_links WHERE call_id = ?))",
             Value::Integer(c.0 as i64),
-            &mut values,
         );
     }
     if let Some(d) = q.disposition {
-        bind("disposition = ?", Value::Text(d.name().into()), &mut values);
+        bind(
+            &mut clauses,
+            &mut values,
+            "disposition = ?",
+            Value::Text(d.name().into()),
+        );
+    }
+    if let Some(lines) = &q.lines {
+        let mut marks = Vec::new();
+        for l in lines {
+            values.push(Value::Integer(i64::from(l.0)));
+            marks.push(format!("?{}", values.len()));
+        }
+        clauses.push(format!("line IN ({})", marks.join(", ")));
     }
     if let Some(b) = q.before {
         bind(
+            &mut clauses,
+            &mut values,
             "id < ?",
             Value::Integer(i64::try_from(b).unwrap_or(i64::MAX)),
-            &mut values,
         );
     }
     let filter = if clauses.is_empty() {

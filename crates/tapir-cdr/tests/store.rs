@@ -107,6 +107,11 @@ fn queries() -> Vec<CdrQuery> {
             ..q()
         },
         CdrQuery {
+            lines: Some(vec![LineId(1), LineId(3)]),
+            limit: 4,
+            ..q()
+        },
+        CdrQuery {
             disposition: Some(Disposition::NoAnswer),
             number: Some("+1555".into()),
             since: Some(base()),

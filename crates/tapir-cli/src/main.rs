@@ -227,6 +227,35 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
+    /// Call history: detail records of ended calls, newest first.
+    Cdrs {
+        /// Calls that started since: a time back from now (`90s`, `15m`, `1h`, `7d`) or an RFC 3339
+        /// time (`2026-11-21T09:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Calls that started before this (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Part of the caller's, called or connected number.
+        #[arg(long)]
+        number: Option<String>,
+        /// A call ID (`call-7`): its records and those linked to it (transfers, conferences).
+        #[arg(long)]
+        call_id: Option<String>,
+        /// answered, busy, no_answer, rejected, failed, picked_up_elsewhere, forwarded, redirected,
+        /// transferred or parked.
+        #[arg(long)]
+        disposition: Option<String>,
+        /// At most this many records (1–1000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Every matching record (follows the pages; --limit is then the page size).
+        #[arg(long)]
+        all: bool,
+        /// table, csv or jsonl (`--json` prints the records as one JSON array).
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// The log-on's session.
     Session,
     /// Ends the log-on (its calls no other session holds are dropped).
@@ -514,6 +543,55 @@ async fn run(cli: Cli) -> Outcome {
             let call = c.pickup(&line_handle, target).await?;
             print(g, &call, || calls_table(std::slice::from_ref(&call)))
         }
+        Command::Cdrs {
+            since,
+            until,
+            number,
+            call_id,
+            disposition,
+            limit,
+            all,
+            format,
+        } => {
+            if !["table", "csv", "jsonl"].contains(&format.as_str()) {
+                return Err(usage(format!(
+                    "--format must be table, csv or jsonl, not {format:?}"
+                )));
+            }
+            let now = std::time::SystemTime::now();
+            let mut params = tapir_api::cdr::CdrQueryParams {
+                since: since.map(|s| when(&s, now)).transpose()?,
+                until: until.map(|s| when(&s, now)).transpose()?,
+                number,
+                call_id,
+                disposition,
+                limit: Some(limit),
+                ..Default::default()
+            };
+            let mut records = Vec::new();
+            loop {
+                let page = c.cdrs(&params).await?;
+                records.extend(page.records);
+                match page.next {
+                    Some(before) if all => params.before = Some(before),
+                    _ => break,
+                }
+            }
+            if format == "csv" && !g.json {
+                print!("{}", tapir_api::cdr::csv_header());
+                records
+                    .iter()
+                    .for_each(|r| print!("{}", tapir_api::cdr::csv_row(r)));
+                return Ok(());
+            }
+            if format == "jsonl" && !g.json {
+                records
+                    .iter()
+                    .for_each(|r| print!("{}", tapir_api::cdr::jsonl_line(r)));
+                return Ok(());
+            }
+            print(g, &records, || cdrs_table(&records))
+        }
         Command::Routes { change } => {
             let routes = match change {
                 None => c.routes().await?,
@@ -679,6 +757,75 @@ fn print<T: Serialize>(g: &Global, value: &T, human: impl FnOnce() -> String) ->
         print!("{}", human());
     }
     Ok(())
+}
+
+/// A `--since`/`--until` value: `90s`, `15m`, `1h`, `7d` back from `now`, or an RFC 3339 time.
+fn when(text: &str, now: std::time::SystemTime) -> Result<String, Failure> {
+    if tapir_api::cdr::parse_time(text).is_some() {
+        return Ok(text.to_owned());
+    }
+    let bad = || {
+        usage(format!(
+            "{text:?} is neither a time back from now (90s, 15m, 1h, 7d) nor an RFC 3339 time"
+        ))
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let back = std::time::Duration::from_secs(n.checked_mul(secs).ok_or_else(bad)?);
+    let then = now.checked_sub(back).ok_or_else(bad)?;
+    Ok(tapir_api::cdr::format_time(then))
+}
+
+/// Call detail records as a table.
+fn cdrs_table(records: &[tapir_api::cdr::Cdr]) -> String {
+    let party = |p: &tapir_api::Party| match (&p.number, &p.name) {
+        (Some(n), Some(name)) => format!("{n} ({name})"),
+        (Some(n), None) => n.clone(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => "-".into(),
+    };
+    let secs = |ms: u64| format!("{}s", (ms + 500) / 1000);
+    table(
+        &[
+            "STARTED (UTC)",
+            "LINE",
+            "FROM",
+            "TO",
+            "DISPOSITION",
+            "RING",
+            "TALK",
+            "HOLD",
+            "REASON",
+            "CALL ID",
+        ],
+        records.iter().map(|r| {
+            let to = if r.connected.number.is_some() || r.connected.name.is_some() {
+                &r.connected
+            } else {
+                &r.called
+            };
+            vec![
+                r.started.get(..19).unwrap_or(&r.started).replace('T', " "),
+                r.line_name.clone(),
+                party(&r.caller),
+                party(to),
+                r.disposition.clone(),
+                secs(r.ringing_ms),
+                secs(r.talking_ms),
+                secs(r.on_hold_ms),
+                r.reason.clone(),
+                r.call_id.clone(),
+            ]
+        }),
+    )
 }
 
 /// A call handle as people read it: the first 8 hex digits (any unique start is accepted back).

@@ -320,6 +320,28 @@ fn segment(s: &str) -> String {
     out
 }
 
+/// The query string of `GET /v1/cdrs` (empty, or `?a=b&c=d`).
+fn cdr_query(p: &tapir_api::cdr::CdrQueryParams) -> String {
+    let pairs: Vec<String> = [
+        ("since", p.since.clone()),
+        ("until", p.until.clone()),
+        ("number", p.number.clone()),
+        ("call_id", p.call_id.clone()),
+        ("disposition", p.disposition.clone()),
+        ("before", p.before.map(|b| b.to_string())),
+        ("limit", p.limit.map(|l| l.to_string())),
+        ("format", p.format.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={}", segment(&v))))
+    .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
+}
+
 /// A log-on to the service: every endpoint that needs a token.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -611,6 +633,35 @@ impl Client {
     /// The status table.
     pub async fn status(&self) -> Result<Vec<StatusRow>, ClientError> {
         self.get("/v1/status").await
+    }
+
+    /// `GET /v1/cdrs`: a page of call detail records, newest first (`params.format` is ignored:
+    /// this asks for JSON). Follow `next` by setting `params.before` to it.
+    pub async fn cdrs(
+        &self,
+        params: &tapir_api::cdr::CdrQueryParams,
+    ) -> Result<tapir_api::cdr::CdrPage, ClientError> {
+        let params = tapir_api::cdr::CdrQueryParams {
+            format: None,
+            ..params.clone()
+        };
+        self.get(&format!("/v1/cdrs{}", cdr_query(&params))).await
+    }
+
+    /// `GET /v1/cdrs` as the service exports it: `format` `csv` or `jsonl`, the text as sent.
+    pub async fn cdrs_export(
+        &self,
+        params: &tapir_api::cdr::CdrQueryParams,
+    ) -> Result<String, ClientError> {
+        let path = format!("/v1/cdrs{}", cdr_query(params));
+        let (status, bytes) = self
+            .service
+            .exchange(Method::GET, &path, Some(&self.logon.token), None, None)
+            .await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
     }
 
     /// The route table.

@@ -26,6 +26,14 @@ secret = "a-secret"
 
 [applications.bob]
 secret = "b-secret"
+
+[profiles.desk]
+services = ["pbx"]
+lines = ["2001"]
+
+[applications.desk]
+secret = "d-secret"
+profiles = ["desk"]
 "#;
 
 struct Tapird(tapir_server::Spawned);
@@ -291,5 +299,143 @@ async fn failures_are_typed_with_the_services_codes() {
             .status,
         "ok"
     );
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_records_are_queryable_and_exportable_over_the_api() {
+    use tapir_api::cdr::CdrQueryParams;
+    let svc = Tapird::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let alice_line = open(&alice, "2001").await;
+    open(&bob, "2002").await;
+    let mut bob_events = bob.events(0);
+    let call = alice.make_call(&alice_line, "2002").await.expect("make");
+    let bob_call = loop {
+        if let EventKind::NewCall { call, .. } = next_event(&mut bob_events).await.kind {
+            break call;
+        }
+    };
+    until_state(&mut bob_events, &bob_call, "offering").await;
+    bob.answer(&bob_call).await.expect("answer");
+    alice.drop_call(&call.call).await.expect("drop");
+    until_state(&mut bob_events, &bob_call, "disconnected").await;
+    bob.drop_call(&bob_call).await.expect("bob drops");
+
+    // Records are written off the call's path: wait for both.
+    let all = CdrQueryParams::default();
+    let mut page = alice.cdrs(&all).await.expect("cdrs");
+    for _ in 0..500 {
+        if page.records.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        page = alice.cdrs(&all).await.expect("cdrs");
+    }
+    assert_eq!(page.records.len(), 2, "{page:?}");
+    assert_eq!(page.next, None);
+    let (bobs, alices) = (&page.records[0], &page.records[1]);
+    assert_eq!(alices.call_id, bobs.call_id);
+    assert_eq!(
+        alices.call_id, call.call_id,
+        "the record carries the call ID the API gave"
+    );
+    assert_eq!(
+        (alices.owners.clone(), bobs.owners.clone()),
+        (vec!["alice".to_string()], vec!["bob".to_string()])
+    );
+    assert_eq!(
+        (alices.disposition.as_str(), bobs.disposition.as_str()),
+        ("answered", "answered")
+    );
+    assert_eq!(
+        (alices.origin.as_str(), alices.called.number.as_deref()),
+        ("outbound", Some("2002"))
+    );
+    assert!(alices.answered.is_some() && bobs.id > alices.id);
+
+    let query = |f: &dyn Fn(&mut CdrQueryParams)| {
+        let mut p = CdrQueryParams::default();
+        f(&mut p);
+        p
+    };
+    let by_id = alice
+        .cdrs(&query(&|p| p.call_id = Some(call.call_id.clone())))
+        .await
+        .expect("by call");
+    assert_eq!(by_id.records.len(), 2);
+    let busy = alice
+        .cdrs(&query(&|p| p.disposition = Some("busy".into())))
+        .await
+        .expect("busy");
+    assert!(busy.records.is_empty());
+    let paged = alice
+        .cdrs(&query(&|p| p.limit = Some(1)))
+        .await
+        .expect("page");
+    assert_eq!((paged.records.len(), paged.next), (1, Some(bobs.id)));
+    let rest = alice
+        .cdrs(&query(&|p| {
+            p.limit = Some(1);
+            p.before = paged.next;
+        }))
+        .await
+        .expect("next page");
+    assert_eq!((rest.records[0].id, rest.next), (alices.id, None));
+
+    let csv = alice
+        .cdrs_export(&query(&|p| p.format = Some("csv".into())))
+        .await
+        .expect("csv");
+    let lines: Vec<&str> = csv.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert_eq!(lines[0], tapir_api::cdr::CSV_COLUMNS.join(","));
+    assert!(lines[2].starts_with(&format!("{},{},", alices.id, alices.call_id)));
+    let jsonl = alice
+        .cdrs_export(&query(&|p| p.format = Some("jsonl".into())))
+        .await
+        .expect("jsonl");
+    let parsed: Vec<tapir_api::cdr::Cdr> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record per line"))
+        .collect();
+    assert_eq!(parsed, page.records);
+
+    // Bad parameters: a typed 400 naming the problem, and nothing else happens.
+    for bad in [
+        query(&|p| p.since = Some("yesterday".into())),
+        query(&|p| p.limit = Some(5000)),
+        query(&|p| p.disposition = Some("hung_up".into())),
+        query(&|p| p.number = Some("555 OR 1=1".into())),
+    ] {
+        match alice.cdrs(&bad).await {
+            Err(ClientError::Api {
+                status: 400,
+                code,
+                message,
+            }) => {
+                assert_eq!(code, "invalid_query");
+                assert!(!message.is_empty());
+            }
+            other => panic!("{bad:?}: expected a 400, got {other:?}"),
+        }
+    }
+
+    // An application limited to some profiles sees only its lines' records.
+    let desk = Client::logon(
+        &svc.url(),
+        &LogonRequest {
+            application: "desk".into(),
+            secret: "d-secret".into(),
+            profile: Some("desk".into()),
+            ..LogonRequest::default()
+        },
+    )
+    .await
+    .expect("desk logs on");
+    let seen = desk.cdrs(&all).await.expect("desk's records");
+    assert_eq!(seen.records.len(), 1);
+    assert_eq!(seen.records[0].id, alices.id);
     svc.stop().await;
 }

@@ -112,6 +112,9 @@ pub struct Config {
     /// The network service (`tapird`).
     #[serde(default)]
     pub server: ServerSettings,
+    /// Call detail records (`tapird` keeps them in `cdr.db` in its data directory).
+    #[serde(default)]
+    pub cdr: CdrSettings,
     /// Applications allowed to log on over the network, by name.
     #[serde(default)]
     pub applications: BTreeMap<String, ApplicationSettings>,
@@ -161,6 +164,45 @@ impl Default for ServerSettings {
             body_limit: body_limit(),
             data_dir: None,
             journal_max_age_secs: journal_max_age_secs(),
+        }
+    }
+}
+
+/// `[cdr]`: call detail records.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrSettings {
+    /// Whether records are kept at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Records of calls that started longer ago than this many days are deleted; 0 keeps them all.
+    #[serde(default = "cdr_max_age_days")]
+    pub max_age_days: u64,
+    /// Beyond this many records the oldest are deleted; 0 sets no limit.
+    #[serde(default = "cdr_max_records")]
+    pub max_records: u64,
+    /// At most this many records are written per transaction.
+    #[serde(default = "cdr_batch")]
+    pub batch: usize,
+}
+
+fn cdr_max_age_days() -> u64 {
+    90
+}
+fn cdr_max_records() -> u64 {
+    10_000_000
+}
+fn cdr_batch() -> usize {
+    1024
+}
+
+impl Default for CdrSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_age_days: cdr_max_age_days(),
+            max_records: cdr_max_records(),
+            batch: cdr_batch(),
         }
     }
 }
@@ -307,6 +349,14 @@ impl Config {
     /// Checks every value and starts the engine with the configured services, profiles and routes.
     /// Must run inside a tokio runtime. Nothing is started if a value is wrong.
     pub async fn start(&self) -> Result<Running, ConfigError> {
+        self.start_with(None).await
+    }
+
+    /// As [`start`](Config::start), handing the engine's call detail records to `cdr_sink`.
+    pub async fn start_with(
+        &self,
+        cdr_sink: Option<std::sync::Arc<dyn tapir::core::cdr::CdrSink>>,
+    ) -> Result<Running, ConfigError> {
         for (name, app) in &self.applications {
             if app.secret.is_empty() {
                 return Err(invalid(
@@ -331,7 +381,13 @@ impl Config {
         if self.server.journal_max_age_secs == 0 {
             return Err(invalid("server.journal_max_age_secs", "must be at least 1"));
         }
+        if self.cdr.batch == 0 {
+            return Err(invalid("cdr.batch", "must be at least 1"));
+        }
         let mut builder = Engine::builder().event_queue_capacity(self.engine.event_queue_capacity);
+        if let Some(sink) = cdr_sink {
+            builder = builder.cdr_sink(sink);
+        }
         let mut switches = BTreeMap::new();
         let mut networks = BTreeMap::new();
         // Kind settings are all checked before any simulated device is attached.

@@ -237,6 +237,16 @@ async fn bad_files_are_refused_with_the_key_that_is_wrong() {
             format!("{PBX}ring_period_secs = \"six\""),
             "ring_period_secs",
         ),
+        (
+            "zero record batch",
+            format!("{PBX}[cdr]\nbatch = 0"),
+            "cdr.batch",
+        ),
+        (
+            "unknown record setting",
+            format!("{PBX}[cdr]\nkeep_forever = true"),
+            "keep_forever",
+        ),
     ];
     for (what, text, expect) in cases {
         let message = refused(text).await;

@@ -15,6 +15,7 @@ pub mod server;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tapir_config::{Config, Running};
@@ -23,6 +24,64 @@ use tracing::info;
 
 pub use server::AppState;
 pub use store::{Store, StoreError};
+
+use tapir::core::cdr::CdrSink;
+use tapir_cdr::{CdrStore, Recorder, RecorderOptions, Retention, SqliteStore};
+
+/// The call detail record store (`cdr.db` in the data directory) and the recorder feeding it.
+#[derive(Clone)]
+pub struct Cdrs {
+    /// Where records are kept and queried.
+    pub store: Arc<dyn CdrStore>,
+    /// The engine's record sink.
+    pub recorder: Recorder,
+}
+
+/// Everything `tapird` keeps: the journal store and, unless `[cdr] enabled = false`, the call records.
+pub struct Stores {
+    /// Event journals, ended log-ons, route changes.
+    pub journal: Store,
+    /// Call detail records.
+    pub cdrs: Option<Cdrs>,
+}
+
+impl Stores {
+    /// Opens both stores in the configuration's data directory (in memory without one) and starts the
+    /// record writer. Must run inside a tokio runtime.
+    pub fn open(config: &Config) -> Result<Stores, StoreError> {
+        let journal = open_store(config)?;
+        let cdrs = if config.cdr.enabled {
+            let path = config.server.data_dir.as_ref().map(|d| d.join("cdr.db"));
+            let store = SqliteStore::open(path.as_deref())
+                .map_err(|e| StoreError::new(format!("cdr.db: {e}")))?;
+            let store: Arc<dyn CdrStore> = Arc::new(store);
+            let days = Duration::from_secs(24 * 60 * 60);
+            let recorder = Recorder::start(
+                store.clone(),
+                RecorderOptions {
+                    batch: config.cdr.batch,
+                    retention: Retention {
+                        max_age: (config.cdr.max_age_days > 0)
+                            .then(|| days * config.cdr.max_age_days as u32),
+                        max_records: (config.cdr.max_records > 0).then_some(config.cdr.max_records),
+                    },
+                    ..RecorderOptions::default()
+                },
+            );
+            Some(Cdrs { store, recorder })
+        } else {
+            None
+        };
+        Ok(Stores { journal, cdrs })
+    }
+
+    /// The sink to start the engine with ([`Config::start_with`]).
+    pub fn cdr_sink(&self) -> Option<Arc<dyn CdrSink>> {
+        self.cdrs
+            .as_ref()
+            .map(|c| Arc::new(c.recorder.clone()) as Arc<dyn CdrSink>)
+    }
+}
 
 /// How often the store drops what is older than the journal's age limit.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -39,28 +98,34 @@ pub fn open_store(config: &Config) -> Result<Store, StoreError> {
     )
 }
 
-/// Serves the API for the engine `running` (started from `config`) on `listener` until `shutdown`
-/// completes, with the store `config` names; see [`serve_with`].
+/// Opens the stores `config` names, starts its engine and serves the API on `listener` until
+/// `shutdown` completes; see [`serve_with`].
 pub async fn serve(
     config: &Config,
-    running: Running,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let store = open_store(config).map_err(std::io::Error::other)?;
-    serve_with(config, running, store, listener, shutdown).await
+    let stores = Stores::open(config).map_err(std::io::Error::other)?;
+    let running = config
+        .start_with(stores.cdr_sink())
+        .await
+        .map_err(std::io::Error::other)?;
+    serve_with(config, running, stores, listener, shutdown).await
 }
 
-/// Serves the API with an open store: route changes stored by earlier runs are applied first; when
-/// `shutdown` completes every client is logged off, their last events are written, the engine stops.
+/// Serves the API with open stores (start the engine with [`Stores::cdr_sink`] so that its call records
+/// are kept): route changes stored by earlier runs are applied first; when `shutdown` completes every
+/// client is logged off, their last events are written, the engine stops, and every call record is
+/// written before this returns.
 pub async fn serve_with(
     config: &Config,
     running: Running,
-    store: Store,
+    stores: Stores,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState::new(running.engine.clone(), config, store);
+    let cdrs = stores.cdrs.clone();
+    let state = AppState::new(running.engine.clone(), config, stores.journal, stores.cdrs);
     state.restore_routes().await;
     let sweeper = tokio::spawn({
         let store = state.store().clone();
@@ -83,6 +148,13 @@ pub async fn serve_with(
     sweeper.abort();
     state.logoff_all().await;
     running.engine.shutdown().await;
+    if let Some(c) = cdrs {
+        c.recorder.stop_sweeping();
+        match c.recorder.flush().await {
+            Ok(()) => info!(written = c.recorder.stats().written, "call records written"),
+            Err(e) => tracing::error!(error = %e, "call records could not all be written"),
+        }
+    }
     served
 }
 
@@ -106,13 +178,16 @@ pub struct Spawned {
 impl Spawned {
     /// Starts the engine `config` describes and serves it on `127.0.0.1`.
     pub async fn start(config: Config) -> std::io::Result<Spawned> {
-        let store = open_store(&config).map_err(std::io::Error::other)?;
-        let running = config.start().await.map_err(std::io::Error::other)?;
+        let stores = Stores::open(&config).map_err(std::io::Error::other)?;
+        let running = config
+            .start_with(stores.cdr_sink())
+            .await
+            .map_err(std::io::Error::other)?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            serve_with(&config, running, store, listener, async {
+            serve_with(&config, running, stores, listener, async {
                 let _ = stopped.await;
             })
             .await

@@ -258,6 +258,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep(
         "GET",
+        "/v1/cdrs",
+        "Call detail records, newest first: filter by since/until (RFC 3339), number, call_id, \
+         disposition; page with before/limit; format json (a CdrPage), csv or jsonl. Applications \
+         limited to some profiles see only their lines' records.",
+        None,
+        200,
+        Answer::One("CdrPage"),
+    ),
+    ep(
+        "GET",
         "/v1/events",
         "WebSocket: every event after `after` (schema Event), in order, then each new one; a trimmed \
          position or the end of the log-on is a StreamControl message.",
@@ -303,6 +313,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         tapir_api::EventKind,
         tapir_api::LineEvent,
         tapir_api::StreamControl,
+        tapir_api::cdr::Cdr,
+        tapir_api::cdr::CdrPage,
     ))
 )]
 struct Schemas;
@@ -346,6 +358,48 @@ pub fn document() -> utoipa::openapi::OpenApi {
                     .required(Required::True)
                     .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
             );
+        }
+        if e.path == "/v1/cdrs" {
+            let params: [(&str, &str, Type); 8] = [
+                (
+                    "since",
+                    "Calls that started at or after this RFC 3339 time.",
+                    Type::String,
+                ),
+                (
+                    "until",
+                    "Calls that started before this RFC 3339 time.",
+                    Type::String,
+                ),
+                (
+                    "number",
+                    "Part of the caller's, called or connected number.",
+                    Type::String,
+                ),
+                (
+                    "call_id",
+                    "A call ID (call-7): its records and those linked to it.",
+                    Type::String,
+                ),
+                (
+                    "disposition",
+                    "answered, busy, no_answer, rejected, failed, picked_up_elsewhere, forwarded, redirected, transferred or parked.",
+                    Type::String,
+                ),
+                ("before", "The next of the previous page.", Type::Integer),
+                ("limit", "1 to 1000 records (default 100).", Type::Integer),
+                ("format", "json (default), csv or jsonl.", Type::String),
+            ];
+            for (name, description, kind) in params {
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Query)
+                        .required(Required::False)
+                        .description(Some(description))
+                        .schema(Some(ObjectBuilder::new().schema_type(kind))),
+                );
+            }
         }
         if e.path == "/v1/events" {
             op = op.parameter(

@@ -52,6 +52,7 @@ pub struct AppState {
     clients: DashMap<String, Arc<Client>>,
     metrics: Metrics,
     store: Store,
+    cdrs: Option<crate::Cdrs>,
 }
 
 #[derive(Default)]
@@ -99,8 +100,14 @@ type CachedReply = (StatusCode, Value);
 type Reply = Result<(StatusCode, Value), ApiError>;
 
 impl AppState {
-    /// The service's state for a running engine, its configuration and its store.
-    pub fn new(engine: Engine, config: &Config, store: Store) -> Arc<Self> {
+    /// The service's state for a running engine, its configuration, its store and (unless switched off)
+    /// its call records; without them `GET /v1/cdrs` answers 404 `cdrs_disabled`.
+    pub fn new(
+        engine: Engine,
+        config: &Config,
+        store: Store,
+        cdrs: Option<crate::Cdrs>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             engine,
             applications: config.applications.clone(),
@@ -108,6 +115,7 @@ impl AppState {
             clients: DashMap::new(),
             metrics: Metrics::default(),
             store,
+            cdrs,
         })
     }
 
@@ -211,6 +219,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v1/translate", post(translate))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/events", get(events))
+        .route("/v1/cdrs", get(cdrs))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -439,6 +448,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
             "Journal events waiting to be written to the store.",
             state.store.queued(),
         ),
+        (
+            "tapir_cdr_queue_depth",
+            "Call detail records waiting to be written.",
+            state.cdrs.as_ref().map_or(0, |c| c.recorder.queued()),
+        ),
     ];
     for (name, help, value) in gauges {
         head(&mut out, name, help, "gauge");
@@ -487,6 +501,27 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
     for (name, help, value) in counters {
         head(&mut out, name, help, "counter");
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
+    let cdr = state
+        .cdrs
+        .as_ref()
+        .map(|c| c.recorder.stats())
+        .unwrap_or_default();
+    let cdr_counters = [
+        (
+            "tapir_cdr_written_total",
+            "Call detail records written to the store.",
+            cdr.written,
+        ),
+        (
+            "tapir_cdr_lost_total",
+            "Call detail records lost (write queue full, or the store refused their batch).",
+            cdr.lost,
+        ),
+    ];
+    for (name, help, value) in cdr_counters {
+        head(&mut out, name, help, "counter");
+        let _ = writeln!(out, "{name} {value}");
     }
     out
 }
@@ -1044,6 +1079,73 @@ async fn snapshot(Authed(c): Authed) -> Response {
         })
         .collect();
     reply(ok(wire::Snapshot { seq, lines, calls }))
+}
+
+/// `GET /v1/cdrs`: call detail records (see [`tapir_api::cdr::CdrQueryParams`]). An application
+/// limited to some profiles sees only the records of lines it may use.
+async fn cdrs(
+    State(state): State<Arc<AppState>>,
+    Authed(c): Authed,
+    query: Result<Query<tapir_api::cdr::CdrQueryParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(cdrs) = &state.cdrs else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "cdrs_disabled",
+            "call detail records are switched off in this service's configuration ([cdr] enabled)",
+        )
+        .into_response();
+    };
+    let params = match query {
+        Ok(Query(p)) => p,
+        Err(e) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+                .into_response();
+        }
+    };
+    let (mut q, format) = match tapir_cdr::CdrQuery::from_params(&params) {
+        Ok(q) => q,
+        Err(e) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+                .into_response();
+        }
+    };
+    if !c.admin {
+        q.lines = Some(c.session.lines().into_iter().map(|l| l.id).collect());
+    }
+    let page = match cdrs.store.query(&q).await {
+        Ok(p) => p,
+        Err(e) => {
+            state.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_failed",
+                e.to_string(),
+            )
+            .into_response();
+        }
+    };
+    let records: Vec<tapir_api::cdr::Cdr> = page.records.iter().map(tapir_cdr::to_wire).collect();
+    let text = |content_type: &'static str, body: String| {
+        ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+    };
+    match format {
+        tapir_cdr::Format::Json => reply(ok(tapir_api::cdr::CdrPage {
+            records,
+            next: page.next,
+        })),
+        tapir_cdr::Format::Csv => {
+            let mut body = tapir_api::cdr::csv_header();
+            records
+                .iter()
+                .for_each(|r| body.push_str(&tapir_api::cdr::csv_row(r)));
+            text("text/csv; charset=utf-8", body)
+        }
+        tapir_cdr::Format::Jsonl => {
+            let body: String = records.iter().map(tapir_api::cdr::jsonl_line).collect();
+            text("application/jsonl", body)
+        }
+    }
 }
 
 #[derive(Deserialize)]

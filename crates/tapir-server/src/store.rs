@@ -56,6 +56,13 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug)]
 pub struct StoreError(String);
 
+impl StoreError {
+    /// An error with this text.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+}
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

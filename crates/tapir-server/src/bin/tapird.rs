@@ -5,8 +5,9 @@
 //! tapird [--config FILE] [--listen ADDR:PORT] [--data-dir DIR]
 //! ```
 //!
-//! The store (`tapird.db`: event journals, route changes) is kept in `--data-dir`, else the
-//! configuration's `server.data_dir`, else `$XDG_DATA_HOME/tapir` (`~/.local/share/tapir`).
+//! The stores (`tapird.db`: event journals, route changes; `cdr.db`: call detail records) are kept in
+//! `--data-dir`, else the configuration's `server.data_dir`, else `$XDG_DATA_HOME/tapir`
+//! (`~/.local/share/tapir`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,7 +63,7 @@ async fn main() -> ExitCode {
     {
         config.server.data_dir = Some(d);
     }
-    let store = match tapir_server::open_store(&config) {
+    let stores = match tapir_server::Stores::open(&config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tapird: cannot open the store: {e}");
@@ -70,7 +71,7 @@ async fn main() -> ExitCode {
         }
     };
     // Every value is checked, and the providers started, before anything listens.
-    let running = match config.start().await {
+    let running = match config.start_with(stores.cdr_sink()).await {
         Ok(r) => r,
         Err(e @ tapir_config::ConfigError::Engine(_)) => {
             eprintln!("tapird: {e}");
@@ -92,7 +93,7 @@ async fn main() -> ExitCode {
         Ok(a) => println!("tapird listening on http://{a}"),
         Err(_) => println!("tapird listening on http://{}", config.server.listen),
     }
-    match tapir_server::serve_with(&config, running, store, listener, shutdown_signal()).await {
+    match tapir_server::serve_with(&config, running, stores, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tapird: {e}");
