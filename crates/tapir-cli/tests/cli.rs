@@ -143,6 +143,34 @@ async fn the_tour_works_and_one_log_on_lasts_across_invocations() {
     let routes = cli.json(&["routes"]).await;
     assert_eq!(routes["default"], "first-owner");
 
+    // Call history: the dropped call's record (written off the call's path, so it may take a moment).
+    let mut records = Value::Null;
+    for _ in 0..200 {
+        records = cli.json(&["cdrs", "--since", "1h"]).await;
+        if records.as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let first = &records.as_array().expect("an array of records")[0];
+    assert_eq!(first["disposition"], "answered", "{first}");
+    let (code, table, _) = cli.run(&["cdrs", "--number", "200"]).await;
+    assert_eq!(code, 0);
+    assert!(table.starts_with("STARTED (UTC)"), "{table}");
+    assert!(table.contains("answered"), "{table}");
+    let (code, csv, _) = cli.run(&["cdrs", "--format", "csv", "--all"]).await;
+    assert_eq!(code, 0);
+    assert!(csv.starts_with("id,call_id,related_call_ids,"), "{csv}");
+    assert_eq!(
+        csv.lines().count(),
+        1 + records.as_array().map_or(0, Vec::len)
+    );
+    let (code, _, err) = cli.run(&["cdrs", "--since", "yesterday"]).await;
+    assert_eq!(code, 2, "a bad --since is a usage error: {err}");
+    let (code, _, err) = cli.run(&["cdrs", "--disposition", "hung_up"]).await;
+    assert_eq!(code, 1, "the service refuses a bad disposition: {err}");
+    assert!(err.contains("disposition"), "{err}");
+
     let (code, _, _) = cli.run(&["logoff"]).await;
     assert_eq!(code, 0);
     assert!(!cli.session_file.exists(), "log-off forgets the token");
