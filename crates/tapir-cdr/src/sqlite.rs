@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{Connection, Row, params, params_from_iter};
 use tapir_core::cdr::{
     CallDetailRecord, CdrParty, Disposition, disconnect_from_name, disconnect_name,
     origin_from_name, origin_name, reason_from_name, reason_name,
@@ -358,27 +358,11 @@ fn purge(
         )?;
     }
     if let Some(max) = retention.max_records {
-        let keep_from: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM cdrs ORDER BY id DESC LIMIT 1 OFFSET ?1",
-                params![
-                    i64::try_from(max)
-                        .unwrap_or(i64::MAX)
-                        .saturating_sub(1)
-                        .max(0)
-                ],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(first_kept) = keep_from {
-            let limit = if max == 0 { i64::MAX } else { first_kept };
-            let sql = if max == 0 {
-                "DELETE FROM cdrs WHERE id <= ?1"
-            } else {
-                "DELETE FROM cdrs WHERE id < ?1"
-            };
-            gone += tx.execute(sql, params![limit])?;
-        }
+        // The newest `max` stay: everything up to the (max+1)-th newest goes (nothing if there are fewer).
+        gone += tx.execute(
+            "DELETE FROM cdrs WHERE id <= (SELECT id FROM cdrs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+            params![i64::try_from(max).unwrap_or(i64::MAX)],
+        )?;
     }
     tx.commit()?;
     Ok(gone as u64)
