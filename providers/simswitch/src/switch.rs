@@ -104,6 +104,8 @@ pub(crate) struct Leg {
     pub(crate) pending_caller: Option<PartyId>,
     /// Whether digits received on this leg are reported.
     monitoring_digits: Option<DigitMode>,
+    /// Timers set in this epoch (cancelled when it ends).
+    timers: Vec<tokio::task::AbortHandle>,
 }
 
 /// A party outside the switch, in a call with one of its legs.
@@ -160,6 +162,11 @@ pub(crate) struct State {
     me: std::sync::Weak<Shared>,
     pickup_groups: HashMap<String, Vec<String>>,
     pub(crate) legs: HashMap<CallLegId, Leg>,
+    /// The legs on each extension (by line), oldest first: an extension has a handful at most, so
+    /// per-extension questions never scan the whole switch.
+    on_line: Vec<Vec<CallLegId>>,
+    /// Extensions by directory number.
+    by_number: HashMap<String, usize>,
     pub(crate) outside: HashMap<u64, Outside>,
     next_leg: u64,
     next_call: u64,
@@ -187,8 +194,15 @@ impl State {
         pickup_groups: HashMap<String, Vec<String>>,
         me: std::sync::Weak<Shared>,
     ) -> Self {
+        let by_number = extensions
+            .iter()
+            .enumerate()
+            .map(|(line, e)| (e.number.clone(), line))
+            .collect();
         Self {
             sink: None,
+            on_line: vec![Vec::new(); extensions.len()],
+            by_number,
             extensions,
             far_ends,
             park_lot,
@@ -208,11 +222,15 @@ impl State {
     }
 
     pub(crate) fn extension_index(&self, number: &str) -> Option<usize> {
-        self.extensions.iter().position(|e| e.number == number)
+        self.by_number.get(number).copied()
     }
 
     fn legs_on(&self, line: usize) -> impl Iterator<Item = (&CallLegId, &Leg)> {
-        self.legs.iter().filter(move |(_, l)| l.line == line)
+        self.on_line
+            .get(line)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.legs.get_key_value(id))
     }
 
     /// The extension's active (not held, not conferenced) call, if any.
@@ -372,8 +390,12 @@ impl State {
                 dialed: String::new(),
                 pending_caller: None,
                 monitoring_digits: None,
+                timers: Vec::new(),
             },
         );
+        if let Some(legs) = self.on_line.get_mut(line) {
+            legs.push(id);
+        }
         self.link(id, peer);
         // A completion waiting for an unanswered extension to be used arms once it is.
         for c in self.completions.iter_mut().filter(|c| c.target == line) {
@@ -395,12 +417,21 @@ impl State {
             leg.state.kind() == CallStateKind::Offering && state.kind() == CallStateKind::Accepted;
         if !accepting {
             leg.epoch = epoch;
+            for t in leg.timers.drain(..) {
+                t.abort();
+            }
         }
         leg.state = state;
         sink.call_state(id, state);
         if state.is_idle() {
             self.unlink(id);
             if let Some(leg) = self.legs.remove(&id) {
+                for t in &leg.timers {
+                    t.abort();
+                }
+                if let Some(legs) = self.on_line.get_mut(leg.line) {
+                    legs.retain(|l| *l != id);
+                }
                 self.line_freed(leg.line);
             }
         }
@@ -416,19 +447,25 @@ impl State {
         }
     }
 
+    /// Runs `timer` for `leg` after `delay`, unless the leg changes state first: a state change (or the
+    /// leg going away) cancels the leg's timers, so a call that ends early leaves no task behind. A
+    /// zero delay still runs later, once the caller has released the switch, but without a timer.
     pub(crate) fn schedule(
-        &self,
+        &mut self,
         shared: &Arc<Shared>,
         delay: Duration,
         leg: CallLegId,
         timer: Timer,
     ) {
-        let Some(epoch) = self.legs.get(&leg).map(|l| l.epoch) else {
+        let Some(l) = self.legs.get_mut(&leg) else {
             return;
         };
+        let epoch = l.epoch;
         let shared = Arc::downgrade(shared);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+        let task = tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if let Some(shared) = shared.upgrade() {
                 let mut st = shared.lock();
                 if st.legs.get(&leg).is_some_and(|l| l.epoch == epoch) {
@@ -436,6 +473,8 @@ impl State {
                 }
             }
         });
+        l.timers.retain(|t| !t.is_finished());
+        l.timers.push(task.abort_handle());
     }
 
     /// Offers a call on extension `line`: a new leg, offering, that starts ringing at once.
@@ -1014,18 +1053,22 @@ impl State {
                 state: CallStateKind::Idle,
             });
         }
-        let relation = self.leg(id)?.relation.clone();
+        let (line, relation) = {
+            let leg = self.leg(id)?;
+            (leg.line, leg.relation.clone())
+        };
         let party = self.unlink(id);
         self.set_state(sink, id, CallState::Idle);
         self.clear_party(sink, party, reason);
-        self.after_leaving(sink, id, relation);
+        self.after_leaving(sink, id, line, relation);
         // A party waiting in a park orbit that hangs up leaves the orbit free.
         self.forget_parked(sink, Peer::Leg(id));
         Ok(())
     }
 
-    /// What happens to related legs when leg `id` (related as `relation`) has gone idle.
-    fn after_leaving(&mut self, sink: &EventSink, id: CallLegId, relation: Relation) {
+    /// What happens to related legs when leg `id` on extension `line` (related as `relation`) has gone
+    /// idle.
+    fn after_leaving(&mut self, sink: &EventSink, id: CallLegId, line: usize, relation: Relation) {
         match relation {
             // Dropping a consultation call brings the held call back.
             Relation::ConsultFor(original) => {
@@ -1055,8 +1098,12 @@ impl State {
             }
             Relation::None | Relation::CallBack(_) => {}
         }
-        // A call whose original or conference went away is a plain call now.
-        for leg in self.legs.values_mut() {
+        // A call whose original or conference went away is a plain call now. Relations only ever join
+        // legs on one extension.
+        for other in self.on_line.get(line).into_iter().flatten() {
+            let Some(leg) = self.legs.get_mut(other) else {
+                continue;
+            };
             if matches!(leg.relation, Relation::ConsultFor(o) | Relation::ConsultForConference(o) | Relation::Party(o) if o == id)
             {
                 leg.relation = Relation::None;
@@ -1115,8 +1162,8 @@ impl State {
 
     /// The consultation call made for `id` (a transfer original or a conference parent).
     fn consultation_of(&self, id: CallLegId, conference: bool) -> Option<CallLegId> {
-        self.legs
-            .iter()
+        let line = self.legs.get(&id)?.line;
+        self.legs_on(line)
             .find(|(_, l)| {
                 l.relation
                     == if conference {

@@ -5,13 +5,14 @@
 //! deallocate, made by the owner to an outside number that answers at once; the monitor deallocates its
 //! handle when the call is idle. Reported: complete lifecycles per second; operation-to-event latency
 //! (from an operation being issued by the owner to the monitor's event for it: make → new call, drop →
-//! idle) as percentiles; events delivered per second; peak RSS and, with `--hold N`, RSS per established
-//! call. At the end every session logs off and the engine and the switch must hold nothing (exit 1
+//! idle) as percentiles; events delivered per second; peak RSS and, with `--hold N`, the memory per
+//! established call (RSS and live heap, measured before the run on a fresh heap). At the end every session logs off and the engine and the switch must hold nothing (exit 1
 //! otherwise). `docs/benchmarks.md` has the figures and the commands.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -47,7 +48,7 @@ struct Args {
     /// Put each call on hold and take it off again before dropping it.
     #[arg(long)]
     hold_unhold: bool,
-    /// After the run, establish this many calls at once (one per line) and report RSS per call.
+    /// Before the run, establish this many calls at once (one per line) and report the memory per call.
     #[arg(long, default_value_t = 0)]
     hold: usize,
     /// Worker threads of the runtime (default: the machine's cores).
@@ -84,6 +85,45 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// The system allocator, counting the bytes live on the heap while [`COUNTING`] is set (the memory
+/// phase only: counting is one relaxed load per allocation otherwise).
+struct CountingAlloc;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static HEAP_DELTA: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed on to `System` unchanged; the counters do not touch the memory.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            HEAP_DELTA.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract is `System::alloc`'s.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            HEAP_DELTA.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            HEAP_DELTA.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 /// Resident set size now and at its peak, in bytes, from `/proc/self/status` (0 elsewhere).
 fn rss() -> (u64, u64) {
@@ -239,6 +279,14 @@ async fn lifecycle(
     release(shared, i, call).await
 }
 
+/// Memory per established call, from the `--hold` phase.
+struct PerCall {
+    held: usize,
+    rss: f64,
+    heap: f64,
+    engine_calls: usize,
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -367,6 +415,48 @@ async fn run(args: Args) -> Result<bool, String> {
         (bar, ticker)
     });
 
+    // Memory per established call, measured first, on a heap the run has not grown yet.
+    let mut per_call = None;
+    if args.hold > 0 {
+        let before = rss().0;
+        HEAP_DELTA.store(0, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
+        let mut tasks = Vec::new();
+        for i in 0..args.hold {
+            let shared = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                (i, establish(&shared, i, owners).await)
+            }));
+        }
+        let mut held = Vec::new();
+        for t in tasks {
+            if let Ok((i, Ok(call))) = t.await {
+                held.push((i, call));
+            }
+        }
+        // Measure once every reader has taken its events: queued events are not call state.
+        for _ in 0..1000 {
+            if engine.stats().queued_events == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let heap = HEAP_DELTA.load(Ordering::Relaxed);
+        COUNTING.store(false, Ordering::Relaxed);
+        let after = rss().0;
+        let stats = engine.stats();
+        let n = held.len().max(1) as f64;
+        per_call = Some(PerCall {
+            held: held.len(),
+            rss: after.saturating_sub(before) as f64 / n,
+            heap: heap.max(0) as f64 / n,
+            engine_calls: stats.calls,
+        });
+        for (i, call) in held {
+            let _ = release(&shared, i, call).await;
+        }
+    }
+
     let started = Instant::now();
     let events_before = shared.events.load(Ordering::Relaxed);
     let next = Arc::new(AtomicU64::new(0));
@@ -408,35 +498,6 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let completed = shared.done.load(Ordering::Relaxed);
     let failed = failures.load(Ordering::Relaxed);
-
-    // Memory per established call.
-    let mut per_call = None;
-    if args.hold > 0 {
-        let before = rss().0;
-        let mut tasks = Vec::new();
-        for i in 0..args.hold {
-            let shared = shared.clone();
-            tasks.push(tokio::spawn(async move {
-                (i, establish(&shared, i, owners).await)
-            }));
-        }
-        let mut held = Vec::new();
-        for t in tasks {
-            if let Ok((i, Ok(call))) = t.await {
-                held.push((i, call));
-            }
-        }
-        let after = rss().0;
-        let stats = engine.stats();
-        per_call = Some((
-            held.len(),
-            after.saturating_sub(before) as f64 / held.len().max(1) as f64,
-            stats.calls,
-        ));
-        for (i, call) in held {
-            let _ = release(&shared, i, call).await;
-        }
-    }
 
     // Leak check: everything released, every session gone.
     for s in owner_sessions.into_iter().chain(monitor_sessions) {
@@ -488,8 +549,10 @@ async fn run(args: Args) -> Result<bool, String> {
         },
         "rss_idle_bytes": rss_idle,
         "rss_peak_bytes": peak,
-        "held_calls": per_call.map(|p| p.0),
-        "rss_per_held_call_bytes": per_call.map(|p| p.1),
+        "held_calls": per_call.as_ref().map(|p| p.held),
+        "held_engine_calls": per_call.as_ref().map(|p| p.engine_calls),
+        "rss_per_held_call_bytes": per_call.as_ref().map(|p| p.rss),
+        "heap_per_held_call_bytes": per_call.as_ref().map(|p| p.heap),
         "leak_check": {
             "clean": settled && failed == 0,
             "engine": format!("{leftover:?}"),
@@ -519,9 +582,10 @@ async fn run(args: Args) -> Result<bool, String> {
             rss_idle as f64 / 1048576.0,
             peak as f64 / 1048576.0
         );
-        if let Some((n, bytes, calls)) = per_call {
+        if let Some(p) = &per_call {
             println!(
-                "{n} calls held at once ({calls} engine call legs): {bytes:.0} bytes of RSS per call"
+                "{} calls held at once ({} engine call legs): {:.0} bytes of RSS, {:.0} bytes of live heap per call",
+                p.held, p.engine_calls, p.rss, p.heap
             );
         }
         if settled && failed == 0 {
