@@ -162,7 +162,7 @@ pub fn event(e: &SessionEvent) -> wire::Event {
             line_handle: line.to_string(),
         },
         Event::Status(row) => K::Status {
-            row: status_row(row.clone()),
+            row: status_row((**row).clone()),
         },
         Event::EventsLost { first, last } => K::EventsLost {
             first: *first,

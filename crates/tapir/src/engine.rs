@@ -1059,7 +1059,7 @@ impl Inner {
                         let row = self.status_row(p);
                         info!(provider = %p.name, state = ?row.state, reason = ?row.reason, "status");
                         for s in self.sessions.iter() {
-                            s.push(Event::Status(row.clone()));
+                            s.push(Event::Status(Box::new(row.clone())));
                         }
                     }
                 }

@@ -81,8 +81,9 @@ pub enum Event {
         /// The line open.
         line: LineHandle,
     },
-    /// A provider's row in the status table changed (a line went out of service or came back).
-    Status(crate::status::StatusRow),
+    /// A provider's row in the status table changed (a line went out of service or came back). Boxed:
+    /// it is rare and large, and every event is the size of the largest kind.
+    Status(Box<crate::status::StatusRow>),
     /// The session read too slowly: events `first..=last` were discarded. Fetch call status to catch up.
     EventsLost {
         /// The first lost sequence number.
@@ -115,6 +116,9 @@ pub(crate) struct EventQueue {
     next_seq: u64,
     pub(crate) ended: bool,
 }
+
+/// The queue memory a reader keeps once it has caught up (events); more is given back.
+const KEEP_CAPACITY: usize = 1024;
 
 /// One reader's queue, and how to wake it.
 struct ReaderQueue {
@@ -204,11 +208,14 @@ impl EventQueue {
     }
 
     pub(crate) fn pop(&mut self, reader: u64) -> Option<SessionEvent> {
-        self.readers
-            .iter_mut()
-            .find(|r| r.reader == reader)?
-            .events
-            .pop_front()
+        let events = &mut self.readers.iter_mut().find(|r| r.reader == reader)?.events;
+        let event = events.pop_front();
+        // A backlog that has been read gives its memory back: a burst must not keep a reader's queue
+        // at its largest size for the rest of the session.
+        if events.is_empty() && events.capacity() > KEEP_CAPACITY {
+            events.shrink_to(KEEP_CAPACITY);
+        }
+        event
     }
 
     /// Events waiting across every reader, and the longest single backlog.
