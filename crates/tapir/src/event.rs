@@ -253,6 +253,21 @@ mod tests {
     }
 
     #[test]
+    fn a_read_backlog_gives_its_memory_back() {
+        let mut q = queue(1 << 20, &[0]);
+        for n in 0..(KEEP_CAPACITY as u64 * 8) {
+            q.push(lc(n));
+        }
+        let grown = q.readers[0].events.capacity();
+        assert!(grown >= KEEP_CAPACITY * 8);
+        while q.pop(0).is_some() {}
+        assert!(q.readers[0].events.capacity() <= KEEP_CAPACITY);
+        // The queue still works after giving memory back, numbering on.
+        q.push(lc(0));
+        assert_eq!(q.pop(0).map(|e| e.seq), Some(KEEP_CAPACITY as u64 * 8 + 1));
+    }
+
+    #[test]
     fn overflow_is_reported_with_exact_numbers() {
         let mut q = queue(2, &[0]);
         for n in 0..5 {
