@@ -8,6 +8,11 @@ use std::sync::{
 use std::time::SystemTime;
 
 use dashmap::DashMap;
+
+/// The engine's concurrent maps. Their keys are numbers the engine assigns itself (handles, session and
+/// request numbers, provider leg IDs), so a fast seeded hash is enough; SipHash was a measurable part of
+/// every event's delivery (docs/benchmarks.md).
+pub(crate) type FastDashMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 use tapir_core::caps::LineCaps;
 use tapir_core::cdr::CdrSink;
 use tapir_core::gate::{AddressUsage, CallContext, CallRole};
@@ -205,9 +210,9 @@ impl EngineBuilder {
             shared: tokio::sync::Mutex::new(None),
             next_reader: AtomicU64::new(0),
             lines: OnceLock::new(),
-            sessions: DashMap::new(),
-            calls: DashMap::new(),
-            pending: DashMap::new(),
+            sessions: FastDashMap::default(),
+            calls: FastDashMap::default(),
+            pending: FastDashMap::default(),
             next_request: AtomicU64::new(1),
             next_open: AtomicU64::new(0),
             mint: HandleMint::new(),
@@ -591,8 +596,8 @@ pub(crate) struct SessionInner {
     /// The event queues, one per reader. Its lock also guards "has the session ended", so that a handle
     /// is never added to a session after its log-off collected the handles to release.
     pub(crate) queue: Mutex<EventQueue>,
-    pub(crate) lines: DashMap<LineHandle, OpenLine>,
-    pub(crate) calls: DashMap<CallHandle, Arc<CallEntry>>,
+    pub(crate) lines: FastDashMap<LineHandle, OpenLine>,
+    pub(crate) calls: FastDashMap<CallHandle, Arc<CallEntry>>,
     /// Where the session dials from, for address translation.
     pub(crate) location: Mutex<Option<crate::translate::Location>>,
 }
@@ -776,9 +781,9 @@ impl EventHandler for Dispatcher {
 pub(crate) struct Inner {
     pub(crate) providers: Vec<ProviderSlot>,
     pub(crate) lines: OnceLock<Lines>,
-    pub(crate) sessions: DashMap<SessionId, Arc<SessionInner>>,
-    pub(crate) calls: DashMap<(ProviderId, CallLegId), Arc<CallEntry>>,
-    pub(crate) pending: DashMap<RequestId, Pending>,
+    pub(crate) sessions: FastDashMap<SessionId, Arc<SessionInner>>,
+    pub(crate) calls: FastDashMap<(ProviderId, CallLegId), Arc<CallEntry>>,
+    pub(crate) pending: FastDashMap<RequestId, Pending>,
     pub(crate) next_request: AtomicU64,
     pub(crate) next_open: AtomicU64,
     pub(crate) mint: HandleMint,
@@ -918,8 +923,8 @@ impl Inner {
             allowed,
             disabled,
             queue: Mutex::new(EventQueue::new(self.queue_capacity)),
-            lines: DashMap::new(),
-            calls: DashMap::new(),
+            lines: FastDashMap::default(),
+            calls: FastDashMap::default(),
             location: Mutex::new(profile.location.clone()),
         });
         self.sessions.insert(session.id, session.clone());

@@ -20,6 +20,9 @@ use tapir_provider::{EventSink, LineEvent, NewCall, ProviderEvent};
 
 use crate::script::{Answer, Extension, FarEnd, ParkLot, Timing};
 
+/// Maps keyed by numbers the switch assigns itself: a fast seeded hash is enough.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub(crate) struct Shared {
     pub(crate) timing: Timing,
     pub(crate) state: std::sync::Mutex<State>,
@@ -161,13 +164,13 @@ pub(crate) struct State {
     /// The switch itself, so that a change deep inside can schedule follow-up work.
     me: std::sync::Weak<Shared>,
     pickup_groups: HashMap<String, Vec<String>>,
-    pub(crate) legs: HashMap<CallLegId, Leg>,
+    pub(crate) legs: FastMap<CallLegId, Leg>,
     /// The legs on each extension (by line), oldest first: an extension has a handful at most, so
     /// per-extension questions never scan the whole switch.
     on_line: Vec<Vec<CallLegId>>,
     /// Extensions by directory number.
     by_number: HashMap<String, usize>,
-    pub(crate) outside: HashMap<u64, Outside>,
+    pub(crate) outside: FastMap<u64, Outside>,
     next_leg: u64,
     next_call: u64,
     next_epoch: u64,
@@ -212,8 +215,8 @@ impl State {
             next_completion: 1,
             me,
             pickup_groups,
-            legs: HashMap::new(),
-            outside: HashMap::new(),
+            legs: FastMap::default(),
+            outside: FastMap::default(),
             next_leg: 1,
             next_call: 1,
             next_epoch: 1,

@@ -51,6 +51,10 @@ struct Args {
     /// Before the run, establish this many calls at once (one per line) and report the memory per call.
     #[arg(long, default_value_t = 0)]
     hold: usize,
+    /// Simulated PBXs the lines are shared out among (each one provider of the engine, with its own
+    /// lock); one by default.
+    #[arg(long, default_value_t = 1)]
+    switches: usize,
     /// Worker threads of the runtime (default: the machine's cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -306,17 +310,20 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let concurrency = args.concurrency.unwrap_or(lines).clamp(1, lines);
 
-    let mut builder = SimSwitch::builder().far_end(DESTINATION, FarEnd::answers_after_rings(0));
-    for i in 0..lines {
-        builder = builder.extension(format!("{}", 100_000 + i), format!("Line {i}"));
+    let switch_count = args.switches.clamp(1, lines);
+    let mut switches = Vec::new();
+    let mut engine = Engine::builder().event_queue_capacity(1 << 20);
+    for s in 0..switch_count {
+        let mut builder = SimSwitch::builder().far_end(DESTINATION, FarEnd::answers_after_rings(0));
+        for i in (s..lines).step_by(switch_count) {
+            builder = builder.extension(format!("{}", 100_000 + i), format!("Line {i}"));
+        }
+        let switch = builder.build().map_err(|e| e.to_string())?;
+        engine = engine.provider(switch.clone());
+        switches.push(switch);
     }
-    let switch = builder.build().map_err(|e| e.to_string())?;
-    let engine = Engine::builder()
-        .provider(switch.clone())
-        .event_queue_capacity(1 << 20)
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
+    let engine = engine.build().await.map_err(|e| e.to_string())?;
+    let live_legs = || switches.iter().map(|s| s.live_legs()).sum::<usize>();
     let infos = engine.lines();
 
     let mut owner_sessions = Vec::new();
@@ -514,14 +521,14 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let mut settled = false;
     for _ in 0..500 {
-        if engine.stats() == Default::default() && switch.live_legs() == 0 {
+        if engine.stats() == Default::default() && live_legs() == 0 {
             settled = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let leftover = engine.stats();
-    let legs = switch.live_legs();
+    let legs = live_legs();
     engine.shutdown().await;
     latencies.sort_unstable();
     let (_, peak) = rss();
@@ -530,6 +537,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let rate = completed as f64 / secs;
     let summary = serde_json::json!({
         "lines": lines,
+        "switches": switch_count,
         "apps": owners,
         "concurrency": concurrency,
         "target_rate": args.rate,
