@@ -8,6 +8,11 @@
 //! idle) as percentiles; events delivered per second; peak RSS and, with `--hold N`, the memory per
 //! established call (RSS and live heap, measured before the run on a fresh heap). At the end every session logs off and the engine and the switch must hold nothing (exit 1
 //! otherwise). `docs/benchmarks.md` has the figures and the commands.
+//!
+//! With `--net` the same lifecycles go through `tapir-client` to a tapird over HTTP and WebSocket (see
+//! [`net`]).
+
+mod net;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -24,12 +29,12 @@ use tapir_simswitch::{FarEnd, SimSwitch};
 use tokio::sync::oneshot;
 
 /// The outside number every call goes to: it answers at once.
-const DESTINATION: &str = "5550000";
+pub(crate) const DESTINATION: &str = "5550000";
 
 /// Drive the tapir engine with the simulated PBX and report lifecycles/s, latency and memory.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tapir-load", version, about)]
-struct Args {
+pub(crate) struct Args {
     /// Owner applications (and as many monitor applications); lines are shared out among them.
     #[arg(long, default_value_t = 4)]
     apps: usize,
@@ -58,6 +63,25 @@ struct Args {
     /// Worker threads of the runtime (default: the machine's cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Network mode: drive a tapird through the client (HTTP commands, WebSocket events) instead of
+    /// the engine in-process. Without `--url`, one is started in this process on loopback.
+    #[arg(long)]
+    net: bool,
+    /// Network mode: the tapird to drive (`http://HOST:PORT`); its calls go to `--destination`.
+    #[arg(long, requires = "net")]
+    url: Option<String>,
+    /// Network mode: the application to log on as (with `--url`).
+    #[arg(long, default_value = "load", requires = "url")]
+    application: String,
+    /// Network mode: the application's secret (with `--url`).
+    #[arg(long, default_value = "load-secret", requires = "url")]
+    secret: String,
+    /// Network mode: the number every call goes to; it should answer at once.
+    #[arg(long, default_value = DESTINATION)]
+    destination: String,
+    /// Network mode: log-ons, each with its own WebSocket event stream; lines are shared among them.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
     /// A JSON summary instead of text.
     #[arg(long)]
     json: bool,
@@ -80,7 +104,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match rt.block_on(run(args)) {
+    let outcome = if args.net {
+        rt.block_on(net::run(args))
+    } else {
+        rt.block_on(run(args))
+    };
+    match outcome {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::from(1),
         Err(e) => {
@@ -291,7 +320,7 @@ struct PerCall {
     engine_calls: usize,
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
