@@ -849,7 +849,11 @@ impl EventStream {
                 .parse()
                 .map_err(|_| ClientError::Protocol("the token is not a header value".into()))?;
             request.headers_mut().insert("authorization", auth);
-            match tokio_tungstenite::connect_async(request).await {
+            // The socket library zeroes its whole read buffer before every read; events are small,
+            // so 16 KiB holds many of them without paying for the 128 KiB default each time.
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(16 * 1024);
+            match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
                 Ok((socket, _)) => return Ok(socket),
                 Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                     let status = response.status();

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -16,7 +17,7 @@ use axum::{Json, Router};
 use dashmap::DashMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 use tapir::core::LineId;
 use tapir::core::params::{ParkMode, PickupTarget, TransferMode};
 use tapir::core::route::DefaultRoute;
@@ -96,8 +97,27 @@ struct Requests {
     order: VecDeque<String>,
 }
 
-type CachedReply = (StatusCode, Value);
-type Reply = Result<(StatusCode, Value), ApiError>;
+/// A reply body, serialized once: straight from the typed value, and shared as is by a repeated request.
+type CachedReply = (StatusCode, Bytes);
+type Reply = Result<(StatusCode, Bytes), ApiError>;
+
+/// `v` as JSON bytes.
+fn to_json(v: &impl serde::Serialize) -> Bytes {
+    match serde_json::to_vec(v) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => Bytes::from(json!({ "error": e.to_string() }).to_string()),
+    }
+}
+
+/// A JSON response from serialized bytes.
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
 
 impl AppState {
     /// The service's state for a running engine, its configuration, its store and (unless switched off)
@@ -353,7 +373,7 @@ impl Client {
                 ran = true;
                 match f().await {
                     Ok(ok) => ok,
-                    Err(e) => (e.status, json!(e.body)),
+                    Err(e) => (e.status, to_json(&e.body)),
                 }
             })
             .await
@@ -365,28 +385,28 @@ impl Client {
                 "repeated request answered from its first reply"
             );
         }
-        (cached.0, Json(cached.1)).into_response()
+        json_response(cached.0, cached.1)
     }
 }
 
 fn reply(r: Reply) -> Response {
     match r {
         Ok((status, _)) if status == StatusCode::NO_CONTENT => status.into_response(),
-        Ok((status, v)) => (status, Json(v)).into_response(),
+        Ok((status, v)) => json_response(status, v),
         Err(e) => e.into_response(),
     }
 }
 
 fn ok(v: impl serde::Serialize) -> Reply {
-    Ok((StatusCode::OK, json!(v)))
+    Ok((StatusCode::OK, to_json(&v)))
 }
 
 fn created(v: impl serde::Serialize) -> Reply {
-    Ok((StatusCode::CREATED, json!(v)))
+    Ok((StatusCode::CREATED, to_json(&v)))
 }
 
 fn no_content() -> Reply {
-    Ok((StatusCode::NO_CONTENT, Value::Null))
+    Ok((StatusCode::NO_CONTENT, Bytes::new()))
 }
 
 /// The OpenAPI document, built once.
@@ -1169,6 +1189,10 @@ async fn events(
     let Ok(Query(q)) = query else {
         return ApiError::bad_request("after must be a sequence number").into_response();
     };
+    // Clients send nothing but the odd ping and close: a small read buffer, because the socket library
+    // zeroes the whole buffer before every read (at its 128 KiB default that was the largest single
+    // cost of a busy stream; docs/benchmarks.md).
+    let ws = ws.read_buffer_size(WS_READ_BUFFER);
     let live = state.clients.get(&token).map(|c| c.value().clone());
     if let Some(c) = live {
         return ws.on_upgrade(move |socket| stream_events(socket, state, c, q.after));
@@ -1180,6 +1204,9 @@ async fn events(
         _ => ApiError::unauthorized().into_response(),
     }
 }
+
+/// The read buffer of an event stream's socket (bytes).
+const WS_READ_BUFFER: usize = 4 * 1024;
 
 /// The events of an ended log-on, from the store, then the end.
 async fn stream_stored(mut socket: WebSocket, state: Arc<AppState>, logon: i64, after: u64) {
