@@ -82,6 +82,10 @@ pub(crate) struct Args {
     /// Network mode: log-ons, each with its own WebSocket event stream; lines are shared among them.
     #[arg(long, default_value_t = 100)]
     clients: usize,
+    /// Print the configuration `--net` gives the tapird it starts (for `--lines`, listening on
+    /// 127.0.0.1:7979), to run that tapird as a process of its own, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// A JSON summary instead of text.
     #[arg(long)]
     json: bool,
@@ -92,6 +96,10 @@ pub(crate) struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.print_config {
+        print!("{}", net::config(args.lines.max(1), "127.0.0.1:7979"));
+        return std::process::ExitCode::SUCCESS;
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(t) = args.threads {
@@ -192,6 +200,8 @@ struct Shared {
     /// Per owner session: calls that reached connected, or a worker waiting for that.
     connected: Vec<Arc<DashMap<CallHandle, Slot>>>,
     events: AtomicU64,
+    /// Events the engine had to discard because a reader fell behind (its queue was full).
+    lost: AtomicU64,
     done: AtomicU64,
 }
 
@@ -210,6 +220,9 @@ fn owner_reader(
     tokio::spawn(async move {
         while let Some(e) = session.next_event().await {
             shared.events.fetch_add(1, Ordering::Relaxed);
+            if let Event::EventsLost { first, last } = e.event {
+                shared.lost.fetch_add(last - first + 1, Ordering::Relaxed);
+            }
             if let Event::CallState { call, state, .. } = e.event
                 && state.kind() == CallStateKind::Connected
             {
@@ -242,6 +255,9 @@ fn monitor_reader(
         while let Some(e) = session.next_event().await {
             shared.events.fetch_add(1, Ordering::Relaxed);
             match e.event {
+                Event::EventsLost { first, last } => {
+                    shared.lost.fetch_add(last - first + 1, Ordering::Relaxed);
+                }
                 Event::NewCall { call, line, .. } => {
                     if let Some(&i) = lines.get(&line) {
                         calls.insert(call, i);
@@ -283,8 +299,12 @@ async fn establish(shared: &Shared, i: usize, owners: usize) -> Result<CallHandl
             Some(rx)
         }
     };
+    // A connected event that was discarded (a reader too far behind) must not hang the run.
     if let Some(rx) = wait {
-        rx.await.map_err(|_| tapir::Error::SessionEnded)?;
+        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(())) => {}
+            _ => return Err(tapir::Error::SessionEnded),
+        }
     }
     Ok(call)
 }
@@ -396,6 +416,7 @@ async fn run(args: Args) -> Result<bool, String> {
         lines: slots,
         connected: (0..owners).map(|_| Arc::new(DashMap::new())).collect(),
         events: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
         done: AtomicU64::new(0),
     });
     let owner_readers: Vec<_> = owner_sessions
@@ -556,6 +577,7 @@ async fn run(args: Args) -> Result<bool, String> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let lost = shared.lost.load(Ordering::Relaxed);
     let leftover = engine.stats();
     let legs = live_legs();
     engine.shutdown().await;
@@ -590,8 +612,9 @@ async fn run(args: Args) -> Result<bool, String> {
         "held_engine_calls": per_call.as_ref().map(|p| p.engine_calls),
         "rss_per_held_call_bytes": per_call.as_ref().map(|p| p.rss),
         "heap_per_held_call_bytes": per_call.as_ref().map(|p| p.heap),
+        "events_lost": lost,
         "leak_check": {
-            "clean": settled && failed == 0,
+            "clean": settled && failed == 0 && lost == 0,
             "engine": format!("{leftover:?}"),
             "switch_legs": legs,
         },
@@ -625,13 +648,18 @@ async fn run(args: Args) -> Result<bool, String> {
                 p.held, p.engine_calls, p.rss, p.heap
             );
         }
-        if settled && failed == 0 {
+        if lost > 0 {
+            println!(
+                "events lost: {lost} (a reader fell behind its queue; use more --apps for this many calls)"
+            );
+        }
+        if settled && failed == 0 && lost == 0 {
             println!("leak check: clean (no calls, handles or sessions left; no switch legs)");
         } else {
             println!(
-                "leak check: FAILED: engine {leftover:?}, switch legs {legs}, failed lifecycles {failed}"
+                "leak check: FAILED: engine {leftover:?}, switch legs {legs}, failed lifecycles {failed}, events lost {lost}"
             );
         }
     }
-    Ok(settled && failed == 0)
+    Ok(settled && failed == 0 && lost == 0)
 }

@@ -87,8 +87,9 @@ struct NetLine {
     line_handle: String,
 }
 
-/// The self-hosted tapird's configuration: `lines` extensions, the destination answering at once.
-fn config(lines: usize) -> String {
+/// The self-hosted tapird's configuration: `lines` extensions, the destination answering at once,
+/// listening on `listen`.
+pub(crate) fn config(lines: usize, listen: &str) -> String {
     let extensions: Vec<String> = (0..lines)
         .map(|i| format!("{{ number = \"{}\", name = \"Line {i}\" }}", 100_000 + i))
         .collect();
@@ -106,7 +107,7 @@ outside = [{{ number = "{DESTINATION}", script = "answers", after_rings = 0 }}]
 services = ["pbx"]
 
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 
 [cdr]
 enabled = false
@@ -140,8 +141,8 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             args.secret.clone(),
         ),
         None => {
-            let config =
-                tapir_config::Config::parse(&config(lines_wanted)).map_err(|e| e.to_string())?;
+            let config = tapir_config::Config::parse(&config(lines_wanted, "127.0.0.1:0"))
+                .map_err(|e| e.to_string())?;
             let server = tapir_server::Spawned::start(config)
                 .await
                 .map_err(|e| format!("cannot start tapird: {e}"))?;
