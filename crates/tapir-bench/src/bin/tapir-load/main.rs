@@ -332,6 +332,38 @@ async fn lifecycle(
     release(shared, i, call).await
 }
 
+/// A progress bar over the calls, updated from `done` ten times a second.
+pub(crate) struct Progress {
+    bar: indicatif::ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    pub(crate) fn start(total: u64, done: impl Fn() -> u64 + Send + 'static) -> Self {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} calls  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let shown = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                shown.set_position(done());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { bar, ticker }
+    }
+
+    /// Stops updating and clears the bar.
+    pub(crate) fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Memory per established call, from the `--hold` phase.
 struct PerCall {
     held: usize,
@@ -454,22 +486,8 @@ async fn run(args: Args) -> Result<bool, String> {
     });
 
     let progress = (!args.quiet && !args.json).then(|| {
-        let bar = indicatif::ProgressBar::new(args.calls);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} calls  {per_sec}  eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let bar2 = bar.clone();
         let shared = shared.clone();
-        let ticker = tokio::spawn(async move {
-            loop {
-                bar2.set_position(shared.done.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        (bar, ticker)
+        Progress::start(args.calls, move || shared.done.load(Ordering::Relaxed))
     });
 
     // Memory per established call, measured first, on a heap the run has not grown yet.
@@ -549,9 +567,8 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let elapsed = started.elapsed();
     let events_in_run = shared.events.load(Ordering::Relaxed) - events_before;
-    if let Some((bar, ticker)) = progress {
-        ticker.abort();
-        bar.finish_and_clear();
+    if let Some(p) = progress {
+        p.finish();
     }
     let completed = shared.done.load(Ordering::Relaxed);
     let failed = failures.load(Ordering::Relaxed);

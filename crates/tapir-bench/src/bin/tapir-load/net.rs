@@ -19,7 +19,7 @@ use tapir_api::{EventKind, LogonRequest};
 use tapir_client::{Client, Service, StreamItem};
 use tokio::sync::oneshot;
 
-use crate::{Args, DESTINATION, percentile};
+use crate::{Args, DESTINATION, Progress, percentile};
 
 /// The application the self-hosted tapird knows, and its secret.
 const APPLICATION: &str = "load";
@@ -229,22 +229,8 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
     let failures = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let progress = (!args.quiet && !args.json).then(|| {
-        let bar = indicatif::ProgressBar::new(args.calls);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} calls  {per_sec}  eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let bar2 = bar.clone();
         let done = done.clone();
-        let ticker = tokio::spawn(async move {
-            loop {
-                bar2.set_position(done.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        (bar, ticker)
+        Progress::start(args.calls, move || done.load(Ordering::Relaxed))
     });
 
     let events_before = events.load(Ordering::Relaxed);
@@ -291,9 +277,8 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let events_in_run = events.load(Ordering::Relaxed) - events_before;
-    if let Some((bar, ticker)) = progress {
-        ticker.abort();
-        bar.finish_and_clear();
+    if let Some(p) = progress {
+        p.finish();
     }
     let completed = done.load(Ordering::Relaxed);
     let failed = failures.load(Ordering::Relaxed);
