@@ -203,6 +203,40 @@ struct Shared {
     /// Events the engine had to discard because a reader fell behind (its queue was full).
     lost: AtomicU64,
     done: AtomicU64,
+    /// Set by the watchdog once events were lost or nothing moved for [`STALL`]: from then on nobody
+    /// waits for a `connected` event, so a discarded one cannot hang the run.
+    stalled: AtomicBool,
+}
+
+/// How long the run may make no progress at all before the watchdog gives up waiting.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Watches the run once a second. When events were lost or nothing moved for [`STALL`], it marks the run
+/// stalled and, from then on, every second, releases whoever waits for a `connected` event (they fail).
+/// One timer for the whole run instead of one per call.
+fn watchdog(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let (mut last, mut since) = ((u64::MAX, u64::MAX), Instant::now());
+        loop {
+            tick.tick().await;
+            let now = (
+                shared.done.load(Ordering::Relaxed),
+                shared.events.load(Ordering::Relaxed),
+            );
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+            if shared.lost.load(Ordering::Relaxed) > 0 || since.elapsed() >= STALL {
+                shared.stalled.store(true, Ordering::Relaxed);
+            }
+            if shared.stalled.load(Ordering::Relaxed) {
+                for waiting in &shared.connected {
+                    waiting.retain(|_, slot| matches!(slot, Slot::Reached));
+                }
+            }
+        }
+    })
 }
 
 impl Shared {
@@ -299,12 +333,12 @@ async fn establish(shared: &Shared, i: usize, owners: usize) -> Result<CallHandl
             Some(rx)
         }
     };
-    // A connected event that was discarded (a reader too far behind) must not hang the run.
-    if let Some(rx) = wait {
-        match tokio::time::timeout(Duration::from_secs(60), rx).await {
-            Ok(Ok(())) => {}
-            _ => return Err(tapir::Error::SessionEnded),
-        }
+    // A connected event that was discarded (a reader too far behind) must not hang the run: the
+    // watchdog drops the sender, and this call fails.
+    if let Some(rx) = wait
+        && rx.await.is_err()
+    {
+        return Err(tapir::Error::SessionEnded);
     }
     Ok(call)
 }
@@ -450,7 +484,9 @@ async fn run(args: Args) -> Result<bool, String> {
         events: AtomicU64::new(0),
         lost: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        stalled: AtomicBool::new(false),
     });
+    let watchdog = watchdog(shared.clone());
     let owner_readers: Vec<_> = owner_sessions
         .iter()
         .enumerate()
@@ -570,6 +606,7 @@ async fn run(args: Args) -> Result<bool, String> {
     if let Some(p) = progress {
         p.finish();
     }
+    watchdog.abort();
     let completed = shared.done.load(Ordering::Relaxed);
     let failed = failures.load(Ordering::Relaxed);
 
