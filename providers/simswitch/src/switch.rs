@@ -164,13 +164,15 @@ pub(crate) struct State {
     /// The switch itself, so that a change deep inside can schedule follow-up work.
     me: std::sync::Weak<Shared>,
     pickup_groups: HashMap<String, Vec<String>>,
-    pub(crate) legs: FastMap<CallLegId, Leg>,
+    /// Boxed, so that the map's empty slots (up to half of them after it grows) cost a pointer each
+    /// rather than a whole leg.
+    pub(crate) legs: FastMap<CallLegId, Box<Leg>>,
     /// The legs on each extension (by line), oldest first: an extension has a handful at most, so
     /// per-extension questions never scan the whole switch.
     on_line: Vec<Vec<CallLegId>>,
     /// Extensions by directory number.
     by_number: HashMap<String, usize>,
-    pub(crate) outside: FastMap<u64, Outside>,
+    pub(crate) outside: FastMap<u64, Box<Outside>>,
     next_leg: u64,
     next_call: u64,
     next_epoch: u64,
@@ -233,7 +235,7 @@ impl State {
             .get(line)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.legs.get_key_value(id))
+            .filter_map(|id| self.legs.get_key_value(id).map(|(id, leg)| (id, &**leg)))
     }
 
     /// The extension's active (not held, not conferenced) call, if any.
@@ -289,7 +291,7 @@ impl State {
     }
 
     pub(crate) fn leg(&self, id: CallLegId) -> Result<&Leg, Error> {
-        self.legs.get(&id).ok_or(Error::InvalidCallHandle)
+        self.legs.get(&id).map(|l| &**l).ok_or(Error::InvalidCallHandle)
     }
 
     fn state_of(&self, id: CallLegId) -> Result<CallStateKind, Error> {
@@ -306,13 +308,13 @@ impl State {
         self.next_outside += 1;
         self.outside.insert(
             id,
-            Outside {
+            Box::new(Outside {
                 party,
                 script: None,
                 hang_up_after,
                 leg: None,
                 answered,
-            },
+            }),
         );
         id
     }
@@ -383,7 +385,7 @@ impl State {
         });
         self.legs.insert(
             id,
-            Leg {
+            Box::new(Leg {
                 line,
                 relation: Relation::None,
                 state,
@@ -394,7 +396,7 @@ impl State {
                 pending_caller: None,
                 monitoring_digits: None,
                 timers: Vec::new(),
-            },
+            }),
         );
         if let Some(legs) = self.on_line.get_mut(line) {
             legs.push(id);
