@@ -34,8 +34,8 @@ impl CdrParty {
 impl From<&crate::info::PartyId> for CdrParty {
     fn from(p: &crate::info::PartyId) -> Self {
         Self {
-            number: p.number.clone(),
-            name: p.name.clone(),
+            number: p.number.as_deref().map(str::to_owned),
+            name: p.name.as_deref().map(str::to_owned),
         }
     }
 }

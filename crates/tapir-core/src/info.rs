@@ -1,5 +1,7 @@
 //! Call information: who is calling whom, why, and how the call relates to others.
 
+use std::sync::Arc;
+
 use crate::ids::CallId;
 use crate::media::MediaModes;
 
@@ -62,26 +64,39 @@ pub enum CallReason {
 }
 
 /// One party's identity (caller, called, connected, redirecting, redirection).
+///
+/// Number and name are shared strings: a call's information is copied into every event and every
+/// session's view of the call, and an extension's identity into every call it makes, so a copy is a
+/// reference count, not an allocation.
+///
+/// ```
+/// use tapir_core::info::PartyId;
+///
+/// let alice = PartyId::named("100", "Alice");
+/// let copy = alice.clone();
+/// assert_eq!(copy.number.as_deref(), Some("100"));
+/// assert!(std::sync::Arc::ptr_eq(alice.name.as_ref().unwrap(), copy.name.as_ref().unwrap()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct PartyId {
     /// The number, preferably canonical (`+15550100`) or an extension (`200`).
-    pub number: Option<String>,
+    pub number: Option<Arc<str>>,
     /// The display name.
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     /// The presentation: why number or name may be missing.
     pub presentation: Presentation,
 }
 
 impl PartyId {
     /// A party known by number only.
-    pub fn number(number: impl Into<String>) -> Self {
+    pub fn number(number: impl Into<Arc<str>>) -> Self {
         Self {
             number: Some(number.into()),
             ..Self::default()
         }
     }
     /// A party known by number and name.
-    pub fn named(number: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn named(number: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             number: Some(number.into()),
             name: Some(name.into()),

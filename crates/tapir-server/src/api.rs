@@ -40,8 +40,8 @@ pub(crate) fn translated(t: tapir::translate::Translated) -> wire::Translated {
 /// The wire form of a party.
 pub(crate) fn party(p: &PartyId) -> wire::Party {
     wire::Party {
-        number: p.number.clone(),
-        name: p.name.clone(),
+        number: p.number.as_deref().map(str::to_owned),
+        name: p.name.as_deref().map(str::to_owned),
     }
 }
 

@@ -1193,7 +1193,8 @@ impl Inner {
                 role: CallRole::Plain,
                 parties: Vec::new(),
                 conference: None,
-                holders: Vec::new(),
+                // Exactly as many as there are (an owner and a monitor: 2, not the 4 a push allocates).
+                holders: Vec::with_capacity(holders.len()),
                 forgotten: false,
                 detail,
             }),

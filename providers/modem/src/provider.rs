@@ -918,11 +918,11 @@ impl Actor {
             ("NMBR", "P") => *caller = PartyId::blocked(),
             ("NMBR", "O") => *caller = PartyId::out_of_area(),
             ("NMBR", n) => {
-                caller.number = Some(n.to_owned());
+                caller.number = Some(n.into());
                 caller.presentation = Presentation::Allowed;
             }
             ("NAME", n) if caller.presentation != Presentation::Blocked => {
-                caller.name = Some(n.to_owned());
+                caller.name = Some(n.into());
             }
             _ => return,
         }

@@ -378,8 +378,8 @@ impl SimSwitch {
         }
         let caller = match &ring.from {
             CallerId::Number { number, name } => PartyId {
-                number: Some(number.clone()),
-                name: name.clone(),
+                number: Some(number.as_str().into()),
+                name: name.as_deref().map(Into::into),
                 presentation: Presentation::Allowed,
             },
             CallerId::Withheld => PartyId::blocked(),

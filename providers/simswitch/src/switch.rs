@@ -154,6 +154,8 @@ struct Parked {
 pub(crate) struct State {
     pub(crate) sink: Option<EventSink>,
     pub(crate) extensions: Vec<Extension>,
+    /// Each extension's identity (by line), made once: every call it takes part in shares it.
+    parties: Vec<PartyId>,
     pub(crate) far_ends: HashMap<String, FarEnd>,
     park_lot: ParkLot,
     parked: HashMap<String, Parked>,
@@ -207,6 +209,10 @@ impl State {
         Self {
             sink: None,
             on_line: vec![Vec::new(); extensions.len()],
+            parties: extensions
+                .iter()
+                .map(|e| PartyId::named(e.number.as_str(), e.name.as_str()))
+                .collect(),
             by_number,
             extensions,
             far_ends,
@@ -258,8 +264,7 @@ impl State {
     }
 
     pub(crate) fn party(&self, line: usize) -> PartyId {
-        let e = &self.extensions[line];
-        PartyId::named(e.number.clone(), e.name.clone())
+        self.parties.get(line).cloned().unwrap_or_default()
     }
 
     /// Who `peer` is, as caller ID.
@@ -291,7 +296,10 @@ impl State {
     }
 
     pub(crate) fn leg(&self, id: CallLegId) -> Result<&Leg, Error> {
-        self.legs.get(&id).map(|l| &**l).ok_or(Error::InvalidCallHandle)
+        self.legs
+            .get(&id)
+            .map(|l| &**l)
+            .ok_or(Error::InvalidCallHandle)
     }
 
     fn state_of(&self, id: CallLegId) -> Result<CallStateKind, Error> {
@@ -847,8 +855,8 @@ impl State {
                 Peer::Leg(p) => {
                     let o = self.new_outside(
                         PartyId {
-                            number: Some(number.clone()),
-                            name: far.name.clone(),
+                            number: Some(number.as_str().into()),
+                            name: far.name.as_deref().map(Arc::from),
                             ..PartyId::default()
                         },
                         far.hang_up_after,
@@ -957,8 +965,8 @@ impl State {
             Ok(Destination::Outside(number, far)) => {
                 let o = self.new_outside(
                     PartyId {
-                        number: Some(number),
-                        name: far.name.clone(),
+                        number: Some(number.into()),
+                        name: far.name.as_deref().map(Arc::from),
                         ..PartyId::default()
                     },
                     far.hang_up_after,
