@@ -25,6 +25,7 @@
 //! assert_eq!(switch.extensions().len(), 2);
 //! ```
 
+mod agenda;
 mod script;
 mod switch;
 

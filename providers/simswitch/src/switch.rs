@@ -5,7 +5,7 @@
 //! redirects move a party from one leg to another, so parties are records of their own.
 
 use std::collections::HashMap;
-use std::sync::{Arc, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use tapir_core::dial::DialString;
@@ -18,6 +18,10 @@ use tapir_core::state::{
 use tapir_core::{AddressId, CallId, CallLegId, Error, LineId};
 use tapir_provider::{EventSink, LineEvent, NewCall, ProviderEvent};
 
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::agenda::{Added, Agenda, Due};
 use crate::script::{Answer, Extension, FarEnd, ParkLot, Timing};
 
 /// Maps keyed by numbers the switch assigns itself: a fast seeded hash is enough.
@@ -107,8 +111,6 @@ pub(crate) struct Leg {
     pub(crate) pending_caller: Option<PartyId>,
     /// Whether digits received on this leg are reported.
     monitoring_digits: Option<DigitMode>,
-    /// Timers set in this epoch (cancelled when it ends).
-    timers: Vec<tokio::task::AbortHandle>,
 }
 
 /// A party outside the switch, in a call with one of its legs.
@@ -179,6 +181,8 @@ pub(crate) struct State {
     next_call: u64,
     next_epoch: u64,
     next_outside: u64,
+    /// Timers, park timeouts and callbacks set for later.
+    pub(crate) agenda: Agenda,
 }
 
 /// How many calls an extension may have at once: one active and one on hold.
@@ -229,6 +233,7 @@ impl State {
             next_call: 1,
             next_epoch: 1,
             next_outside: 1,
+            agenda: Agenda::default(),
         }
     }
 
@@ -403,7 +408,6 @@ impl State {
                 dialed: String::new(),
                 pending_caller: None,
                 monitoring_digits: None,
-                timers: Vec::new(),
             }),
         );
         if let Some(legs) = self.on_line.get_mut(line) {
@@ -429,19 +433,14 @@ impl State {
         let accepting =
             leg.state.kind() == CallStateKind::Offering && state.kind() == CallStateKind::Accepted;
         if !accepting {
+            // The leg's timers set so far do nothing now.
             leg.epoch = epoch;
-            for t in leg.timers.drain(..) {
-                t.abort();
-            }
         }
         leg.state = state;
         sink.call_state(id, state);
         if state.is_idle() {
             self.unlink(id);
             if let Some(leg) = self.legs.remove(&id) {
-                for t in &leg.timers {
-                    t.abort();
-                }
                 if let Some(legs) = self.on_line.get_mut(leg.line) {
                     legs.retain(|l| *l != id);
                 }
@@ -460,9 +459,8 @@ impl State {
         }
     }
 
-    /// Runs `timer` for `leg` after `delay`, unless the leg changes state first: a state change (or the
-    /// leg going away) cancels the leg's timers, so a call that ends early leaves no task behind. A
-    /// zero delay still runs later, once the caller has released the switch, but without a timer.
+    /// Runs `timer` for `leg` after `delay`, unless the leg changes state (or goes away) first. A zero
+    /// delay still runs later, once the caller has released the switch.
     pub(crate) fn schedule(
         &mut self,
         shared: &Arc<Shared>,
@@ -470,24 +468,53 @@ impl State {
         leg: CallLegId,
         timer: Timer,
     ) {
-        let Some(l) = self.legs.get_mut(&leg) else {
+        let Some(l) = self.legs.get(&leg) else {
             return;
         };
-        let epoch = l.epoch;
-        let shared = Arc::downgrade(shared);
-        let task = tokio::spawn(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            if let Some(shared) = shared.upgrade() {
-                let mut st = shared.lock();
-                if st.legs.get(&leg).is_some_and(|l| l.epoch == epoch) {
-                    st.fire(&shared, leg, timer);
+        let due = Due::Leg {
+            leg,
+            epoch: l.epoch,
+            timer,
+        };
+        self.later(shared, delay, due);
+    }
+
+    /// Puts `due` on the agenda for `delay` from now, starting the agenda's task if it is not running.
+    fn later(&mut self, shared: &Arc<Shared>, delay: Duration, due: Due) {
+        if let Added::Start(wake) = self.agenda.add(Instant::now() + delay, due) {
+            let task = tokio::spawn(run_agenda(Arc::downgrade(shared), wake));
+            self.agenda.started(task.abort_handle());
+        }
+        if self.agenda.wants_pruning() {
+            let (legs, parked) = (&self.legs, &self.parked);
+            self.agenda.prune(|due| match due {
+                Due::Leg { leg, epoch, .. } => legs.get(leg).is_some_and(|l| l.epoch == *epoch),
+                Due::ParkTimeout { orbit, stay } => {
+                    parked.get(orbit).is_some_and(|p| p.stay == *stay)
                 }
+                Due::Completions { .. } => true,
+            });
+        }
+    }
+
+    /// Runs everything on the agenda that is due, in order (what it sets for now runs too).
+    fn run_due(&mut self, shared: &Arc<Shared>) {
+        let now = Instant::now();
+        while let Some(due) = self.agenda.pop_due(now) {
+            match due {
+                Due::Leg { leg, epoch, timer } => {
+                    if self.legs.get(&leg).is_some_and(|l| l.epoch == epoch) {
+                        self.fire(shared, leg, timer);
+                    }
+                }
+                Due::ParkTimeout { orbit, stay } => {
+                    if self.parked.get(&orbit).is_some_and(|p| p.stay == stay) {
+                        self.park_timed_out(shared, orbit);
+                    }
+                }
+                Due::Completions { line } => self.run_completions(shared, line),
             }
-        });
-        l.timers.retain(|t| !t.is_finished());
-        l.timers.push(task.abort_handle());
+        }
     }
 
     /// Offers a call on extension `line`: a new leg, offering, that starts ringing at once.
@@ -1677,18 +1704,9 @@ impl State {
         Ok(orbit)
     }
 
-    fn schedule_park_timeout(&self, shared: &Arc<Shared>, orbit: String, stay: u64) {
-        let weak = Arc::downgrade(shared);
+    fn schedule_park_timeout(&mut self, shared: &Arc<Shared>, orbit: String, stay: u64) {
         let timeout = self.park_lot.timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if let Some(shared) = weak.upgrade() {
-                let mut st = shared.lock();
-                if st.parked.get(&orbit).is_some_and(|p| p.stay == stay) {
-                    st.park_timed_out(&shared, orbit);
-                }
-            }
-        });
+        self.later(shared, timeout, Due::ParkTimeout { orbit, stay });
     }
 
     /// A call parked too long rings its parker again (reason *reminder*); if the parker cannot take it
@@ -1926,12 +1944,9 @@ impl State {
         if !self.completions.iter().any(|c| c.target == line && c.armed) {
             return;
         }
-        let me = self.me.clone();
-        tokio::spawn(async move {
-            if let Some(shared) = me.upgrade() {
-                shared.lock().run_completions(&shared, line);
-            }
-        });
+        if let Some(shared) = self.me.upgrade() {
+            self.later(&shared, Duration::ZERO, Due::Completions { line });
+        }
     }
 
     fn run_completions(&mut self, shared: &Arc<Shared>, target: usize) {
@@ -1961,6 +1976,27 @@ impl State {
         let leg = self.offer(shared, &sink, c.requester, info, Peer::None);
         if let Some(l) = self.legs.get_mut(&leg) {
             l.relation = Relation::CallBack(c.target);
+        }
+    }
+}
+
+/// A switch's agenda task: runs what is due, then sleeps until the next entry is due or an earlier one
+/// is added. It holds the switch only while running, and ends with it.
+async fn run_agenda(switch: Weak<Shared>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(shared) = switch.upgrade() else {
+                return;
+            };
+            let mut st = shared.lock();
+            st.run_due(&shared);
+            st.agenda.sleep()
+        };
+        match next {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at, wake.notified()).await;
+            }
+            None => wake.notified().await,
         }
     }
 }

@@ -446,3 +446,33 @@ async fn operations_before_start_fail_cleanly() {
     ));
     assert!(s.ring_in(RingIn::new("100", CallerId::Withheld)).is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn answered_calls_leave_no_timers_piling_up() {
+    // Every call to the outside sets a no-answer timer; answering makes it stale. However many calls the
+    // switch carries, stale timers are pruned, and timers still fire afterwards.
+    let s = switch();
+    s.set_far_end("5559999", FarEnd::answers_after_rings(0));
+    let log = started(&s).await;
+    for _ in 0..10_000 {
+        let a = s.make_call(call(0, Some("5559999"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            log.states_of(a).last(),
+            Some(&S::Connected(ConnectedMode::Active))
+        );
+        s.drop_call(a).await.unwrap();
+        log.take();
+    }
+    let queued = s.shared.lock().agenda.len();
+    assert!(queued <= 2048, "{queued} timers queued after 10,000 calls");
+
+    let a = s.make_call(call(0, Some("5550001"))).await.unwrap();
+    tokio::time::sleep(s.timing().no_answer_timeout - Duration::from_millis(1)).await;
+    assert_eq!(log.states_of(a).last(), Some(&S::Ringback));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(
+        log.states_of(a).last(),
+        Some(&S::Disconnected(DisconnectReason::NoAnswer))
+    );
+}

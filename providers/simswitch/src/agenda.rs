@@ -1,0 +1,164 @@
+//! The switch's agenda: everything it has set for later — a leg's timer, a park timeout, call-completion
+//! callbacks — kept in due order and run by one task per switch.
+//!
+//! One task and one heap instead of one tokio task (and one timer) per timer: setting a timer is a heap
+//! push under the switch's lock, which the caller holds anyway. Nothing is ever cancelled in the heap: a
+//! leg's timer carries the leg's epoch and does nothing if the leg has changed state since (see
+//! `State::run_due`). Stale entries are pruned once they outnumber the live ones, so the heap stays
+//! within twice what is still due.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use tapir_core::CallLegId;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::switch::Timer;
+
+/// Work the switch has set for later.
+#[derive(Clone, Debug)]
+pub(crate) enum Due {
+    /// `timer` for `leg`, if the leg is still in the epoch it was set in.
+    Leg {
+        leg: CallLegId,
+        epoch: u64,
+        timer: Timer,
+    },
+    /// The call parked in `orbit` has waited too long, if it is still the same stay.
+    ParkTimeout { orbit: String, stay: u64 },
+    /// Call-completion requests waiting for `line` may call back now.
+    Completions { line: usize },
+}
+
+struct Entry {
+    at: Instant,
+    /// Ties in `at` run in the order they were set.
+    seq: u64,
+    due: Due,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest entry must come out first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Fewest entries before pruning is considered.
+const PRUNE_FLOOR: usize = 1024;
+
+pub(crate) struct Agenda {
+    queue: BinaryHeap<Entry>,
+    next_seq: u64,
+    /// When the running task wakes next; `None` when it waits for work (or has not been started).
+    wakes_at: Option<Instant>,
+    /// The running task, once started.
+    task: Option<AbortHandle>,
+    /// Prune stale entries when the queue reaches this length.
+    prune_at: usize,
+    /// Wakes the running task: an earlier entry was added.
+    wake: Arc<Notify>,
+}
+
+impl Default for Agenda {
+    fn default() -> Self {
+        Self {
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            wakes_at: None,
+            task: None,
+            prune_at: PRUNE_FLOOR,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// What [`Agenda::add`] asks of its caller.
+pub(crate) enum Added {
+    /// Nothing: the running task will get to it.
+    Queued,
+    /// The running task must be started, with this to wake it.
+    Start(Arc<Notify>),
+}
+
+impl Agenda {
+    /// Sets `due` for `at` (now or later, never earlier than entries already due at the same time).
+    pub(crate) fn add(&mut self, at: Instant, due: Due) -> Added {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Entry { at, seq, due });
+        if self.wakes_at.is_none_or(|w| at < w) {
+            self.wakes_at = Some(at);
+            self.wake.notify_one();
+        }
+        // Not started yet, or its runtime has shut down since (a switch can outlive one).
+        if self.task.as_ref().is_none_or(AbortHandle::is_finished) {
+            return Added::Start(self.wake.clone());
+        }
+        Added::Queued
+    }
+
+    /// Records the running task [`Added::Start`] asked for.
+    pub(crate) fn started(&mut self, task: AbortHandle) {
+        self.task = Some(task);
+    }
+
+    /// The next entry due at `now` or before, earliest first.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Due> {
+        if self.queue.peek().is_some_and(|e| e.at <= now) {
+            self.queue.pop().map(|e| e.due)
+        } else {
+            None
+        }
+    }
+
+    /// Records when the running task will wake next (the earliest entry left) and returns it.
+    pub(crate) fn sleep(&mut self) -> Option<Instant> {
+        self.wakes_at = self.queue.peek().map(|e| e.at);
+        self.wakes_at
+    }
+
+    /// Whether enough entries have piled up that pruning is worth it.
+    pub(crate) fn wants_pruning(&self) -> bool {
+        self.queue.len() >= self.prune_at
+    }
+
+    /// Drops the entries `live` says are stale; the next pruning comes when the queue has doubled.
+    pub(crate) fn prune(&mut self, live: impl Fn(&Due) -> bool) {
+        self.queue.retain(|e| live(&e.due));
+        self.prune_at = (self.queue.len() * 2).max(PRUNE_FLOOR);
+        // A burst of timers (many calls ringing at once) does not keep its memory once it is over.
+        if self.queue.capacity() > 2 * self.prune_at {
+            self.queue.shrink_to(self.prune_at);
+        }
+    }
+
+    /// Entries in the queue, stale ones included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+impl Drop for Agenda {
+    /// The switch is gone, and so is its running task.
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
