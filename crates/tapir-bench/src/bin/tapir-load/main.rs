@@ -56,6 +56,10 @@ pub(crate) struct Args {
     /// Before the run, establish this many calls at once (one per line) and report the memory per call.
     #[arg(long, default_value_t = 0)]
     hold: usize,
+    /// With `--hold`: exit as soon as the memory is measured, the calls still held — for a heap
+    /// profiler, whose "live at exit" figures are then the held calls (see docs/benchmarks.md).
+    #[arg(long, requires = "hold")]
+    exit_holding: bool,
     /// Simulated PBXs the lines are shared out among (each one provider of the engine, with its own
     /// lock); one by default.
     #[arg(long, default_value_t = 1)]
@@ -285,7 +289,9 @@ fn monitor_reader(
 ) -> tokio::task::JoinHandle<Vec<u32>> {
     tokio::spawn(async move {
         let mut latencies = Vec::new();
-        let mut calls: HashMap<CallHandle, usize> = HashMap::new();
+        // Sized up front (a call per line at most), so the generator's own bookkeeping does not grow
+        // while the memory per call is being measured.
+        let mut calls: HashMap<CallHandle, usize> = HashMap::with_capacity(lines.len());
         while let Some(e) = session.next_event().await {
             shared.events.fetch_add(1, Ordering::Relaxed);
             match e.event {
@@ -480,7 +486,9 @@ async fn run(args: Args) -> Result<bool, String> {
     let shared = Arc::new(Shared {
         start: Instant::now(),
         lines: slots,
-        connected: (0..owners).map(|_| Arc::new(DashMap::new())).collect(),
+        connected: (0..owners)
+            .map(|_| Arc::new(DashMap::with_capacity(lines.div_ceil(owners))))
+            .collect(),
         events: AtomicU64::new(0),
         lost: AtomicU64::new(0),
         done: AtomicU64::new(0),
@@ -529,6 +537,7 @@ async fn run(args: Args) -> Result<bool, String> {
     // Memory per established call, measured first, on a heap the run has not grown yet.
     let mut per_call = None;
     if args.hold > 0 {
+        let mut held = Vec::with_capacity(args.hold);
         let before = rss().0;
         HEAP_DELTA.store(0, Ordering::Relaxed);
         COUNTING.store(true, Ordering::Relaxed);
@@ -539,7 +548,6 @@ async fn run(args: Args) -> Result<bool, String> {
                 (i, establish(&shared, i, owners).await)
             }));
         }
-        let mut held = Vec::new();
         for t in tasks {
             if let Ok((i, Ok(call))) = t.await {
                 held.push((i, call));
@@ -563,6 +571,15 @@ async fn run(args: Args) -> Result<bool, String> {
             heap: heap.max(0) as f64 / n,
             engine_calls: stats.calls,
         });
+        if args.exit_holding {
+            if let Some(p) = &per_call {
+                println!(
+                    "{} calls held at once: {:.0} bytes of RSS, {:.0} bytes of live heap per call; exiting with them held",
+                    p.held, p.rss, p.heap
+                );
+            }
+            std::process::exit(0);
+        }
         for (i, call) in held {
             let _ = release(&shared, i, call).await;
         }
