@@ -61,7 +61,8 @@ impl Provider for Gated {
             info: CallInfo {
                 call_id: CallId(leg.0 + 100),
                 ..CallInfo::default()
-            },
+            }
+            .into(),
             request: Some(request.request),
         });
         sink.call_state(leg, CallState::Dialing);

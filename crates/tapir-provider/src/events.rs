@@ -20,7 +20,10 @@ pub struct NewCall {
     /// The first state. Any live state may come first; never `Idle`.
     pub state: CallState,
     /// What is known about the call so far (more may follow as [`ProviderEvent::CallInfo`]).
-    pub info: CallInfo,
+    ///
+    /// Shared: the engine keeps this very value as its record of the call, so a provider that keeps
+    /// its own copy as an `Arc` (and changes it by replacing it) holds one copy between them, not two.
+    pub info: Arc<CallInfo>,
     /// The engine request that created the call (make call, setup transfer, unpark …), or `None` for a
     /// call the switch created on its own (an incoming call, a recall from park).
     pub request: Option<RequestId>,
@@ -84,8 +87,8 @@ pub enum ProviderEvent {
     CallInfo {
         /// The call.
         leg: CallLegId,
-        /// The information as it is now.
-        info: CallInfo,
+        /// The information as it is now (shared, like [`NewCall::info`]).
+        info: Arc<CallInfo>,
     },
     /// A digit was detected on a call whose digits are being monitored.
     Digit {
@@ -157,8 +160,11 @@ impl EventSink {
         self.send(ProviderEvent::CallState { leg, state });
     }
     /// Reports new call information.
-    pub fn call_info(&self, leg: CallLegId, info: CallInfo) {
-        self.send(ProviderEvent::CallInfo { leg, info });
+    pub fn call_info(&self, leg: CallLegId, info: impl Into<Arc<CallInfo>>) {
+        self.send(ProviderEvent::CallInfo {
+            leg,
+            info: info.into(),
+        });
     }
     /// Reports a line event.
     pub fn line(&self, line: LineId, event: LineEvent) {

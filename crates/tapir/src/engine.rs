@@ -682,7 +682,8 @@ impl CallEntry {
 
 pub(crate) struct CallRecord {
     pub(crate) state: CallState,
-    pub(crate) info: CallInfo,
+    /// Shared with the provider's own copy until either changes it.
+    pub(crate) info: Arc<CallInfo>,
     /// The call's relation to others, as the engine's own operations made it (consultation call,
     /// conference parent or party). The gate reads it.
     pub(crate) role: CallRole,
@@ -1365,7 +1366,7 @@ impl Inner {
         }
     }
 
-    fn on_call_info(&self, provider: ProviderId, leg: CallLegId, info: CallInfo) {
+    fn on_call_info(&self, provider: ProviderId, leg: CallLegId, info: Arc<CallInfo>) {
         let Some(entry) = self.entry(provider, leg) else {
             return;
         };

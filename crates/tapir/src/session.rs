@@ -1474,7 +1474,7 @@ impl Session {
             .holder(&self.inner, call)
             .ok_or(Error::InvalidCallHandle)?;
         Ok(CallInfoView {
-            info: rec.info.clone(),
+            info: CallInfo::clone(&rec.info),
             provider: entry.key.0,
             line: entry.line.id,
             address: entry.address,

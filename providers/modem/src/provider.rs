@@ -897,7 +897,7 @@ impl Actor {
             line: LINE,
             address: ADDRESS,
             state,
-            info,
+            info: info.into(),
             request: None,
         });
         self.sink.line(
@@ -1135,7 +1135,7 @@ impl Actor {
             line: LINE,
             address: ADDRESS,
             state,
-            info,
+            info: info.into(),
             request: Some(request),
         });
     }

@@ -100,7 +100,8 @@ pub(crate) struct Leg {
     pub(crate) line: usize,
     pub(crate) relation: Relation,
     pub(crate) state: CallState,
-    pub(crate) info: CallInfo,
+    /// Shared with the engine: a change replaces it (see `set_info`), so the two hold one copy.
+    pub(crate) info: Arc<CallInfo>,
     pub(crate) peer: Peer,
     /// Changes whenever the state changes (accepting an offered call aside), so a timer set in one state
     /// does nothing in another.
@@ -388,6 +389,7 @@ impl State {
         let id = CallLegId(self.next_leg);
         self.next_leg += 1;
         let epoch = self.epoch();
+        let info = Arc::new(info);
         sink.new_call(NewCall {
             leg: id,
             line: LineId(line as u32),
@@ -451,9 +453,10 @@ impl State {
 
     fn set_info(&mut self, sink: &EventSink, id: CallLegId, change: impl FnOnce(&mut CallInfo)) {
         if let Some(leg) = self.legs.get_mut(&id) {
-            let before = leg.info.clone();
-            change(&mut leg.info);
-            if leg.info != before {
+            let mut info = CallInfo::clone(&leg.info);
+            change(&mut info);
+            if info != *leg.info {
+                leg.info = Arc::new(info);
                 sink.call_info(id, leg.info.clone());
             }
         }

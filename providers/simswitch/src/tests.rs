@@ -170,7 +170,7 @@ async fn late_caller_id_arrives_between_first_and_second_ring() {
     let offered = &log.new_calls()[0];
     assert_eq!(offered.info.caller.number, None);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let infos: Vec<CallInfo> = log
+    let infos: Vec<Arc<CallInfo>> = log
         .take()
         .into_iter()
         .filter_map(|e| match e {
@@ -323,7 +323,7 @@ async fn blind_transfer_to_an_extension_and_outside() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let infos: Vec<CallInfo> = log
+    let infos: Vec<Arc<CallInfo>> = log
         .take()
         .into_iter()
         .filter_map(|e| match e {
