@@ -68,8 +68,8 @@ pub(crate) struct Agenda {
     wakes_at: Option<Instant>,
     /// The running task, once started.
     task: Option<AbortHandle>,
-    /// Prune stale entries when the queue reaches this length.
-    prune_at: usize,
+    /// Leg timers known to be stale (their leg changed state or ended) still in the queue.
+    stale: usize,
     /// Wakes the running task: an earlier entry was added.
     wake: Arc<Notify>,
 }
@@ -81,7 +81,7 @@ impl Default for Agenda {
             next_seq: 0,
             wakes_at: None,
             task: None,
-            prune_at: PRUNE_FLOOR,
+            stale: 0,
             wake: Arc::new(Notify::new()),
         }
     }
@@ -132,18 +132,29 @@ impl Agenda {
         self.wakes_at
     }
 
-    /// Whether enough entries have piled up that pruning is worth it.
-    pub(crate) fn wants_pruning(&self) -> bool {
-        self.queue.len() >= self.prune_at
+    /// `n` leg timers in the queue have gone stale.
+    pub(crate) fn went_stale(&mut self, n: u32) {
+        self.stale += n as usize;
     }
 
-    /// Drops the entries `live` says are stale; the next pruning comes when the queue has doubled.
+    /// A stale leg timer came out of the queue.
+    pub(crate) fn stale_one_gone(&mut self) {
+        self.stale = self.stale.saturating_sub(1);
+    }
+
+    /// Whether pruning is worth it: at least half of a queue of some size is stale.
+    pub(crate) fn wants_pruning(&self) -> bool {
+        self.queue.len() >= PRUNE_FLOOR && self.stale * 2 >= self.queue.len()
+    }
+
+    /// Drops the entries `live` says are stale (at least half of the queue, so pruning costs O(1) per
+    /// entry ever added).
     pub(crate) fn prune(&mut self, live: impl Fn(&Due) -> bool) {
         self.queue.retain(|e| live(&e.due));
-        self.prune_at = (self.queue.len() * 2).max(PRUNE_FLOOR);
+        self.stale = 0;
         // A burst of timers (many calls ringing at once) does not keep its memory once it is over.
-        if self.queue.capacity() > 2 * self.prune_at {
-            self.queue.shrink_to(self.prune_at);
+        if self.queue.capacity() > 4 * self.queue.len().max(PRUNE_FLOOR) {
+            self.queue.shrink_to(2 * self.queue.len().max(PRUNE_FLOOR));
         }
     }
 

@@ -410,7 +410,7 @@ impl SimSwitch {
         let party = st.new_outside(caller.clone(), ring.hang_up_after, true);
         let leg = st.offer(&self.shared, &sink, line, info, Peer::Outside(party));
         if let Some(l) = st.legs.get_mut(&leg) {
-            l.pending_caller = late.then_some(caller);
+            l.pending_caller = late.then(|| Box::new(caller));
         }
         if let Some(give_up) = ring.give_up_after {
             st.schedule(&self.shared, give_up, leg, Timer::GiveUp);

@@ -106,10 +106,12 @@ pub(crate) struct Leg {
     /// Changes whenever the state changes (accepting an offered call aside), so a timer set in one state
     /// does nothing in another.
     epoch: u64,
+    /// Timers on the agenda for this epoch: they go stale together when it ends.
+    armed: u32,
     /// Digits dialled so far.
     dialed: String,
     /// For outside calls: caller ID held back until the first ring is over.
-    pub(crate) pending_caller: Option<PartyId>,
+    pub(crate) pending_caller: Option<Box<PartyId>>,
     /// Whether digits received on this leg are reported.
     monitoring_digits: Option<DigitMode>,
 }
@@ -118,7 +120,7 @@ pub(crate) struct Leg {
 pub(crate) struct Outside {
     party: PartyId,
     /// How it behaves while it has not answered yet (kept so a transfer can move the waiting).
-    script: Option<FarEnd>,
+    script: Option<Box<FarEnd>>,
     hang_up_after: Option<Duration>,
     pub(crate) leg: Option<CallLegId>,
     answered: bool,
@@ -407,12 +409,17 @@ impl State {
                 info,
                 peer: Peer::None,
                 epoch,
+                armed: 0,
                 dialed: String::new(),
                 pending_caller: None,
                 monitoring_digits: None,
             }),
         );
         if let Some(legs) = self.on_line.get_mut(line) {
+            // Room for two (an active and a held call), not the four a first push makes room for.
+            if legs.capacity() == 0 {
+                legs.reserve_exact(2);
+            }
             legs.push(id);
         }
         self.link(id, peer);
@@ -437,18 +444,21 @@ impl State {
         if !accepting {
             // The leg's timers set so far do nothing now.
             leg.epoch = epoch;
+            self.agenda.went_stale(std::mem::take(&mut leg.armed));
         }
         leg.state = state;
         sink.call_state(id, state);
         if state.is_idle() {
             self.unlink(id);
             if let Some(leg) = self.legs.remove(&id) {
+                self.agenda.went_stale(leg.armed);
                 if let Some(legs) = self.on_line.get_mut(leg.line) {
                     legs.retain(|l| *l != id);
                 }
                 self.line_freed(leg.line);
             }
         }
+        self.tidy_agenda();
     }
 
     fn set_info(&mut self, sink: &EventSink, id: CallLegId, change: impl FnOnce(&mut CallInfo)) {
@@ -471,9 +481,10 @@ impl State {
         leg: CallLegId,
         timer: Timer,
     ) {
-        let Some(l) = self.legs.get(&leg) else {
+        let Some(l) = self.legs.get_mut(&leg) else {
             return;
         };
+        l.armed += 1;
         let due = Due::Leg {
             leg,
             epoch: l.epoch,
@@ -488,6 +499,11 @@ impl State {
             let task = tokio::spawn(run_agenda(Arc::downgrade(shared), wake));
             self.agenda.started(task.abort_handle());
         }
+        self.tidy_agenda();
+    }
+
+    /// Prunes the agenda once at least half of it is stale timers.
+    fn tidy_agenda(&mut self) {
         if self.agenda.wants_pruning() {
             let (legs, parked) = (&self.legs, &self.parked);
             self.agenda.prune(|due| match due {
@@ -506,8 +522,12 @@ impl State {
         while let Some(due) = self.agenda.pop_due(now) {
             match due {
                 Due::Leg { leg, epoch, timer } => {
-                    if self.legs.get(&leg).is_some_and(|l| l.epoch == epoch) {
-                        self.fire(shared, leg, timer);
+                    match self.legs.get_mut(&leg).filter(|l| l.epoch == epoch) {
+                        Some(l) => {
+                            l.armed = l.armed.saturating_sub(1);
+                            self.fire(shared, leg, timer);
+                        }
+                        None => self.agenda.stale_one_gone(),
                     }
                 }
                 Due::ParkTimeout { orbit, stay } => {
@@ -673,7 +693,7 @@ impl State {
             }
             Timer::CallerId => {
                 if let Some(caller) = self.legs.get_mut(&id).and_then(|l| l.pending_caller.take()) {
-                    self.set_info(&sink, id, |i| i.caller = caller);
+                    self.set_info(&sink, id, |i| i.caller = *caller);
                 }
             }
             // The called leg rang out: it goes idle and its caller hears no answer.
@@ -742,6 +762,7 @@ impl State {
                     return;
                 };
                 outside.answered = true;
+                outside.script = None;
                 let party = outside.party.clone();
                 let hang_up_after = outside.hang_up_after;
                 if self.state_of(id).ok() == Some(CallStateKind::Ringback) {
@@ -906,7 +927,7 @@ impl State {
         if let Some(Peer::Outside(o)) = self.legs.get(&id).map(|l| l.peer)
             && let Some(o) = self.outside.get_mut(&o)
         {
-            o.script = Some(far.clone());
+            o.script = Some(Box::new(far.clone()));
         }
         if let Answer::AfterRings(rings) = far.answer {
             let after = shared.timing.ring_period.saturating_mul(rings);
@@ -954,7 +975,9 @@ impl State {
         let mut number = leg.dialed.clone();
         let from_line = leg.line;
         let call_id = leg.info.call_id;
-        self.set_info(sink, id, |i| i.called = PartyId::number(number.clone()));
+        // One copy of the number for the call's information and the outside party it reaches.
+        let called: Arc<str> = number.as_str().into();
+        self.set_info(sink, id, |i| i.called = PartyId::number(called.clone()));
         self.set_state(sink, id, CallState::Proceeding);
         let mut reason = CallReason::Direct;
         let mut redirecting = PartyId::default();
@@ -993,9 +1016,14 @@ impl State {
                 self.set_state(sink, id, CallState::Ringback);
             }
             Ok(Destination::Outside(number, far)) => {
+                let number = if *number == *called {
+                    called
+                } else {
+                    number.into()
+                };
                 let o = self.new_outside(
                     PartyId {
-                        number: Some(number.into()),
+                        number: Some(number),
                         name: far.name.as_deref().map(Arc::from),
                         ..PartyId::default()
                     },
