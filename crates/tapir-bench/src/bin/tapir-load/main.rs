@@ -212,6 +212,9 @@ struct Shared {
     stalled: AtomicBool,
 }
 
+/// Calls being set up at once while `--hold` establishes its calls.
+const HOLD_IN_FLIGHT: usize = 10_000;
+
 /// How long the run may make no progress at all before the watchdog gives up waiting.
 const STALL: Duration = Duration::from_secs(60);
 
@@ -541,15 +544,18 @@ async fn run(args: Args) -> Result<bool, String> {
         let before = rss().0;
         HEAP_DELTA.store(0, Ordering::Relaxed);
         COUNTING.store(true, Ordering::Relaxed);
-        let mut tasks = Vec::new();
-        for i in 0..args.hold {
-            let shared = shared.clone();
-            tasks.push(tokio::spawn(async move {
-                (i, establish(&shared, i, owners).await)
-            }));
-        }
-        for t in tasks {
-            if let Ok((i, Ok(call))) = t.await {
+        // At most HOLD_IN_FLIGHT being set up at once: the generator's own tasks and the events in
+        // flight are transient, and a million of them at once would leave the allocator holding
+        // memory that is not the calls'.
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next = 0;
+        while next < args.hold || !tasks.is_empty() {
+            while next < args.hold && tasks.len() < HOLD_IN_FLIGHT {
+                let (shared, i) = (shared.clone(), next);
+                next += 1;
+                tasks.spawn(async move { (i, establish(&shared, i, owners).await) });
+            }
+            if let Some(Ok((i, Ok(call)))) = tasks.join_next().await {
                 held.push((i, call));
             }
         }
