@@ -573,3 +573,54 @@ async fn a_handoff_names_the_new_owner_too() {
     crm.logoff().await;
     o.close(vec![alice, bob]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_redirect_and_an_unpark_say_so() {
+    let o = office().await;
+    let (mut alice, mut bob, mut carol) = (
+        o.desk("alice", "100").await,
+        o.desk("bob", "200").await,
+        o.desk("carol", "300").await,
+    );
+    // Bob deflects Alice's call to Carol before answering.
+    let a = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let b = bob.w.new_call().await;
+    tokio::time::sleep(S(3)).await;
+    bob.s.redirect(b, "300").await.unwrap();
+    bob.s.deallocate(b).unwrap();
+    let c = carol.w.new_call().await;
+    carol.s.answer(c).await.unwrap();
+    // Carol parks it; Bob takes it back from the orbit 7 s later and talks for 20 s.
+    let orbit = carol.s.park(c, ParkMode::NonDirected).await.unwrap();
+    carol.s.deallocate(c).unwrap();
+    tokio::time::sleep(S(7)).await;
+    let u = bob.s.unpark(bob.line, &orbit).await.unwrap();
+    tokio::time::sleep(S(20)).await;
+    bob.s.drop_call(u).await.unwrap();
+    alice.w.state(a, K::Disconnected).await;
+    alice.s.drop_call(a).await.unwrap();
+
+    let rb = o.on("200").await;
+    assert_eq!(rb.len(), 2, "{rb:#?}");
+    assert_eq!(
+        (rb[0].disposition, rb[0].ringing),
+        (Disposition::Redirected, S(3))
+    );
+    assert_eq!(
+        (rb[1].reason, rb[1].disposition),
+        (CallReason::Unpark, Disposition::Answered)
+    );
+    assert_eq!(rb[1].talking, S(20));
+    let rc = only(o.on("300").await);
+    assert_eq!(
+        (rc.reason, rc.disposition),
+        (CallReason::Redirect, Disposition::Parked)
+    );
+    let ra = only(o.on("100").await);
+    let ids = [ra.call_id, rb[0].call_id, rb[1].call_id, rc.call_id];
+    assert!(
+        ids.iter().all(|id| *id == ra.call_id),
+        "one call ID all the way: {ids:?}"
+    );
+    o.close(vec![alice, bob, carol]).await;
+}
