@@ -4,8 +4,8 @@
 //! One task and one heap instead of one tokio task (and one timer) per timer: setting a timer is a heap
 //! push under the switch's lock, which the caller holds anyway. Nothing is ever cancelled in the heap: a
 //! leg's timer carries the leg's epoch and does nothing if the leg has changed state since (see
-//! `State::run_due`). Stale entries are pruned once they outnumber the live ones, so the heap stays
-//! within twice what is still due.
+//! `State::run_due`). The switch counts the entries that went stale and prunes once they are half of the
+//! heap, so the heap stays within twice what is still due (or a small floor).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -96,7 +96,7 @@ pub(crate) enum Added {
 }
 
 impl Agenda {
-    /// Sets `due` for `at` (now or later, never earlier than entries already due at the same time).
+    /// Sets `due` for `at`; entries due at the same instant run in the order they were set.
     pub(crate) fn add(&mut self, at: Instant, due: Due) -> Added {
         let seq = self.next_seq;
         self.next_seq += 1;
