@@ -64,6 +64,10 @@ pub(crate) struct Args {
     /// lock); one by default.
     #[arg(long, default_value_t = 1)]
     switches: usize,
+    /// Record a call detail record for every call leg, into the embedded SQLite store (in memory), as
+    /// tapird does by default; reports records written, and fails the run if any was lost.
+    #[arg(long)]
+    cdr: bool,
     /// Worker threads of the runtime (default: the machine's cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -446,6 +450,15 @@ async fn run(args: Args) -> Result<bool, String> {
         engine = engine.provider(switch.clone());
         switches.push(switch);
     }
+    let recorder = if args.cdr {
+        let store = tapir_cdr::SqliteStore::open(None).map_err(|e| e.to_string())?;
+        let recorder =
+            tapir_cdr::Recorder::start(Arc::new(store), tapir_cdr::RecorderOptions::default());
+        engine = engine.cdr_sink(Arc::new(recorder.clone()));
+        Some(recorder)
+    } else {
+        None
+    };
     let engine = engine.build().await.map_err(|e| e.to_string())?;
     let live_legs = || switches.iter().map(|s| s.live_legs()).sum::<usize>();
     let infos = engine.lines();
@@ -658,6 +671,15 @@ async fn run(args: Args) -> Result<bool, String> {
     let leftover = engine.stats();
     let legs = live_legs();
     engine.shutdown().await;
+    let records = match &recorder {
+        Some(r) => {
+            let _ = r.flush().await;
+            Some(r.stats())
+        }
+        None => None,
+    };
+    let records_lost = records.map_or(0, |r| r.lost);
+    let clean = settled && failed == 0 && lost == 0 && records_lost == 0;
     latencies.sort_unstable();
     let (_, peak) = rss();
 
@@ -690,8 +712,10 @@ async fn run(args: Args) -> Result<bool, String> {
         "rss_per_held_call_bytes": per_call.as_ref().map(|p| p.rss),
         "heap_per_held_call_bytes": per_call.as_ref().map(|p| p.heap),
         "events_lost": lost,
+        "cdr_written": records.map(|r| r.written),
+        "cdr_lost": records.map(|r| r.lost),
         "leak_check": {
-            "clean": settled && failed == 0 && lost == 0,
+            "clean": clean,
             "engine": format!("{leftover:?}"),
             "switch_legs": legs,
         },
@@ -725,18 +749,24 @@ async fn run(args: Args) -> Result<bool, String> {
                 p.held, p.engine_calls, p.rss, p.heap
             );
         }
+        if let Some(r) = records {
+            println!(
+                "call detail records: {} written, {} lost (the recorder's queue was full or the store refused)",
+                r.written, r.lost
+            );
+        }
         if lost > 0 {
             println!(
                 "events lost: {lost} (a reader fell behind its queue; use more --apps for this many calls)"
             );
         }
-        if settled && failed == 0 && lost == 0 {
+        if clean {
             println!("leak check: clean (no calls, handles or sessions left; no switch legs)");
         } else {
             println!(
-                "leak check: FAILED: engine {leftover:?}, switch legs {legs}, failed lifecycles {failed}, events lost {lost}"
+                "leak check: FAILED: engine {leftover:?}, switch legs {legs}, failed lifecycles {failed}, events lost {lost}, call detail records lost {records_lost}"
             );
         }
     }
-    Ok(settled && failed == 0 && lost == 0)
+    Ok(clean)
 }
