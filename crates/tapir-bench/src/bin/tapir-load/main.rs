@@ -419,12 +419,54 @@ struct PerCall {
     engine_calls: usize,
 }
 
-pub(crate) fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// Latency percentiles of nanosecond samples, in µs; both modes report them the same way.
+pub(crate) struct Latency {
+    samples: usize,
+    p50: f64,
+    p99: f64,
+    p99_9: f64,
+    max: f64,
+}
+
+impl Latency {
+    /// Sorts `samples` (nanoseconds) and takes the percentiles.
+    pub(crate) fn of(samples: &mut [u32]) -> Self {
+        samples.sort_unstable();
+        let at = |p: f64| match samples.len() {
+            0 => 0.0,
+            n => {
+                let rank = ((p / 100.0) * (n - 1) as f64).round() as usize;
+                samples[rank.min(n - 1)] as f64 / 1000.0
+            }
+        };
+        Self {
+            samples: samples.len(),
+            p50: at(50.0),
+            p99: at(99.0),
+            p99_9: at(99.9),
+            max: at(100.0),
+        }
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "samples": self.samples,
+            "p50": self.p50,
+            "p99": self.p99,
+            "p99_9": self.p99_9,
+            "max": self.max,
+        })
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs ({} samples)",
+            self.p50, self.p99, self.p99_9, self.samples
+        )
+    }
 }
 
 async fn run(args: Args) -> Result<bool, String> {
@@ -680,7 +722,7 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     let records_lost = records.map_or(0, |r| r.lost);
     let clean = settled && failed == 0 && lost == 0 && records_lost == 0;
-    latencies.sort_unstable();
+    let latency = Latency::of(&mut latencies);
     let (_, peak) = rss();
 
     let secs = elapsed.as_secs_f64();
@@ -698,13 +740,7 @@ async fn run(args: Args) -> Result<bool, String> {
         "lifecycles_per_sec": rate,
         "events_delivered": events_in_run,
         "events_per_sec": events_in_run as f64 / secs,
-        "latency_us": {
-            "samples": latencies.len(),
-            "p50": percentile(&latencies, 50.0),
-            "p99": percentile(&latencies, 99.0),
-            "p99_9": percentile(&latencies, 99.9),
-            "max": latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
-        },
+        "latency_us": latency.json(),
         "rss_idle_bytes": rss_idle,
         "rss_peak_bytes": peak,
         "held_calls": per_call.as_ref().map(|p| p.held),
@@ -731,13 +767,7 @@ async fn run(args: Args) -> Result<bool, String> {
             "events delivered: {events_in_run} ({:.0}/s)",
             events_in_run as f64 / secs
         );
-        println!(
-            "operation → monitor event latency: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs ({} samples)",
-            percentile(&latencies, 50.0),
-            percentile(&latencies, 99.0),
-            percentile(&latencies, 99.9),
-            latencies.len()
-        );
+        println!("operation → monitor event latency: {latency}");
         println!(
             "RSS: {:.1} MiB with lines open, peak {:.1} MiB",
             rss_idle as f64 / 1048576.0,

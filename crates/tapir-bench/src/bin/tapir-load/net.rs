@@ -19,7 +19,7 @@ use tapir_api::{EventKind, LogonRequest};
 use tapir_client::{Client, Service, StreamItem};
 use tokio::sync::oneshot;
 
-use crate::{Args, DESTINATION, Progress, percentile};
+use crate::{Args, DESTINATION, Latency, Progress};
 
 /// The application the self-hosted tapird knows, and its secret.
 const APPLICATION: &str = "load";
@@ -313,7 +313,7 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    latencies.sort_unstable();
+    let latency = Latency::of(&mut latencies);
     let rate = completed as f64 / elapsed;
     let commands = completed as f64 * 3.0 / elapsed;
     let first_error = first_error
@@ -337,13 +337,7 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             "commands_per_sec": commands,
             "events_received": events_in_run,
             "events_per_sec": events_in_run as f64 / elapsed,
-            "latency_us": {
-                "samples": latencies.len(),
-                "p50": percentile(&latencies, 50.0),
-                "p99": percentile(&latencies, 99.0),
-                "p99_9": percentile(&latencies, 99.9),
-                "max": latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
-            },
+            "latency_us": latency.json(),
             "leak_check": { "clean": clean, "left": left },
         });
         println!("{summary:#}");
@@ -358,13 +352,7 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             "events received over WebSocket: {events_in_run} ({:.0}/s)",
             events_in_run as f64 / elapsed
         );
-        println!(
-            "command → event latency over WebSocket: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs ({} samples)",
-            percentile(&latencies, 50.0),
-            percentile(&latencies, 99.0),
-            percentile(&latencies, 99.9),
-            latencies.len()
-        );
+        println!("command → event latency over WebSocket: {latency}");
         if clean {
             println!("leak check: clean (the service tracks no calls, call handles or sessions)");
         } else {
