@@ -8,11 +8,6 @@ use std::sync::{
 use std::time::SystemTime;
 
 use dashmap::DashMap;
-
-/// The engine's concurrent maps. Their keys are numbers the engine assigns itself (handles, session and
-/// request numbers, provider leg IDs), so a fast seeded hash is enough; SipHash was a measurable part of
-/// every event's delivery (docs/benchmarks.md).
-pub(crate) type FastDashMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 use tapir_core::caps::LineCaps;
 use tapir_core::cdr::CdrSink;
 use tapir_core::gate::{AddressUsage, CallContext, CallRole};
@@ -34,6 +29,11 @@ use crate::profile::{
 };
 use crate::session::{LineInfo, Reader, Session, SessionId};
 use crate::status::{ProviderStatus, ServiceState, StatusRow};
+
+/// The engine's concurrent maps. Their keys are numbers the engine assigns itself (handles, session and
+/// request numbers, provider leg IDs), so a fast seeded hash is enough; SipHash was a measurable part of
+/// every event's delivery (docs/benchmarks.md).
+pub(crate) type FastDashMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 
 /// Locks a mutex, carrying on if a panicking thread poisoned it: every critical section in the engine
 /// leaves its data consistent before doing anything that could panic.
