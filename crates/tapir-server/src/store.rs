@@ -2,14 +2,17 @@
 //! log-on's event journal and the route changes made through the API.
 //!
 //! One thread owns the connection. Journal appends reach it over a bounded channel and are written in
-//! batches, one transaction per batch, off the request path; everything else (log-ons, route changes,
-//! reads, flushes) is a request answered after its transaction commits. The schema is versioned with
+//! batches, one transaction per batch, off the request path: when only appends are waiting, the thread
+//! lets them gather for 2 ms first, so a busy journal costs a transaction per batch rather than per
+//! event. Everything else (log-ons, route changes, reads, flushes) is a request answered after its
+//! transaction commits. The schema is versioned with
 //! `PRAGMA user_version` and migrated forward on open. Bounds: `server.journal_events` events per log-on
 //! and `server.journal_max_age_secs` for every event and ended log-on, enforced as events are written and
 //! by a sweep each minute.
 //!
-//! Durability: WAL with `synchronous = NORMAL` — a committed batch survives a crash of the process; a
-//! power loss may take the last batches. A clean stop writes everything queued before it closes.
+//! Durability: WAL with `synchronous = NORMAL` — a committed batch survives a crash of the process (a
+//! crash loses the events of the last few milliseconds that were not yet written); a power loss may take
+//! the last batches. A clean stop writes everything queued before it closes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +26,8 @@ use tracing::{debug, warn};
 const QUEUE: usize = 16 * 1024;
 /// Most events written in one transaction.
 const BATCH: usize = 4096;
+/// How long journal events may gather before they are written (when no request is waiting).
+const LINGER: Duration = Duration::from_millis(2);
 
 /// The schema, one migration per version; `PRAGMA user_version` says how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -50,6 +55,21 @@ const MIGRATIONS: &[&str] = &[
         changed_ms INTEGER NOT NULL
     );
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: events in a table ordered by insertion (so by age) and found by (log-on, sequence) through a
+    // small index. Version 1 kept each whole event in the key's B-tree, where a row of a few hundred
+    // bytes makes every insert shift large cells, and in a second index by age.
+    "CREATE TABLE events_v2 (
+        id INTEGER PRIMARY KEY,
+        logon INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        json TEXT NOT NULL
+    );
+    INSERT INTO events_v2 (logon, seq, at_ms, json)
+        SELECT logon, seq, at_ms, json FROM events ORDER BY at_ms, logon, seq;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE UNIQUE INDEX events_by_logon ON events (logon, seq);",
 ];
 
 /// A store that could not be opened or used.
@@ -364,11 +384,13 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, limits: Limits) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
+        take_waiting(&mut rx, &mut batch);
+        // Only journal events so far, and room for more: let more gather for a moment, so that a busy
+        // journal is written in few large transactions rather than one per event. Nobody waits on an
+        // append; a request (log-on, read, flush) is answered without the pause.
+        if batch.len() < BATCH && batch.iter().all(|op| matches!(op, Op::Append { .. })) {
+            std::thread::sleep(LINGER);
+            take_waiting(&mut rx, &mut batch);
         }
         if let Err(e) = apply(&mut conn, &mut batch, limits) {
             warn!(error = %e, "the store could not write a batch");
@@ -376,6 +398,16 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, limits: Limits) {
         batch.clear();
     }
     debug!("store closed");
+}
+
+/// Moves what is waiting in the queue into the batch, up to a batch's size.
+fn take_waiting(rx: &mut mpsc::Receiver<Op>, batch: &mut Vec<Op>) {
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Writes the appends of a batch in one transaction, then answers the requests in order.
@@ -498,8 +530,19 @@ fn answer(conn: &mut Connection, op: Op, limits: Limits, at: i64) {
         Op::Sweep { reply } => {
             let cutoff = at - limits.max_age.as_millis() as i64;
             let r = (|| -> Result<usize, StoreError> {
-                let removed =
-                    conn.execute("DELETE FROM events WHERE at_ms < ?1", params![cutoff])?;
+                // Events are stored in the order they were written, so the old ones are a prefix:
+                // find where it ends (reading only the rows that go), then delete up to there.
+                let first_kept: Option<i64> = conn
+                    .query_row(
+                        "SELECT id FROM events WHERE at_ms >= ?1 ORDER BY id LIMIT 1",
+                        params![cutoff],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let removed = match first_kept {
+                    Some(id) => conn.execute("DELETE FROM events WHERE id < ?1", params![id])?,
+                    None => conn.execute("DELETE FROM events", [])?,
+                };
                 conn.execute(
                     "DELETE FROM logons WHERE ended_ms IS NOT NULL AND ended_ms < ?1
                      AND NOT EXISTS (SELECT 1 FROM events WHERE events.logon = logons.id)",
@@ -635,6 +678,84 @@ mod tests {
         );
         assert_eq!(default.as_deref(), Some("reject"));
         assert_eq!(store.find("other").await.expect("find"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_1_journal_is_migrated_with_its_events() {
+        let dir = std::env::temp_dir().join(format!("tapir-store-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        {
+            let conn = Connection::open(dir.join("tapird.db")).expect("db");
+            conn.execute_batch(MIGRATIONS[0]).expect("version 1 schema");
+            conn.pragma_update(None, "user_version", 1)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO logons (id, token, application, session_id, started_ms)
+                     VALUES (7, 'tok', 'alice', 's-1', 0);
+                 INSERT INTO events (logon, seq, at_ms, json) VALUES
+                     (7, 1, 10, '{\"seq\":1}'), (7, 2, 10, '{\"seq\":2}'), (7, 3, 20, '{\"seq\":3}');",
+            )
+            .expect("version 1 rows");
+        }
+        let store = Store::open(Some(&dir), limits(3)).expect("migrate");
+        let found = store.find("tok").await.expect("find").expect("known");
+        assert_eq!(
+            store.read_after(found.id, 1, 10).await.expect("read"),
+            Read::Events(vec![(2, "{\"seq\":2}".into()), (3, "{\"seq\":3}".into())])
+        );
+        // New events go after the migrated ones and the bound still holds.
+        store.append(found.id, 4, "{\"seq\":4}".into()).await;
+        store.flush().await;
+        assert_eq!(
+            store.read_after(found.id, 0, 10).await.expect("read"),
+            Read::Trimmed { first_kept: 2 }
+        );
+        drop(store);
+        let conn = Connection::open(dir.join("tapird.db")).expect("db");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_takes_the_events_older_than_the_limit_and_keeps_the_rest() {
+        let dir = std::env::temp_dir().join(format!("tapir-store-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hour = Limits {
+            events_per_logon: 100,
+            max_age: Duration::from_secs(3600),
+        };
+        let id = {
+            let store = Store::open(Some(&dir), hour).expect("open");
+            store.logon("tok", "alice", "s-1").await.expect("logon")
+        };
+        // Two events written two hours ago (behind the store's back), then two now.
+        let conn = Connection::open(dir.join("tapird.db")).expect("db");
+        let old = now_ms() - 2 * 3600 * 1000;
+        for seq in 1..=2 {
+            conn.execute(
+                "INSERT INTO events (logon, seq, at_ms, json) VALUES (?1, ?2, ?3, '{}')",
+                params![id, seq, old],
+            )
+            .expect("old event");
+        }
+        drop(conn);
+        let store = Store::open(Some(&dir), hour).expect("reopen");
+        for seq in 3..=4 {
+            store.append(id, seq, "{}".into()).await;
+        }
+        store.flush().await;
+        assert_eq!(store.sweep().await.expect("sweep"), 2, "the two old ones");
+        assert_eq!(
+            store.read_after(id, 2, 10).await.expect("read"),
+            Read::Events(vec![(3, "{}".into()), (4, "{}".into())]),
+            "the two recent ones stay"
+        );
+        assert_eq!(store.sweep().await.expect("sweep"), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
