@@ -7,6 +7,9 @@
 //! `Request-Id`, so when the connection breaks before the reply arrives the client sends the same
 //! request again and the service applies it at most once.
 //!
+//! [`Client::connect_commands`] moves the client's requests onto one WebSocket (`/v1/commands`): the
+//! same requests and replies without an HTTP exchange each, back to HTTP by itself if the socket breaks.
+//!
 //! [`Client::events`] opens the log-on's event stream. It reconnects by itself when the connection
 //! drops and resumes after the last event it delivered — no event lost, none repeated; if the service
 //! has trimmed that position it fetches the snapshot and hands it over ([`StreamItem::Resync`]) before
@@ -37,24 +40,28 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tapir_api::{
     Call, CallOpRequest, DefaultRouteRequest, ErrorBody, Event, Line, LineOpen, LogonRequest,
     LogonResponse, MakeCallRequest, OpenLineRequest, Parked, RetrieveRequest, RouteRequest, Routes,
     SessionInfo, Snapshot, StatusRow, StreamControl, StreamMessage, TranslateRequest, Translated,
 };
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -192,6 +199,7 @@ impl Service {
         Ok(Client {
             service: self.clone(),
             logon,
+            commands: None,
         })
     }
 
@@ -204,16 +212,7 @@ impl Service {
         request_id: Option<&str>,
     ) -> Result<T, ClientError> {
         let (status, bytes) = self.exchange(method, path, token, body, request_id).await?;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
-        }
-        let bytes = if bytes.is_empty() {
-            Bytes::from_static(b"null")
-        } else {
-            bytes
-        };
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Protocol(format!("{path}: {e} (HTTP {status})")))
+        decode(path, status, bytes)
     }
 
     /// One request; one that carries a request ID is sent again when the connection broke.
@@ -269,6 +268,24 @@ impl Service {
             }
         }
     }
+}
+
+/// A reply's body as `T`, or the API error it carries.
+fn decode<T: DeserializeOwned>(
+    path: &str,
+    status: StatusCode,
+    bytes: Bytes,
+) -> Result<T, ClientError> {
+    if !status.is_success() {
+        return Err(api_error(status, &bytes));
+    }
+    let bytes = if bytes.is_empty() {
+        Bytes::from_static(b"null")
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ClientError::Protocol(format!("{path}: {e} (HTTP {status})")))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -347,6 +364,8 @@ fn cdr_query(p: &tapir_api::cdr::CdrQueryParams) -> String {
 pub struct Client {
     service: Service,
     logon: LogonResponse,
+    /// The command socket, once [`Client::connect_commands`] opened one.
+    commands: Option<CommandSocket>,
 }
 
 impl Client {
@@ -368,6 +387,7 @@ impl Client {
                 shared: false,
                 disabled_services: Vec::new(),
             },
+            commands: None,
         })
     }
 
@@ -386,10 +406,62 @@ impl Client {
         &self.service
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.service
-            .send(Method::GET, path, Some(&self.logon.token), None, None)
+    /// Sends this client's requests (and its clones' made from now on) over one WebSocket,
+    /// `/v1/commands`, instead of an HTTP exchange each: the same requests, replies and errors, for less
+    /// work per request on both sides. Should the socket break, requests go over HTTP again (a request
+    /// caught in the break is sent again with its request ID, so it is applied at most once); call this
+    /// again to open a new one.
+    pub async fn connect_commands(&mut self) -> Result<(), ClientError> {
+        let socket = connect_socket(&self.service.authority, "/v1/commands", &self.logon.token)
             .await
+            .map_err(|e| match e {
+                Connect::Refused(_, e) | Connect::Failed(e) => e,
+            })?;
+        self.commands = Some(CommandSocket::start(socket));
+        Ok(())
+    }
+
+    /// One request: over the command socket when there is one, else (or once it is gone) over HTTP.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        request_id: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.exchange(method, path, body, request_id).await?;
+        decode(path, status, bytes)
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        request_id: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        if let Some(socket) = &self.commands {
+            match socket
+                .exchange(&method, path, body.clone(), request_id)
+                .await
+            {
+                Err(ClientError::Transport(e)) => {
+                    debug!(
+                        path,
+                        error = e,
+                        "command socket gone; the request goes over HTTP"
+                    );
+                }
+                other => return other,
+            }
+        }
+        self.service
+            .exchange(method, path, Some(&self.logon.token), body, request_id)
+            .await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(Method::GET, path, None, None).await
     }
 
     /// A request that changes something: sent with a fresh request ID.
@@ -400,9 +472,7 @@ impl Client {
         body: Option<Bytes>,
     ) -> Result<T, ClientError> {
         let id = request_id();
-        self.service
-            .send(method, path, Some(&self.logon.token), body, Some(&id))
-            .await
+        self.send(method, path, body, Some(&id)).await
     }
 
     /// `GET /v1/session`.
@@ -654,10 +724,7 @@ impl Client {
         params: &tapir_api::cdr::CdrQueryParams,
     ) -> Result<String, ClientError> {
         let path = format!("/v1/cdrs{}", cdr_query(params));
-        let (status, bytes) = self
-            .service
-            .exchange(Method::GET, &path, Some(&self.logon.token), None, None)
-            .await?;
+        let (status, bytes) = self.exchange(Method::GET, &path, None, None).await?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
@@ -695,14 +762,7 @@ impl Client {
 
     /// Translates an address with the session's location.
     pub async fn translate(&self, request: &TranslateRequest) -> Result<Translated, ClientError> {
-        self.service
-            .send(
-                Method::POST,
-                "/v1/translate",
-                Some(&self.logon.token),
-                Some(to_body(request)?),
-                None,
-            )
+        self.send(Method::POST, "/v1/translate", Some(to_body(request)?), None)
             .await
     }
 
@@ -838,44 +898,206 @@ impl EventStream {
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(20);
         loop {
-            let url = format!(
-                "ws://{}/v1/events?after={}",
-                self.client.service.authority, self.last_seq
-            );
-            let mut request = url
-                .into_client_request()
-                .map_err(|e| ClientError::BadUrl(e.to_string()))?;
-            let auth = format!("Bearer {}", self.client.logon.token)
-                .parse()
-                .map_err(|_| ClientError::Protocol("the token is not a header value".into()))?;
-            request.headers_mut().insert("authorization", auth);
-            // The socket library zeroes its whole read buffer before every read; events are small,
-            // so 16 KiB holds many of them without paying for the 128 KiB default each time.
-            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                .read_buffer_size(16 * 1024);
-            match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
-                Ok((socket, _)) => return Ok(socket),
-                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                    let status = response.status();
-                    let body = response.body().clone().unwrap_or_default();
-                    let error = api_error(status, &body);
-                    // Refusals (a token no longer valid) are final; a service starting up is not.
-                    if status.is_client_error() {
-                        self.ended = status == StatusCode::UNAUTHORIZED;
-                        return Err(error);
-                    }
-                    if started.elapsed() >= self.reconnect_for {
-                        return Err(error);
-                    }
+            let path = format!("/v1/events?after={}", self.last_seq);
+            match connect_socket(
+                &self.client.service.authority,
+                &path,
+                &self.client.logon.token,
+            )
+            .await
+            {
+                Ok(socket) => return Ok(socket),
+                // Refusals (a token no longer valid) are final; a service starting up is not.
+                Err(Connect::Refused(status, error)) => {
+                    self.ended = status == StatusCode::UNAUTHORIZED;
+                    return Err(error);
                 }
-                Err(e) => {
+                Err(Connect::Failed(error)) => {
                     if started.elapsed() >= self.reconnect_for {
-                        return Err(ClientError::Transport(e.to_string()));
+                        return Err(error);
                     }
                 }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+/// Why a WebSocket could not be opened.
+enum Connect {
+    /// The service refused it (a 4xx answer): final.
+    Refused(StatusCode, ClientError),
+    /// Not reachable, or a 5xx answer: worth another try.
+    Failed(ClientError),
+}
+
+/// Opens the WebSocket at `path` of the service at `authority` as the log-on of `token`.
+async fn connect_socket(authority: &str, path: &str, token: &str) -> Result<Socket, Connect> {
+    let mut request = format!("ws://{authority}{path}")
+        .into_client_request()
+        .map_err(|e| {
+            Connect::Refused(StatusCode::BAD_REQUEST, ClientError::BadUrl(e.to_string()))
+        })?;
+    let auth = format!("Bearer {token}").parse().map_err(|_| {
+        Connect::Refused(
+            StatusCode::BAD_REQUEST,
+            ClientError::Protocol("the token is not a header value".into()),
+        )
+    })?;
+    request.headers_mut().insert("authorization", auth);
+    // The socket library zeroes its whole read buffer before every read; messages are small, so
+    // 16 KiB holds many of them without paying for the 128 KiB default each time.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024);
+    match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status();
+            let body = response.body().clone().unwrap_or_default();
+            let error = api_error(status, &body);
+            if status.is_client_error() {
+                Err(Connect::Refused(status, error))
+            } else {
+                Err(Connect::Failed(error))
+            }
+        }
+        Err(e) => Err(Connect::Failed(ClientError::Transport(e.to_string()))),
+    }
+}
+
+/// Where the reply to a request on the command socket goes.
+type ReplyTo = oneshot::Sender<Result<(StatusCode, Bytes), ClientError>>;
+
+/// A request waiting for its reply on the command socket.
+struct Waiting {
+    message: String,
+    reply: ReplyTo,
+}
+
+/// The command socket of a client and its clones: requests go to the task that owns the socket, which
+/// numbers them, writes every one that is waiting in one go, and hands each reply to its caller.
+#[derive(Clone, Debug)]
+struct CommandSocket {
+    requests: mpsc::UnboundedSender<(u64, Waiting)>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl CommandSocket {
+    fn start(socket: Socket) -> Self {
+        let (requests, queue) = mpsc::unbounded_channel();
+        tokio::spawn(drive_commands(socket, queue));
+        Self {
+            requests,
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// One request and its reply; [`ClientError::Transport`] when the socket is (or goes) away.
+    async fn exchange(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<Bytes>,
+        request_id: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut message =
+            String::with_capacity(64 + path.len() + body.as_ref().map_or(0, |b| b.len()));
+        message.push_str("{\"id\":");
+        message.push_str(&id.to_string());
+        message.push_str(",\"method\":\"");
+        message.push_str(method.as_str());
+        message.push_str("\",\"path\":");
+        message.push_str(&json_string(path)?);
+        if let Some(r) = request_id {
+            message.push_str(",\"request_id\":");
+            message.push_str(&json_string(r)?);
+        }
+        if let Some(b) = &body {
+            // Bodies are this client's own serialization: JSON text.
+            let text = std::str::from_utf8(b).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            message.push_str(",\"body\":");
+            message.push_str(text);
+        }
+        message.push('}');
+        let (reply, answer) = oneshot::channel();
+        let gone = || ClientError::Transport("the command socket closed".into());
+        self.requests
+            .send((id, Waiting { message, reply }))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+fn json_string(s: &str) -> Result<String, ClientError> {
+    serde_json::to_string(s).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+/// A reply on the command socket.
+#[derive(Deserialize)]
+struct CommandReply<'a> {
+    id: u64,
+    status: u16,
+    #[serde(default, borrow)]
+    body: Option<&'a serde_json::value::RawValue>,
+}
+
+async fn drive_commands(mut socket: Socket, mut queue: mpsc::UnboundedReceiver<(u64, Waiting)>) {
+    let mut waiting: HashMap<u64, ReplyTo> = HashMap::new();
+    let broke = loop {
+        tokio::select! {
+            next = queue.recv() => {
+                let Some(first) = next else {
+                    // Every client using the socket is gone.
+                    let _ = socket.close(None).await;
+                    return;
+                };
+                let mut next = Some(first);
+                let mut failed = None;
+                while let Some((id, w)) = next.take().or_else(|| queue.try_recv().ok()) {
+                    waiting.insert(id, w.reply);
+                    if let Err(e) = socket.feed(Message::text(w.message)).await {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+                if let Some(e) = failed {
+                    break e;
+                }
+                if let Err(e) = socket.flush().await {
+                    break e.to_string();
+                }
+            }
+            message = socket.next() => match message {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<CommandReply>(text.as_str()) {
+                    Ok(r) => {
+                        if let Some(reply) = waiting.remove(&r.id) {
+                            let status = StatusCode::from_u16(r.status)
+                                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                            let body = r
+                                .body
+                                .map(|b| Bytes::copy_from_slice(b.get().as_bytes()))
+                                .unwrap_or_default();
+                            let _ = reply.send(Ok((status, body)));
+                        }
+                    }
+                    Err(e) => break format!("not a reply: {e}"),
+                },
+                Some(Ok(Message::Close(_))) | None => break "closed by the service".to_owned(),
+                Some(Err(e)) => break e.to_string(),
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    debug!(
+        error = broke,
+        waiting = waiting.len(),
+        "command socket gone"
+    );
+    for (_, reply) in waiting.drain() {
+        let _ = reply.send(Err(ClientError::Transport(format!(
+            "the command socket broke: {broke}"
+        ))));
     }
 }

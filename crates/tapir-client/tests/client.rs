@@ -439,3 +439,65 @@ async fn call_records_are_queryable_and_exportable_over_the_api() {
     assert_eq!(seen.records[0].id, alices.id);
     svc.stop().await;
 }
+
+/// The service's count of requests received over command sockets.
+async fn socket_commands(client: &Client) -> u64 {
+    let text = client.service().metrics().await.expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("tapir_socket_commands_total "))
+        .and_then(|n| n.parse().ok())
+        .expect("the counter")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_over_the_command_socket_and_back_over_http_when_it_breaks() {
+    let svc = Tapird::start(1000).await;
+    let mut alice = svc.logon("alice", "a-secret").await;
+    let line = open(&alice, "2001").await;
+    assert_eq!(socket_commands(&alice).await, 0, "so far over HTTP");
+
+    alice.connect_commands().await.expect("command socket");
+    let mut events = alice.events(0);
+    let call = alice.make_call(&line, "5551000").await.expect("make");
+    until_state(&mut events, &call.call, "connected").await;
+    alice.drop_call(&call.call).await.expect("drop");
+    until_state(&mut events, &call.call, "idle").await;
+    alice.deallocate(&call.call).await.expect("deallocate");
+    let gone = alice.answer(&call.call).await.expect_err("deallocated");
+    assert_eq!(
+        (gone.status(), gone.code()),
+        (Some(404), Some("invalid_call_handle")),
+        "errors typed as over HTTP"
+    );
+    assert_eq!(socket_commands(&alice).await, 4, "all four over the socket");
+
+    // A request bigger than the service takes breaks the socket: it is sent again over HTTP, which
+    // answers it as it always does, and the client carries on over HTTP.
+    let huge = "9".repeat(2 * 1024 * 1024);
+    let too_big = alice.make_call(&line, &huge).await.expect_err("too big");
+    assert_eq!(too_big.status(), Some(413), "{too_big}");
+    let call = alice.make_call(&line, "5551000").await.expect("over HTTP");
+    until_state(&mut events, &call.call, "connected").await;
+    assert_eq!(
+        socket_commands(&alice).await,
+        4,
+        "nothing more over the socket"
+    );
+    assert!(
+        alice
+            .calls()
+            .await
+            .expect("calls")
+            .iter()
+            .any(|c| c.call == call.call)
+    );
+
+    // A new socket can be opened.
+    alice
+        .connect_commands()
+        .await
+        .expect("a new command socket");
+    alice.drop_call(&call.call).await.expect("drop");
+    assert_eq!(socket_commands(&alice).await, 5);
+    svc.stop().await;
+}

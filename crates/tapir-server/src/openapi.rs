@@ -275,6 +275,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         101,
         Answer::WebSocket,
     ),
+    ep(
+        "GET",
+        "/v1/commands",
+        "WebSocket: the API's requests without an HTTP exchange each. Send          {\"id\":ID,\"method\":\"POST\",\"path\":\"/v1/calls\",\"body\":{…},\"request_id\":\"…\"};          the reply is {\"id\":ID,\"status\":S,\"body\":{…}}, the status and body of the same request          over HTTP. Requests run concurrently; the socket acts for the log-on that opened it.",
+        None,
+        101,
+        Answer::WebSocket,
+    ),
 ];
 
 #[derive(OpenApi)]

@@ -204,8 +204,73 @@ impl Service {
     }
 }
 
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
 struct Events {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    ws: Ws,
+}
+
+/// The command socket of a log-on.
+struct Commands {
+    ws: Ws,
+}
+
+impl Commands {
+    async fn open(svc: &Service, token: &str) -> Self {
+        let mut req = format!("ws://{}/v1/commands", svc.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket");
+        Self { ws }
+    }
+
+    async fn send(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send");
+    }
+
+    /// The next reply, within a few seconds.
+    async fn reply(&mut self) -> Value {
+        use futures_util::StreamExt;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("a reply in time")
+                .expect("open")
+                .expect("message");
+            if let Message::Text(t) = msg {
+                return serde_json::from_str(&t).expect("json");
+            }
+        }
+    }
+
+    /// One request and its reply: (status, body or Null).
+    async fn request(
+        &mut self,
+        id: u64,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut msg = json!({ "id": id, "method": method, "path": path });
+        if let Some(b) = body {
+            msg["body"] = b;
+        }
+        self.send(&msg.to_string()).await;
+        let reply = self.reply().await;
+        assert_eq!(reply["id"], id, "{reply}");
+        let status = reply["status"].as_u64().expect("status") as u16;
+        (status, reply.get("body").cloned().unwrap_or(Value::Null))
+    }
 }
 
 impl Events {
@@ -766,5 +831,131 @@ async fn the_openapi_document_is_served_without_a_token_and_every_route_it_lists
         }
     }
     assert_eq!(operations, tapir_server::openapi::ENDPOINTS.len());
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn the_command_socket_answers_as_http_does_and_refuses_what_is_not_a_request() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    let mut cmd = Commands::open(&svc, &alice).await;
+
+    // A call made over the socket is the log-on's own: HTTP sees it with the same handle.
+    let (status, call) = cmd
+        .request(
+            1,
+            "POST",
+            "/v1/calls",
+            Some(json!({ "line_handle": line, "destination": "5551000" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let handle = call["call"].as_str().expect("handle").to_owned();
+    svc.until_state(&alice, &handle, "connected").await;
+    let (status, over_socket) = cmd
+        .request(2, "GET", &format!("/v1/calls/{handle}"), None)
+        .await;
+    let (_, over_http) = svc.get(&format!("/v1/calls/{handle}"), &alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(over_socket, over_http, "the same body either way");
+
+    // Errors are the API's: same status, same code.
+    let (status, err) = cmd
+        .request(
+            3,
+            "POST",
+            &format!("/v1/calls/{handle}/answer"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (409, Some("invalid_call_state")),
+        "{err}"
+    );
+    let (status, err) = cmd.request(4, "GET", "/v1/nowhere", None).await;
+    assert_eq!((status, err["code"].as_str()), (404, Some("not_found")));
+    let (status, _) = cmd
+        .request(5, "POST", "/v1/calls", Some(json!({ "line_handle": 7 })))
+        .await;
+    assert_eq!(status, 422, "a body of the wrong shape, as over HTTP");
+
+    // Messages that are not requests: 400, with the ID when one could be read; nothing changes.
+    cmd.send("not json").await;
+    let r = cmd.reply().await;
+    assert_eq!(
+        (r["id"].clone(), r["status"].as_u64()),
+        (Value::Null, Some(400)),
+        "{r}"
+    );
+    assert_eq!(r["body"]["code"], "bad_request");
+    cmd.send(r#"{"id":"x","method":"PATCH","path":"/v1/calls"}"#)
+        .await;
+    let r = cmd.reply().await;
+    assert_eq!(
+        (r["id"].as_str(), r["status"].as_u64()),
+        (Some("x"), Some(400)),
+        "{r}"
+    );
+    cmd.send(r#"{"id":9,"path":"/v1/calls"}"#).await;
+    let r = cmd.reply().await;
+    assert_eq!(
+        (r["id"].as_u64(), r["status"].as_u64()),
+        (Some(9), Some(400)),
+        "no method: {r}"
+    );
+    cmd.send(r#"{"id":[1],"method":"GET","path":"/v1/calls"}"#)
+        .await;
+    let r = cmd.reply().await;
+    assert_eq!(
+        r["status"].as_u64(),
+        Some(400),
+        "an ID that is not a number or string: {r}"
+    );
+    let (_, calls) = svc.get("/v1/calls", &alice).await;
+    assert_eq!(
+        calls.as_array().map(Vec::len),
+        Some(1),
+        "still the one call"
+    );
+
+    // A request ID makes a repeated request over the socket a repeat, as over HTTP.
+    let drop = json!({"id": 10, "method": "POST", "path": format!("/v1/calls/{handle}/drop"),
+        "request_id": "d-1", "body": {}});
+    cmd.send(&drop.to_string()).await;
+    let first = cmd.reply().await;
+    assert_eq!(first["status"], 200, "{first}");
+    cmd.send(&drop.to_string()).await;
+    let again = cmd.reply().await;
+    assert_eq!(
+        first, again,
+        "the first reply again, not a second drop (which would be 409)"
+    );
+
+    // Requests run concurrently and every one is answered.
+    for id in 100..120 {
+        cmd.send(&json!({"id": id, "method": "GET", "path": "/v1/session"}).to_string())
+            .await;
+    }
+    let mut ids: Vec<u64> = Vec::new();
+    for _ in 100..120 {
+        let r = cmd.reply().await;
+        assert_eq!(r["status"], 200);
+        ids.push(r["id"].as_u64().expect("id"));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (100..120).collect::<Vec<_>>());
+
+    // The socket needs a live log-on.
+    let mut req = format!("ws://{}/v1/commands", svc.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("authorization", "Bearer nobody".parse().expect("header"));
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
     svc.stop().await;
 }

@@ -90,6 +90,10 @@ pub(crate) struct Args {
     /// Network mode: log-ons, each with its own WebSocket event stream; lines are shared among them.
     #[arg(long, default_value_t = 100)]
     clients: usize,
+    /// Network mode: send each client's commands over its command WebSocket (`/v1/commands`) instead
+    /// of an HTTP request each.
+    #[arg(long, requires = "net")]
+    ws_commands: bool,
     /// Print the configuration `--net` gives the tapird it starts (for `--lines`, listening on
     /// 127.0.0.1:7979), to run that tapird as a process of its own, and exit.
     #[arg(long)]

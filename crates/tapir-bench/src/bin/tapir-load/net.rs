@@ -169,6 +169,11 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
     while clients.len() < client_count {
         clients.push(service.logon(&request).await.map_err(|e| e.to_string())?);
     }
+    if args.ws_commands {
+        for c in &mut clients {
+            c.connect_commands().await.map_err(|e| e.to_string())?;
+        }
+    }
     let clients: Vec<Arc<NetClient>> = clients
         .into_iter()
         .map(|client| {
@@ -327,6 +332,7 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             "self_hosted": args.url.is_none(),
             "lines": lines,
             "clients": client_count,
+            "commands_over": if args.ws_commands { "websocket" } else { "http" },
             "streams_receiving": streams,
             "concurrency": concurrency,
             "lifecycles": completed,
@@ -342,8 +348,13 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
         });
         println!("{summary:#}");
     } else {
+        let over = if args.ws_commands {
+            "WebSocket"
+        } else {
+            "HTTP"
+        };
         println!(
-            "network ({url}): {completed} lifecycles in {elapsed:.2} s: {rate:.0}/s, {commands:.0} commands/s ({failed} failed), {lines} lines, {client_count} clients ({streams} streams received events), concurrency {concurrency}"
+            "network ({url}): {completed} lifecycles in {elapsed:.2} s: {rate:.0}/s, {commands:.0} commands/s over {over} ({failed} failed), {lines} lines, {client_count} clients ({streams} streams received events), concurrency {concurrency}"
         );
         if let Some(e) = &first_error {
             println!("first failure: {e}");
