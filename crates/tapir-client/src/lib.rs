@@ -320,8 +320,13 @@ fn to_body(v: &impl Serialize) -> Result<Bytes, ClientError> {
         .map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
+/// A fresh request ID: a random prefix drawn once per process and a counter — unique without asking the
+/// system for random bytes per request.
 fn request_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Percent-encodes a path segment (handles and classes are plain, but a class may hold anything).

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tapir_config::{Config, Running};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -141,6 +142,10 @@ pub async fn serve_with(
     });
     let app = server::router(state.clone(), config.server.body_limit);
     info!(address = ?listener.local_addr().ok(), store = ?state.store().path(), "tapird listening");
+    // Replies and events are written whole, each as soon as it is ready: without Nagle's delay.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
