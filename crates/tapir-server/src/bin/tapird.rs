@@ -14,6 +14,11 @@ use std::process::ExitCode;
 
 use tokio::net::TcpListener;
 
+/// mimalloc rather than the system allocator: the API's work is many small short-lived allocations
+/// (requests, replies, events as JSON), where it costs markedly less (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let filter = std::env::var("TAPIR_LOG").unwrap_or_else(|_| "info".into());

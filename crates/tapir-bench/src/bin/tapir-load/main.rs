@@ -14,7 +14,7 @@
 
 mod net;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
@@ -139,29 +139,29 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The system allocator, counting the bytes live on the heap while [`COUNTING`] is set (the memory
+/// The allocator tapird uses (mimalloc), counting the bytes live on the heap while [`COUNTING`] is set (the memory
 /// phase only: counting is one relaxed load per allocation otherwise).
 struct CountingAlloc;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static HEAP_DELTA: AtomicIsize = AtomicIsize::new(0);
 
-// SAFETY: every call is passed on to `System` unchanged; the counters do not touch the memory.
+// SAFETY: every call is passed on to `MiMalloc` unchanged; the counters do not touch the memory.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             HEAP_DELTA.fetch_add(layout.size() as isize, Ordering::Relaxed);
         }
-        // SAFETY: the caller's contract is `System::alloc`'s.
-        unsafe { System.alloc(layout) }
+        // SAFETY: the caller's contract is `MiMalloc::alloc`'s.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if COUNTING.load(Ordering::Relaxed) {
             HEAP_DELTA.fetch_sub(layout.size() as isize, Ordering::Relaxed);
         }
         // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
@@ -171,7 +171,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
             );
         }
         // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
