@@ -2013,7 +2013,14 @@ impl State {
 
 /// A switch's agenda task: runs what is due, then sleeps until the next entry is due or an earlier one
 /// is added. It holds the switch only while running, and ends with it.
+///
+/// One timer serves every sleep: it is set again only when the earliest entry changes, which is seldom
+/// (the earliest is usually a no-answer timer set long ago), not on every wake-up.
 async fn run_agenda(switch: Weak<Shared>, wake: Arc<Notify>) {
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    // The deadline the timer is set to, while it has not fired.
+    let mut set_for = None;
     loop {
         let next = {
             let Some(shared) = switch.upgrade() else {
@@ -2025,7 +2032,15 @@ async fn run_agenda(switch: Weak<Shared>, wake: Arc<Notify>) {
         };
         match next {
             Some(at) => {
-                let _ = tokio::time::timeout_at(at, wake.notified()).await;
+                if set_for != Some(at) {
+                    timer.as_mut().reset(at);
+                    set_for = Some(at);
+                }
+                tokio::select! {
+                    biased;
+                    () = wake.notified() => {}
+                    () = &mut timer => set_for = None,
+                }
             }
             None => wake.notified().await,
         }
