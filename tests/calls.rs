@@ -668,3 +668,60 @@ async fn shutdown_ends_sessions_drops_calls_and_stops_providers() {
     );
     assert_eq!(bob.call_status(b), Err(Error::InvalidCallHandle));
 }
+
+/// Counts the `call` spans a subscriber sees made and entered.
+#[derive(Clone, Default)]
+struct CallSpans {
+    made: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    entered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S> tracing_subscriber::Layer<S> for CallSpans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() == "call" {
+            self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if ctx.span(id).is_some_and(|s| s.name() == "call") {
+            self.entered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_tracing_on_each_call_leg_has_its_span_and_its_work_runs_in_it() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = CallSpans::default();
+    // This test's thread only (a current-thread runtime runs every task here).
+    let _on = tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let pbx = pbx().await;
+    let (alice, al) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let mut wb = Watcher::new(&bob);
+    let a = alice.make_call(al[0], Some("200")).await.unwrap();
+    let b = wb.new_call().await;
+    bob.answer(b).await.unwrap();
+    alice.drop_call(a).await.unwrap();
+    let made = spans.made.load(std::sync::atomic::Ordering::Relaxed);
+    let entered = spans.entered.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(made, 2, "one span per call leg (caller's and callee's)");
+    assert!(
+        entered >= 6,
+        "state changes and operations run in the span: entered {entered} times"
+    );
+    alice.deallocate(a).unwrap();
+    bob.drop_call(b).await.unwrap();
+    bob.deallocate(b).unwrap();
+    tapir_tests::close_all(&pbx, [alice, bob]).await;
+}

@@ -650,13 +650,23 @@ pub(crate) struct CallEntry {
     pub(crate) key: (ProviderId, CallLegId),
     pub(crate) line: Arc<LineSlot>,
     pub(crate) address: AddressId,
-    pub(crate) span: tracing::Span,
+    /// The call's tracing span, kept only when tracing records it (most runs do not: a disabled span
+    /// is 40 bytes of every call for nothing).
+    span: Option<Box<tracing::Span>>,
     /// Every change to the call is applied, and delivered to every session, under this lock: that is
     /// what gives each call one order that all sessions see.
     pub(crate) rec: Mutex<CallRecord>,
 }
 
 impl CallEntry {
+    /// The call's tracing span (a disabled one when tracing does not record it).
+    pub(crate) fn span(&self) -> tracing::Span {
+        self.span
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
+    }
+
     /// What the gate needs to judge an operation on this call: its address's capabilities and the call's
     /// context. The gate and the feature set an application reads both start here.
     pub(crate) fn gate_input(
@@ -1190,7 +1200,7 @@ impl Inner {
             key,
             line: line.clone(),
             address: call.address,
-            span,
+            span: (!span.is_disabled()).then(|| Box::new(span)),
             rec: Mutex::new(CallRecord {
                 state: call.state,
                 info: call.info,
@@ -1205,7 +1215,7 @@ impl Inner {
         });
         let orphan;
         {
-            let _enter = entry.span.enter();
+            let _enter = entry.span.as_deref().map(tracing::Span::enter);
             let mut rec = lock(&entry.rec);
             self.calls.insert(key, entry.clone());
             line.count(call.address, call.state.kind(), 1);
@@ -1296,7 +1306,7 @@ impl Inner {
     fn reject_unrouted(&self, entry: &Arc<CallEntry>, class: String) {
         let provider = self.provider(entry.key.0).provider.clone();
         let leg = entry.key.1;
-        let span = entry.span.clone();
+        let span = entry.span();
         self.runtime.spawn(
             async move {
                 warn!(
@@ -1315,7 +1325,7 @@ impl Inner {
         let Some(entry) = self.entry(provider, leg) else {
             return;
         };
-        let _enter = entry.span.enter();
+        let _enter = entry.span.as_deref().map(tracing::Span::enter);
         let orphan;
         let mut record = None;
         {
@@ -1414,7 +1424,7 @@ impl Inner {
     pub(crate) fn drop_orphan(&self, entry: &Arc<CallEntry>) {
         let provider = self.provider(entry.key.0).provider.clone();
         let leg = entry.key.1;
-        let span = entry.span.clone();
+        let span = entry.span();
         self.runtime.spawn(
             async move {
                 debug!("dropping a call without an owner");
@@ -1476,10 +1486,10 @@ impl Inner {
             let provider = self.provider(entry.key.0).provider.clone();
             if let Err(e) = provider
                 .drop_call(entry.key.1)
-                .instrument(entry.span.clone())
+                .instrument(entry.span())
                 .await
             {
-                debug!(parent: &entry.span, error = %e, "drop on release failed");
+                debug!(parent: &entry.span(), error = %e, "drop on release failed");
             }
         }
         self.release(entry, session, handle);

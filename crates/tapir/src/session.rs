@@ -763,9 +763,7 @@ impl Session {
         run: impl for<'p> FnOnce(&'p dyn Provider, CallLegId) -> ProviderFuture<'p, T>,
     ) -> Result<T, Error> {
         let a = self.authorize(call, op, params)?;
-        run(&*a.provider, a.leg)
-            .instrument(a.entry.span.clone())
-            .await
+        run(&*a.provider, a.leg).instrument(a.entry.span()).await
     }
 
     /// Dials `digits` on a call in dial tone or dialing (a trailing `;` keeps dialing open; an empty
@@ -785,7 +783,7 @@ impl Session {
         };
         a.provider
             .dial(a.leg, &digits)
-            .instrument(a.entry.span.clone())
+            .instrument(a.entry.span())
             .await
     }
 
@@ -808,7 +806,7 @@ impl Session {
     /// Refuses an offered call. Returns when it is idle.
     pub async fn reject(&self, call: CallHandle) -> Result<(), Error> {
         let a = self.authorize(call, CallOperation::Reject, no_params)?;
-        let run = a.provider.reject(a.leg).instrument(a.entry.span.clone());
+        let run = a.provider.reject(a.leg).instrument(a.entry.span());
         intending(&[&a.entry], Disposition::Rejected, run).await
     }
 
@@ -855,7 +853,7 @@ impl Session {
         }
         a.provider
             .swap_hold(a.leg, h.leg)
-            .instrument(a.entry.span.clone())
+            .instrument(a.entry.span())
             .await
     }
 
@@ -908,7 +906,7 @@ impl Session {
             .create(line, |request| async move {
                 provider.setup_transfer(leg, request).await.map(|c| vec![c])
             })
-            .instrument(a.entry.span.clone())
+            .instrument(a.entry.span())
             .await?
             .into_iter()
             .next()
@@ -972,7 +970,7 @@ impl Session {
                     .await
                     .map(|c| c.into_iter().collect())
             })
-            .instrument(a.entry.span.clone());
+            .instrument(a.entry.span());
         let created = if mode == TransferMode::Transfer {
             // The two calls leave this line and become one: each record names the other.
             let ids = [&a.entry, &c].map(|e| lock(&e.rec).info.call_id);
@@ -1016,7 +1014,7 @@ impl Session {
                     .await
                     .map(|(conf, consult)| vec![conf, consult])
             })
-            .instrument(a.entry.span.clone())
+            .instrument(a.entry.span())
             .await?;
         let [conference, consult] = created[..] else {
             return Err(Error::OperationFailed {
@@ -1102,7 +1100,7 @@ impl Session {
                     .await
                     .map(|c| vec![c])
             })
-            .instrument(a.entry.span.clone())
+            .instrument(a.entry.span())
             .await?
             .into_iter()
             .next()
@@ -1151,7 +1149,7 @@ impl Session {
         }
         a.provider
             .add_to_conference(a.leg, c.key.1)
-            .instrument(a.entry.span.clone())
+            .instrument(a.entry.span())
             .await?;
         self.engine.join_conference(&a.entry, &c);
         Ok(())
@@ -1208,7 +1206,7 @@ impl Session {
         let run = a
             .provider
             .blind_transfer(a.leg, &d)
-            .instrument(a.entry.span.clone());
+            .instrument(a.entry.span());
         intending(&[&a.entry], Disposition::Transferred, run).await
     }
 
@@ -1222,10 +1220,7 @@ impl Session {
         let Some(d) = parsed else {
             return Err(missing_destination());
         };
-        let run = a
-            .provider
-            .redirect(a.leg, &d)
-            .instrument(a.entry.span.clone());
+        let run = a.provider.redirect(a.leg, &d).instrument(a.entry.span());
         intending(&[&a.entry], Disposition::Redirected, run).await
     }
 
@@ -1251,10 +1246,7 @@ impl Session {
                 _ => Ok(()),
             }
         })?;
-        let run = a
-            .provider
-            .park(a.leg, &mode)
-            .instrument(a.entry.span.clone());
+        let run = a.provider.park(a.leg, &mode).instrument(a.entry.span());
         intending(&[&a.entry], Disposition::Parked, run).await
     }
 
@@ -1307,7 +1299,7 @@ impl Session {
         })?;
         a.provider
             .generate_digits(a.leg, digits, mode)
-            .instrument(a.entry.span.clone())
+            .instrument(a.entry.span())
             .await
     }
 
@@ -1340,7 +1332,7 @@ impl Session {
         let r = a
             .provider
             .monitor_digits(a.leg, provider_mode)
-            .instrument(a.entry.span.clone())
+            .instrument(a.entry.span())
             .await;
         if r.is_err() {
             // Nothing changed: undo this session's choice.
