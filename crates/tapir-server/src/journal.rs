@@ -49,16 +49,27 @@ impl Journal {
 
     /// Appends the event numbered `seq` (numbers increase).
     pub fn append(&self, seq: u64, json: Arc<str>) {
+        self.append_all(&[(seq, json)]);
+    }
+
+    /// Appends events in order (numbers increase), under one lock and with one wake-up for readers.
+    pub fn append_all(&self, events: &[(u64, Arc<str>)]) {
+        let Some((last, _)) = events.last() else {
+            return;
+        };
         {
             let mut j = self.lock();
-            if j.events.len() == j.capacity
-                && let Some((old, _)) = j.events.pop_front()
-            {
-                j.trimmed_to = old;
+            for (seq, json) in events {
+                if j.events.len() == j.capacity
+                    && let Some((old, _)) = j.events.pop_front()
+                {
+                    j.trimmed_to = old;
+                }
+                j.events.push_back((*seq, json.clone()));
             }
-            j.events.push_back((seq, json));
         }
-        self.tail.send_modify(|t| t.0 = seq);
+        let last = *last;
+        self.tail.send_modify(|t| t.0 = last);
     }
 
     /// Marks the end of the stream (the log-on ended).
@@ -97,9 +108,13 @@ mod tests {
     #[test]
     fn reads_resume_after_a_position_and_report_trimming_exactly() {
         let j = Journal::new(3);
-        for seq in 1..=5 {
-            j.append(seq, format!("{{\"seq\":{seq}}}").into());
-        }
+        j.append(1, "{\"seq\":1}".into());
+        // A batch that trims as it goes.
+        let batch: Vec<(u64, Arc<str>)> = (2..=5)
+            .map(|seq| (seq, format!("{{\"seq\":{seq}}}").into()))
+            .collect();
+        j.append_all(&batch);
+        j.append_all(&[]);
         // 1 and 2 are gone; 3, 4, 5 are kept.
         assert_eq!(j.read_after(0, 10), Err(Trimmed { first_kept: 3 }));
         assert_eq!(j.read_after(1, 10), Err(Trimmed { first_kept: 3 }));

@@ -48,6 +48,8 @@ use tapir_api::{
 const REMEMBERED_REQUESTS: usize = 1024;
 /// Events sent to a WebSocket client per read of the journal.
 const EVENT_BATCH: usize = 256;
+/// Most events a log-on's pump takes from its session at once.
+const PUMP_BATCH: usize = 64;
 
 /// The service's state, shared by every request.
 pub struct AppState {
@@ -630,10 +632,23 @@ async fn logon(State(state): State<Arc<AppState>>, Body(req): Body<LogonRequest>
         let journal = journal.clone();
         let store = state.store.clone();
         async move {
-            while let Some(e) = session.next_event().await {
-                let json: Arc<str> = serde_json::to_string(&event(&e)).unwrap_or_default().into();
-                journal.append(e.seq, json.clone());
-                store.append(stored, e.seq, json).await;
+            // Every event queued when the pump wakes goes on as one batch: one journal lock and one
+            // wake-up of the log-on's event sockets, one entry in the store's queue.
+            while let Some(first) = session.next_event().await {
+                let mut events = Vec::new();
+                let mut next = Some(first);
+                while let Some(e) = next {
+                    let json: Arc<str> =
+                        serde_json::to_string(&event(&e)).unwrap_or_default().into();
+                    events.push((e.seq, json));
+                    next = if events.len() < PUMP_BATCH {
+                        session.try_next_event()
+                    } else {
+                        None
+                    };
+                }
+                journal.append_all(&events);
+                store.append_all(stored, events).await;
             }
             journal.end();
         }

@@ -16,15 +16,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-/// Events waiting to be written before the journal's writers wait.
+/// Queue entries (requests, or a log-on's batch of journal events) waiting for the store's thread
+/// before the journal's writers wait.
 const QUEUE: usize = 16 * 1024;
-/// Most events written in one transaction.
+/// About the most events written in one transaction.
 const BATCH: usize = 4096;
 /// How long journal events may gather before they are written (when no request is waiting).
 const LINGER: Duration = Duration::from_millis(2);
@@ -130,10 +132,10 @@ pub struct Limits {
 pub type StoredRoutes = (Vec<RouteChange>, Option<String>);
 
 enum Op {
+    /// Journal events of one log-on, in order.
     Append {
         logon: i64,
-        seq: u64,
-        json: Arc<str>,
+        events: Vec<(u64, Arc<str>)>,
     },
     Logon {
         token: String,
@@ -192,6 +194,8 @@ pub enum Read {
 pub struct Store {
     tx: mpsc::Sender<Op>,
     path: Option<PathBuf>,
+    /// Journal events queued and not yet written.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Store {
@@ -232,16 +236,20 @@ impl Store {
             None => e,
         })?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let waiting = Arc::new(AtomicUsize::new(0));
         std::thread::Builder::new()
             .name("tapird-store".into())
-            .spawn(move || run(conn, rx, limits))
+            .spawn({
+                let waiting = waiting.clone();
+                move || run(conn, rx, limits, &waiting)
+            })
             .map_err(|e| StoreError(format!("cannot start the store's thread: {e}")))?;
-        Ok(Store { tx, path })
+        Ok(Store { tx, path, waiting })
     }
 
-    /// Requests and events waiting for the store's thread.
+    /// Journal events waiting for the store's thread.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// The database file (none for an in-memory store).
@@ -265,7 +273,20 @@ impl Store {
 
     /// Queues an event of a log-on's journal; waits only while the queue is full.
     pub async fn append(&self, logon: i64, seq: u64, json: Arc<str>) {
-        let _ = self.tx.send(Op::Append { logon, seq, json }).await;
+        self.append_all(logon, vec![(seq, json)]).await;
+    }
+
+    /// Queues events of a log-on's journal, in order, as one entry of the queue; waits only while the
+    /// queue is full.
+    pub async fn append_all(&self, logon: i64, events: Vec<(u64, Arc<str>)>) {
+        let n = events.len();
+        if n == 0 {
+            return;
+        }
+        self.waiting.fetch_add(n, Ordering::Relaxed);
+        if self.tx.send(Op::Append { logon, events }).await.is_err() {
+            self.waiting.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// Records a new log-on; its store ID.
@@ -380,70 +401,98 @@ fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, limits: Limits) {
-    let mut batch = Vec::with_capacity(BATCH);
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, limits: Limits, waiting: &AtomicUsize) {
+    let mut batch = Vec::new();
     while let Some(first) = rx.blocking_recv() {
+        let mut events = weight(&first);
         batch.push(first);
-        take_waiting(&mut rx, &mut batch);
+        take_waiting(&mut rx, &mut batch, &mut events);
         // Only journal events so far, and room for more: let more gather for a moment, so that a busy
         // journal is written in few large transactions rather than one per event. Nobody waits on an
         // append; a request (log-on, read, flush) is answered without the pause.
-        if batch.len() < BATCH && batch.iter().all(|op| matches!(op, Op::Append { .. })) {
+        if events < BATCH && batch.iter().all(|op| matches!(op, Op::Append { .. })) {
             std::thread::sleep(LINGER);
-            take_waiting(&mut rx, &mut batch);
+            take_waiting(&mut rx, &mut batch, &mut events);
         }
-        if let Err(e) = apply(&mut conn, &mut batch, limits) {
-            warn!(error = %e, "the store could not write a batch");
-        }
+        apply(&mut conn, &mut batch, limits, waiting);
         batch.clear();
     }
     debug!("store closed");
 }
 
-/// Moves what is waiting in the queue into the batch, up to a batch's size.
-fn take_waiting(rx: &mut mpsc::Receiver<Op>, batch: &mut Vec<Op>) {
-    while batch.len() < BATCH {
+/// How much of a batch an operation takes: its events, or one.
+fn weight(op: &Op) -> usize {
+    match op {
+        Op::Append { events, .. } => events.len().max(1),
+        _ => 1,
+    }
+}
+
+/// Moves what is waiting in the queue into the batch, until the batch holds about a batch's worth.
+fn take_waiting(rx: &mut mpsc::Receiver<Op>, batch: &mut Vec<Op>, size: &mut usize) {
+    while *size < BATCH {
         match rx.try_recv() {
-            Ok(op) => batch.push(op),
+            Ok(op) => {
+                *size += weight(&op);
+                batch.push(op);
+            }
             Err(_) => break,
         }
     }
 }
 
-/// Writes the appends of a batch in one transaction, then answers the requests in order.
-fn apply(conn: &mut Connection, batch: &mut Vec<Op>, limits: Limits) -> Result<(), StoreError> {
+/// Writes the appends of a batch in one transaction, then answers the requests in order (so a flush
+/// answered here has every event queued before it written, and counted as no longer waiting).
+fn apply(conn: &mut Connection, batch: &mut Vec<Op>, limits: Limits, waiting: &AtomicUsize) {
     let at = now_ms();
-    let appends = batch.iter().any(|op| matches!(op, Op::Append { .. }));
-    if appends {
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO events (logon, seq, at_ms, json) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut trim =
-                tx.prepare_cached("DELETE FROM events WHERE logon = ?1 AND seq <= ?2")?;
-            let mut last: Vec<(i64, u64)> = Vec::new();
-            for op in batch.iter() {
-                if let Op::Append { logon, seq, json } = op {
+    let appended: usize = batch
+        .iter()
+        .map(|op| match op {
+            Op::Append { events, .. } => events.len(),
+            _ => 0,
+        })
+        .sum();
+    if appended > 0 {
+        if let Err(e) = append(conn, batch, limits, at) {
+            warn!(error = %e, "the store could not write a batch");
+        }
+        waiting.fetch_sub(appended, Ordering::Relaxed);
+    }
+    for op in batch.drain(..) {
+        answer(conn, op, limits, at);
+    }
+}
+
+/// The appends of a batch, in one transaction.
+fn append(conn: &mut Connection, batch: &[Op], limits: Limits, at: i64) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO events (logon, seq, at_ms, json) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut trim = tx.prepare_cached("DELETE FROM events WHERE logon = ?1 AND seq <= ?2")?;
+        let mut last: Vec<(i64, u64)> = Vec::new();
+        for op in batch.iter() {
+            if let Op::Append { logon, events } = op {
+                for (seq, json) in events {
                     insert.execute(params![logon, *seq as i64, at, json.as_ref()])?;
+                }
+                if let Some((seq, _)) = events.last() {
                     match last.iter_mut().find(|(l, _)| l == logon) {
                         Some(entry) => entry.1 = *seq,
                         None => last.push((*logon, *seq)),
                     }
                 }
             }
-            let keep = limits.events_per_logon as u64;
-            for (logon, seq) in last {
-                if seq > keep {
-                    trim.execute(params![logon, (seq - keep) as i64])?;
-                }
+        }
+        let keep = limits.events_per_logon as u64;
+        for (logon, seq) in last {
+            if seq > keep {
+                trim.execute(params![logon, (seq - keep) as i64])?;
             }
         }
-        tx.commit()?;
     }
-    for op in batch.drain(..) {
-        answer(conn, op, limits, at);
-    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -621,11 +670,11 @@ mod tests {
         {
             let store = Store::open(Some(&dir), limits(3)).expect("open");
             let id = store.logon("tok", "alice", "s-1").await.expect("logon");
-            for seq in 1..=5 {
-                store
-                    .append(id, seq, format!("{{\"seq\":{seq}}}").into())
-                    .await;
-            }
+            store.append(id, 1, "{\"seq\":1}".into()).await;
+            let batch = (2..=5)
+                .map(|seq| (seq, format!("{{\"seq\":{seq}}}").into()))
+                .collect();
+            store.append_all(id, batch).await;
             store
                 .route_changed(RouteChange {
                     class: "voice".into(),
@@ -645,6 +694,7 @@ mod tests {
                 .await
                 .expect("default");
             store.flush().await;
+            assert_eq!(store.queued(), 0, "every queued event written");
         }
         let store = Store::open(Some(&dir), limits(3)).expect("reopen");
         let found = store.find("tok").await.expect("find").expect("known");
