@@ -48,13 +48,13 @@ async fn unconditional_busy_no_answer_dnd_and_cancel() {
     let c = wc.new_call().await;
     let info = carol.call_info(c).unwrap().info;
     assert_eq!(info.reason, CallReason::ForwardUnconditional);
-    assert_eq!(info.redirecting, PartyId::named("200", "User 1"));
+    assert_eq!(*info.redirecting(), PartyId::named("200", "User 1"));
     assert_eq!(
         alice
             .call_info(a)
             .unwrap()
             .info
-            .redirection
+            .redirection()
             .number
             .as_deref(),
         Some("300")

@@ -123,7 +123,7 @@ async fn blind_transfer_hands_the_caller_to_another_extension() {
     let info = carol.call_info(c).unwrap();
     assert_eq!(info.info.reason, CallReason::Transfer);
     assert_eq!(info.info.caller, PartyId::named("100", "User 0"));
-    assert_eq!(info.info.redirecting, PartyId::named("200", "User 1"));
+    assert_eq!(*info.info.redirecting(), PartyId::named("200", "User 1"));
     assert_eq!(
         info.call_id(),
         alice.call_info(a).unwrap().call_id(),

@@ -137,6 +137,35 @@ pub enum Presentation {
     Unavailable,
 }
 
+/// The parties of a redirection (TAPI's redirecting and redirection IDs).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Redirect {
+    /// Who redirected the call here.
+    pub redirecting: PartyId,
+    /// Where the call was redirected to.
+    pub redirection: PartyId,
+}
+
+impl Redirect {
+    /// The redirection of a call that `party` redirected, for [`CallInfo::redirect`]: `None` when
+    /// `party` is no one (an empty identity).
+    pub fn by(party: PartyId) -> Option<Box<Redirect>> {
+        (party != NOBODY).then(|| {
+            Box::new(Redirect {
+                redirecting: party,
+                redirection: PartyId::default(),
+            })
+        })
+    }
+}
+
+/// The identity of no one: what an unset party reads as.
+static NOBODY: PartyId = PartyId {
+    number: None,
+    name: None,
+    presentation: Presentation::Allowed,
+};
+
 /// The information a provider keeps about one call leg.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CallInfo {
@@ -156,10 +185,11 @@ pub struct CallInfo {
     pub called: PartyId,
     /// Who was actually reached.
     pub connected: PartyId,
-    /// Who redirected the call here.
-    pub redirecting: PartyId,
-    /// Where the call was redirected to.
-    pub redirection: PartyId,
+    /// Who redirected the call here and where it was redirected to; `None` for a call that was never
+    /// redirected — nearly every call, which then pays for a pointer rather than two parties. Read
+    /// them with [`CallInfo::redirecting`] and [`CallInfo::redirection`], set them through
+    /// [`CallInfo::redirect_mut`].
+    pub redirect: Option<Box<Redirect>>,
     /// Whether the call is secured against interruption (call waiting tones and the like).
     pub secure: bool,
 }
@@ -255,6 +285,31 @@ impl std::ops::BitOrAssign for InfoChange {
 }
 
 impl CallInfo {
+    /// Who redirected the call here (an empty identity if no one did).
+    pub fn redirecting(&self) -> &PartyId {
+        self.redirect.as_ref().map_or(&NOBODY, |r| &r.redirecting)
+    }
+
+    /// Where the call was redirected to (an empty identity if it was not).
+    pub fn redirection(&self) -> &PartyId {
+        self.redirect.as_ref().map_or(&NOBODY, |r| &r.redirection)
+    }
+
+    /// The redirection parties, to set them (made empty on first use).
+    ///
+    /// ```
+    /// use tapir_core::info::{CallInfo, PartyId};
+    ///
+    /// let mut info = CallInfo::default();
+    /// assert_eq!(info.redirecting(), &PartyId::default());
+    /// info.redirect_mut().redirecting = PartyId::named("200", "Bob");
+    /// assert_eq!(info.redirecting().number.as_deref(), Some("200"));
+    /// assert_eq!(info.redirection(), &PartyId::default());
+    /// ```
+    pub fn redirect_mut(&mut self) -> &mut Redirect {
+        self.redirect.get_or_insert_with(Box::default)
+    }
+
     /// Which fields differ between `self` (old) and `new`.
     pub fn diff(&self, new: &CallInfo) -> InfoChange {
         let mut c = InfoChange::NONE;
@@ -275,11 +330,11 @@ impl CallInfo {
         mark(self.called != new.called, InfoChange::CALLED_ID);
         mark(self.connected != new.connected, InfoChange::CONNECTED_ID);
         mark(
-            self.redirecting != new.redirecting,
+            self.redirecting() != new.redirecting(),
             InfoChange::REDIRECTING_ID,
         );
         mark(
-            self.redirection != new.redirection,
+            self.redirection() != new.redirection(),
             InfoChange::REDIRECTION_ID,
         );
         mark(self.secure != new.secure, InfoChange::SECURE);

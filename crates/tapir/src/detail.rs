@@ -213,7 +213,7 @@ impl Detail {
             caller: CdrParty::from(&info.caller),
             called: CdrParty::from(&info.called),
             connected: CdrParty::from(&info.connected),
-            redirecting: CdrParty::from(&info.redirecting),
+            redirecting: CdrParty::from(info.redirecting()),
             started: what.clock.wall(self.started),
             answered: self.answered.map(|a| what.clock.wall(a)),
             ended: what.clock.wall(ended),

@@ -698,7 +698,7 @@ pub(crate) struct CallRecord {
     /// conference parent or party). The gate reads it.
     pub(crate) role: CallRole,
     /// For a conference parent: its parties, in the order they were added.
-    pub(crate) parties: Vec<Arc<CallEntry>>,
+    pub(crate) parties: Parties,
     /// For a conference party: its parent.
     pub(crate) conference: Option<Weak<CallEntry>>,
     pub(crate) holders: Vec<Holder>,
@@ -706,6 +706,32 @@ pub(crate) struct CallRecord {
     pub(crate) forgotten: bool,
     /// Notes for the call's detail record (only when the engine has a record sink).
     pub(crate) detail: Option<Box<Detail>>,
+}
+
+/// A conference parent's parties, in the order they were added; for every other call (nearly all) a
+/// pointer's worth rather than an empty list's.
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+pub(crate) struct Parties(Option<Box<Vec<Arc<CallEntry>>>>);
+
+impl Parties {
+    pub(crate) fn list(&self) -> &[Arc<CallEntry>] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn push(&mut self, party: Arc<CallEntry>) {
+        self.0.get_or_insert_with(Box::default).push(party);
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Arc<CallEntry>) -> bool) {
+        if let Some(list) = &mut self.0 {
+            list.retain(keep);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// One session's handle on a call.
@@ -1205,7 +1231,7 @@ impl Inner {
                 state: call.state,
                 info: call.info,
                 role: CallRole::Plain,
-                parties: Vec::new(),
+                parties: Parties::default(),
                 conference: None,
                 // Exactly as many as there are (an owner and a monitor: 2, not the 4 a push allocates).
                 holders: Vec::with_capacity(holders.len()),
@@ -1679,10 +1705,10 @@ impl Inner {
     pub(crate) fn join_conference(&self, parent: &Arc<CallEntry>, party: &Arc<CallEntry>) {
         let previous_last = {
             let mut rec = lock(&parent.rec);
-            let previous = rec.parties.last().cloned();
+            let previous = rec.parties.list().last().cloned();
             rec.parties.push(party.clone());
             rec.role = CallRole::ConferenceParent {
-                parties: rec.parties.len() as u32,
+                parties: rec.parties.list().len() as u32,
             };
             previous
         };
@@ -1708,9 +1734,9 @@ impl Inner {
             let mut rec = lock(&parent.rec);
             rec.parties.retain(|p| !Arc::ptr_eq(p, party));
             rec.role = CallRole::ConferenceParent {
-                parties: rec.parties.len() as u32,
+                parties: rec.parties.list().len() as u32,
             };
-            rec.parties.last().cloned()
+            rec.parties.list().last().cloned()
         };
         if let Some(p) = new_last {
             lock(&p.rec).role = CallRole::ConferenceParty { last_added: true };

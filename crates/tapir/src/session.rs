@@ -1136,7 +1136,7 @@ impl Session {
         if !matches!(lock(&c.rec).role, CallRole::Consultation { .. }) {
             return Err(Error::InvalidCallHandle);
         }
-        let parties = lock(&a.entry.rec).parties.len() as u32;
+        let parties = lock(&a.entry.rec).parties.list().len() as u32;
         let max = a
             .entry
             .line
@@ -1172,7 +1172,7 @@ impl Session {
             }
         };
         let members: Vec<Arc<CallEntry>> = std::iter::once(parent.clone())
-            .chain(lock(&parent.rec).parties.iter().cloned())
+            .chain(lock(&parent.rec).parties.list().iter().cloned())
             .collect();
         Ok(members
             .iter()

@@ -41,7 +41,7 @@ use tapir_core::caps::{
 };
 use tapir_core::dial::DialString;
 use tapir_core::gate::{AddressOperation, CallOperation, FeatureSet};
-use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Presentation};
+use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Presentation, Redirect};
 use tapir_core::media::MediaModes;
 use tapir_core::params::{
     CompletionMode, DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId,
@@ -393,7 +393,7 @@ impl SimSwitch {
             call_id,
             origin: CallOrigin::External,
             reason,
-            redirecting,
+            redirect: Redirect::by(redirecting),
             media_mode: MediaModes::INTERACTIVE_VOICE,
             caller: if late {
                 PartyId {

@@ -9,7 +9,7 @@ use std::sync::{Arc, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use tapir_core::dial::DialString;
-use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId};
+use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Redirect};
 use tapir_core::media::MediaModes;
 use tapir_core::params::{DigitMode, ForwardCondition, Forwarding, RequestId};
 use tapir_core::state::{
@@ -893,7 +893,7 @@ impl State {
                     media_mode: MediaModes::INTERACTIVE_VOICE,
                     caller: self.identity(party),
                     called: self.party(line),
-                    redirecting: by,
+                    redirect: Redirect::by(by),
                     ..CallInfo::default()
                 };
                 self.offer(shared, sink, line, info, party);
@@ -914,7 +914,9 @@ impl State {
                         false,
                     );
                     self.link(p, Peer::Outside(o));
-                    self.set_info(sink, p, |i| i.redirection = PartyId::number(number));
+                    self.set_info(sink, p, |i| {
+                        i.redirect_mut().redirection = PartyId::number(number);
+                    });
                     self.ring_outside(shared, p, &far);
                 }
                 Peer::None => {}
@@ -995,7 +997,9 @@ impl State {
                 Forwarded::To(to, why) => {
                     redirecting = self.party(dialled);
                     reason = why;
-                    self.set_info(sink, id, |i| i.redirection = PartyId::number(to.clone()));
+                    self.set_info(sink, id, |i| {
+                        i.redirect_mut().redirection = PartyId::number(to.clone());
+                    });
                     number = to;
                 }
             }
@@ -1009,7 +1013,7 @@ impl State {
                     media_mode: MediaModes::INTERACTIVE_VOICE,
                     caller: self.party(from_line),
                     called: self.party(target),
-                    redirecting,
+                    redirect: Redirect::by(redirecting),
                     ..CallInfo::default()
                 };
                 self.offer(shared, sink, target, info, Peer::Leg(id));

@@ -316,7 +316,7 @@ async fn blind_transfer_to_an_extension_and_outside() {
     assert_eq!(c.line, LineId(2));
     assert_eq!(c.info.reason, CallReason::Transfer);
     assert_eq!(c.info.caller, PartyId::named("100", "Alice"));
-    assert_eq!(c.info.redirecting, PartyId::named("200", "Bob"));
+    assert_eq!(*c.info.redirecting(), PartyId::named("200", "Bob"));
     s.answer(c.leg).await.unwrap();
     // Carol sends Alice outside; Dave answers after a ring and Alice sees him as connected party.
     s.blind_transfer(c.leg, &DialString::parse("5551234").unwrap())
