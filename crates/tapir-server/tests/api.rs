@@ -189,18 +189,45 @@ impl Service {
         panic!("{call} never became {state}");
     }
 
-    async fn events(&self, token: &str, after: u64) -> Events {
-        let mut req = format!("ws://{}/v1/events?after={after}", self.addr)
+    /// Opens the WebSocket at `path` with `token`; the service's refusal as an error.
+    async fn socket(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let mut req = format!("ws://{}{path}", self.addr)
             .into_client_request()
             .expect("request");
         req.headers_mut().insert(
             "authorization",
             format!("Bearer {token}").parse().expect("header"),
         );
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        tokio_tungstenite::connect_async(req)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    async fn events(&self, token: &str, after: u64) -> Events {
+        let ws = self
+            .socket(&format!("/v1/events?after={after}"), token)
             .await
             .expect("websocket");
         Events { ws }
+    }
+}
+
+/// The next text message of a socket as JSON, within a few seconds.
+async fn next_json(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("message");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).expect("json");
+        }
     }
 }
 
@@ -217,16 +244,7 @@ struct Commands {
 
 impl Commands {
     async fn open(svc: &Service, token: &str) -> Self {
-        let mut req = format!("ws://{}/v1/commands", svc.addr)
-            .into_client_request()
-            .expect("request");
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("websocket");
+        let ws = svc.socket("/v1/commands", token).await.expect("websocket");
         Self { ws }
     }
 
@@ -240,17 +258,7 @@ impl Commands {
 
     /// The next reply, within a few seconds.
     async fn reply(&mut self) -> Value {
-        use futures_util::StreamExt;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
-                .await
-                .expect("a reply in time")
-                .expect("open")
-                .expect("message");
-            if let Message::Text(t) = msg {
-                return serde_json::from_str(&t).expect("json");
-            }
-        }
+        next_json(&mut self.ws).await
     }
 
     /// One request and its reply: (status, body or Null).
@@ -276,17 +284,7 @@ impl Commands {
 impl Events {
     /// The next event, within a few seconds.
     async fn next(&mut self) -> Value {
-        use futures_util::StreamExt;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
-                .await
-                .expect("an event in time")
-                .expect("open")
-                .expect("message");
-            if let Message::Text(t) = msg {
-                return serde_json::from_str(&t).expect("json");
-            }
-        }
+        next_json(&mut self.ws).await
     }
 
     /// Reads events until one matches.
@@ -948,12 +946,7 @@ async fn the_command_socket_answers_as_http_does_and_refuses_what_is_not_a_reque
     assert_eq!(ids, (100..120).collect::<Vec<_>>());
 
     // The socket needs a live log-on.
-    let mut req = format!("ws://{}/v1/commands", svc.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut()
-        .insert("authorization", "Bearer nobody".parse().expect("header"));
-    match tokio_tungstenite::connect_async(req).await {
+    match svc.socket("/v1/commands", "nobody").await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!("expected 401, got {other:?}"),
     }
