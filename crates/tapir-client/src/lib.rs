@@ -1039,13 +1039,16 @@ fn json_string(s: &str) -> Result<String, ClientError> {
     serde_json::to_string(s).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
-/// A reply on the command socket.
+/// A reply on the command socket: a JSON `body` as it was sent, or a `text` body (CSV, Prometheus).
 #[derive(Deserialize)]
 struct CommandReply<'a> {
-    id: u64,
+    /// `None` only on the service's refusal of a message it could not read (never one of ours).
+    id: Option<u64>,
     status: u16,
     #[serde(default, borrow)]
     body: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    text: Option<String>,
 }
 
 async fn drive_commands(mut socket: Socket, mut queue: mpsc::UnboundedReceiver<(u64, Waiting)>) {
@@ -1076,17 +1079,20 @@ async fn drive_commands(mut socket: Socket, mut queue: mpsc::UnboundedReceiver<(
             }
             message = socket.next() => match message {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<CommandReply>(text.as_str()) {
-                    Ok(r) => {
-                        if let Some(reply) = waiting.remove(&r.id) {
+                    Ok(r) => match r.id.and_then(|id| waiting.remove(&id)) {
+                        Some(reply) => {
                             let status = StatusCode::from_u16(r.status)
                                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                            let body = r
-                                .body
-                                .map(|b| Bytes::copy_from_slice(b.get().as_bytes()))
-                                .unwrap_or_default();
+                            let body = match (r.body, r.text) {
+                                (Some(b), _) => Bytes::copy_from_slice(b.get().as_bytes()),
+                                (None, Some(t)) => Bytes::from(t),
+                                (None, None) => Bytes::new(),
+                            };
                             let _ = reply.send(Ok((status, body)));
                         }
-                    }
+                        // A caller that gave up, or a refusal without an ID.
+                        None => debug!(reply = text.as_str(), "command reply nobody waits for"),
+                    },
                     Err(e) => break format!("not a reply: {e}"),
                 },
                 Some(Ok(Message::Close(_))) | None => break "closed by the service".to_owned(),

@@ -401,6 +401,27 @@ async fn call_records_are_queryable_and_exportable_over_the_api() {
         .map(|l| serde_json::from_str(l).expect("a record per line"))
         .collect();
     assert_eq!(parsed, page.records);
+    // The same exports over the command socket: text bodies arrive as sent.
+    let mut over_socket = alice.clone();
+    over_socket
+        .connect_commands()
+        .await
+        .expect("command socket");
+    assert_eq!(
+        over_socket
+            .cdrs_export(&query(&|p| p.format = Some("csv".into())))
+            .await
+            .expect("csv"),
+        csv
+    );
+    assert_eq!(
+        over_socket
+            .cdrs_export(&query(&|p| p.format = Some("jsonl".into())))
+            .await
+            .expect("jsonl"),
+        jsonl
+    );
+    assert_eq!(over_socket.cdrs(&all).await.expect("records"), page);
 
     // Bad parameters: a typed 400 naming the problem, and nothing else happens.
     for bad in [

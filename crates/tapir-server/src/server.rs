@@ -1345,7 +1345,8 @@ const COMMANDS_IN_FLIGHT: usize = 256;
 /// each. A request is a JSON text message `{"id":ID,"method":"POST","path":"/v1/calls","body":{…},
 /// "request_id":"…"}` (`body` and `request_id` optional; `ID` a number or string of the client's
 /// choosing); its reply is `{"id":ID,"status":201,"body":{…}}` — the status and body the same request
-/// over HTTP gets, `body` absent when there is none. Requests run concurrently, like parallel HTTP
+/// over HTTP gets, `body` absent when there is none, and a body that is not JSON (CSV, Prometheus
+/// text) as the string `text` instead. Requests run concurrently, like parallel HTTP
 /// requests, so replies can come in another order; the socket is bound to the log-on that opened it.
 async fn commands(
     State(state): State<Arc<AppState>>,
@@ -1499,7 +1500,8 @@ async fn run_command(api: Router, id: Box<RawValue>, request: Request) -> String
     command_reply(Some(&id), status, (!body.is_empty()).then_some(&body), json)
 }
 
-/// `{"id":ID,"status":S,"body":B}`: a JSON body as it is, any other as a JSON string.
+/// `{"id":ID,"status":S,"body":B}` with a JSON body as it is, or `{"id":ID,"status":S,"text":"…"}`
+/// with any other body (CSV, Prometheus text) as a JSON string.
 fn command_reply(
     id: Option<&RawValue>,
     status: StatusCode,
@@ -1513,12 +1515,17 @@ fn command_reply(
     out.push_str(",\"status\":");
     out.push_str(status.as_str());
     if let Some(body) = body {
-        out.push_str(",\"body\":");
         match std::str::from_utf8(body) {
-            Ok(text) if json => out.push_str(text),
-            _ => out.push_str(
-                &serde_json::to_string(&String::from_utf8_lossy(body)).unwrap_or_default(),
-            ),
+            Ok(text) if json => {
+                out.push_str(",\"body\":");
+                out.push_str(text);
+            }
+            _ => {
+                out.push_str(",\"text\":");
+                out.push_str(
+                    &serde_json::to_string(&String::from_utf8_lossy(body)).unwrap_or_default(),
+                );
+            }
         }
     }
     out.push('}');

@@ -872,6 +872,14 @@ async fn the_command_socket_answers_as_http_does_and_refuses_what_is_not_a_reque
         (409, Some("invalid_call_state")),
         "{err}"
     );
+    // A body that is not JSON comes as text.
+    cmd.send(r#"{"id":"m","method":"GET","path":"/metrics"}"#)
+        .await;
+    let r = cmd.reply().await;
+    assert_eq!(r["status"], 200, "{r}");
+    let text = r["text"].as_str().expect("metrics as text");
+    assert!(text.contains("tapir_socket_commands_total"), "{text}");
+    assert!(r.get("body").is_none());
     let (status, err) = cmd.request(4, "GET", "/v1/nowhere", None).await;
     assert_eq!((status, err["code"].as_str()), (404, Some("not_found")));
     let (status, _) = cmd
