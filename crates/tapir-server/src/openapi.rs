@@ -278,7 +278,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep(
         "GET",
         "/v1/commands",
-        "WebSocket: the API's requests without an HTTP exchange each. Send          {\"id\":ID,\"method\":\"POST\",\"path\":\"/v1/calls\",\"body\":{…},\"request_id\":\"…\"};          the reply is {\"id\":ID,\"status\":S,\"body\":{…}}, the status and body of the same request          over HTTP. Requests run concurrently; the socket acts for the log-on that opened it.",
+        "WebSocket: the API's requests without an HTTP exchange each. Send \
+         {\"id\":ID,\"method\":\"POST\",\"path\":\"/v1/calls\",\"body\":{…},\"request_id\":\"…\"}; \
+         the reply is {\"id\":ID,\"status\":S,\"body\":{…}}, the status and body of the same request \
+         over HTTP (a body that is not JSON as the string \"text\"). Requests run concurrently; the \
+         socket acts for the log-on that opened it.",
         None,
         101,
         Answer::WebSocket,
