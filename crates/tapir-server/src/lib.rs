@@ -180,6 +180,36 @@ pub struct Spawned {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// Pending connections the listening socket holds before the kernel drops new ones (capped by the
+/// system's `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// A listening socket on `address` (`HOST:PORT`; the first of its addresses that can be bound) with a
+/// backlog for many clients connecting at once. The usual default of 128 overflows when a few hundred
+/// clients (re)connect together, and each dropped connection attempt waits a second before trying
+/// again (`docs/benchmarks.md`).
+pub async fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{address} names no address"),
+        )
+    }))
+}
+
 impl Spawned {
     /// Starts the engine `config` describes and serves it on `127.0.0.1`.
     pub async fn start(config: Config) -> std::io::Result<Spawned> {
@@ -188,7 +218,7 @@ impl Spawned {
             .start_with(stores.cdr_sink())
             .await
             .map_err(std::io::Error::other)?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = listen("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -214,5 +244,26 @@ impl Spawned {
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(());
         self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen;
+
+    #[tokio::test]
+    async fn listen_binds_accepts_and_refuses_an_address_in_use_or_unreadable() {
+        let listener = listen("127.0.0.1:0").await.expect("bound");
+        let addr = listener.local_addr().expect("address");
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        client.expect("connects");
+        accepted.expect("accepted");
+        assert!(
+            listen(&addr.to_string()).await.is_err(),
+            "the address is in use"
+        );
+        assert!(listen("127.0.0.1:notaport").await.is_err());
+        assert!(listen("").await.is_err());
     }
 }

@@ -12,8 +12,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tokio::net::TcpListener;
-
 /// mimalloc rather than the system allocator: the API's work is many small short-lived allocations
 /// (requests, replies, events as JSON), where it costs markedly less (`docs/benchmarks.md`).
 #[global_allocator]
@@ -87,7 +85,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match TcpListener::bind(&config.server.listen).await {
+    let listener = match tapir_server::listen(&config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tapird: cannot listen on {}: {e}", config.server.listen);
