@@ -548,6 +548,16 @@ pub enum StreamMessage {
 impl StreamMessage {
     /// Reads one text message of the stream.
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        // One pass into the fields of the call events (nearly every message of a stream), without
+        // the buffering the derived reader of the flattened, internally tagged `Event` needs; the
+        // other kinds are read again by that reader.
+        // (A message this record cannot hold — a kind from a newer service with a field of the same
+        // name and another type — goes to the derived reader, which tolerates unknown kinds.)
+        if let Ok(wire) = serde_json::from_str::<CallEventWire>(text)
+            && let Some(event) = wire.into_call_event()?
+        {
+            return Ok(StreamMessage::Event(event));
+        }
         #[derive(Deserialize)]
         struct Peek<'a> {
             #[serde(rename = "type", borrow)]
@@ -558,6 +568,75 @@ impl StreamMessage {
             "trimmed" | "end" => serde_json::from_str(text).map(StreamMessage::Control),
             _ => serde_json::from_str(text).map(StreamMessage::Event),
         }
+    }
+}
+
+/// The fields of the call events (`new_call`, `call_state`, `call_info`, `digit`) as one flat record;
+/// any other field of any other kind is skipped.
+#[derive(Deserialize)]
+struct CallEventWire {
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    call: Option<String>,
+    #[serde(default)]
+    line_handle: Option<String>,
+    #[serde(default)]
+    address: Option<u32>,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    privilege: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    state_detail: Option<String>,
+    #[serde(default)]
+    changed: Option<String>,
+    #[serde(default)]
+    digit: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+impl CallEventWire {
+    /// The call event this is, `None` for any other kind; a call event without one of its fields is
+    /// the error the derived reader gives.
+    fn into_call_event(self) -> Result<Option<Event>, serde_json::Error> {
+        fn need<T>(v: Option<T>, field: &'static str) -> Result<T, serde_json::Error> {
+            v.ok_or_else(|| <serde_json::Error as serde::de::Error>::missing_field(field))
+        }
+        let kind = match self.kind.as_str() {
+            "new_call" => EventKind::NewCall {
+                call: need(self.call, "call")?,
+                line_handle: need(self.line_handle, "line_handle")?,
+                address: need(self.address, "address")?,
+                call_id: need(self.call_id, "call_id")?,
+                privilege: need(self.privilege, "privilege")?,
+            },
+            "call_state" => EventKind::CallState {
+                call: need(self.call, "call")?,
+                state: need(self.state, "state")?,
+                state_detail: need(self.state_detail, "state_detail")?,
+                privilege: need(self.privilege, "privilege")?,
+            },
+            "call_info" => EventKind::CallInfo {
+                call: need(self.call, "call")?,
+                changed: need(self.changed, "changed")?,
+            },
+            "digit" => EventKind::Digit {
+                call: need(self.call, "call")?,
+                digit: need(self.digit, "digit")?,
+                mode: need(self.mode, "mode")?,
+            },
+            _ => return Ok(None),
+        };
+        Ok(Some(Event {
+            seq: need(self.seq, "seq")?,
+            kind,
+        }))
     }
 }
 
@@ -586,19 +665,79 @@ mod tests {
             StreamMessage::from_json(&text).expect("reads"),
             StreamMessage::Event(e)
         );
-        let newer = StreamMessage::from_json(r#"{"seq":9,"type":"from_the_future","x":1}"#)
-            .expect("an unknown kind is still an event");
-        assert_eq!(
-            newer,
-            StreamMessage::Event(Event {
-                seq: 9,
-                kind: EventKind::Unknown
-            })
-        );
+        for newer in [
+            r#"{"seq":9,"type":"from_the_future","x":1}"#,
+            r#"{"seq":9,"type":"from_the_future","address":"somewhere","call":7}"#,
+        ] {
+            assert_eq!(
+                StreamMessage::from_json(newer).expect("an unknown kind is still an event"),
+                StreamMessage::Event(Event {
+                    seq: 9,
+                    kind: EventKind::Unknown
+                }),
+                "{newer}"
+            );
+        }
         assert_eq!(
             StreamMessage::from_json(r#"{"type":"end"}"#).expect("reads"),
             StreamMessage::Control(StreamControl::End)
         );
         assert!(StreamMessage::from_json(r#"{"seq":"x","type":"end"#).is_err());
+    }
+
+    #[test]
+    fn every_kind_reads_back_as_written_and_a_missing_field_is_an_error() {
+        let s = |v: &str| v.to_owned();
+        let kinds = [
+            EventKind::NewCall {
+                call: s("call:1"),
+                line_handle: s("line:2"),
+                address: 1,
+                call_id: s("42"),
+                privilege: s("owner"),
+            },
+            EventKind::CallState {
+                call: s("call:1"),
+                state: s("connected"),
+                state_detail: s("Connected(Active)"),
+                privilege: s("monitor"),
+            },
+            EventKind::CallInfo {
+                call: s("call:1"),
+                changed: s("caller_id"),
+            },
+            EventKind::Digit {
+                call: s("call:1"),
+                digit: s("#"),
+                mode: s("dtmf"),
+            },
+            EventKind::Line {
+                line_handle: s("line:2"),
+                event: LineEvent::OutOfService { reason: s("cable") },
+            },
+            EventKind::LineClosed {
+                line_handle: s("line:2"),
+            },
+            EventKind::EventsLost { first: 3, last: 9 },
+        ];
+        for (seq, kind) in kinds.into_iter().enumerate() {
+            let e = Event {
+                seq: seq as u64 + 1,
+                kind,
+            };
+            let text = serde_json::to_string(&e).expect("serializes");
+            assert_eq!(
+                StreamMessage::from_json(&text).expect("reads"),
+                StreamMessage::Event(e),
+                "{text}"
+            );
+        }
+        for broken in [
+            r#"{"seq":1,"type":"call_state","call":"call:1","state":"idle","privilege":"owner"}"#,
+            r#"{"type":"new_call","call":"c","line_handle":"l","address":0,"call_id":"1","privilege":"owner"}"#,
+            r#"{"seq":1,"type":"digit","call":"c","digit":"1","mode":7}"#,
+        ] {
+            assert!(StreamMessage::from_json(broken).is_err(), "{broken}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the engine (divan): the operation gate, one complete call lifecycle with an owner
 //! and N monitors (event fan-out), handle lookup, and the bare mechanisms a lifecycle is made of
-//! (the baseline the lifecycle is compared with). `cargo bench -p tapir-bench`; figures in
+//! (the baseline the lifecycle is compared with), and a client reading one event. `cargo bench -p tapir-bench`; figures in
 //! `docs/benchmarks.md`.
 #![allow(missing_docs)]
 
@@ -137,6 +137,14 @@ async fn lifecycle(owner: &Session, line: LineHandle) -> CallHandle {
 fn lifecycle_with_monitors(bencher: divan::Bencher, monitors: usize) {
     let rig = rig(monitors);
     bencher.bench_local(|| rig.rt.block_on(lifecycle(&rig.owner, rig.line)));
+}
+
+/// A client reading one event of the stream (`tapir-client` does this for every event it delivers):
+/// the commonest kind, a call's state change, as tapird sends it.
+#[divan::bench]
+fn client_reads_an_event(bencher: divan::Bencher) {
+    let text = r#"{"seq":1234,"type":"call_state","call":"call:00000000000004d2","state":"connected","state_detail":"Connected(Active)","privilege":"owner"}"#;
+    bencher.bench_local(|| tapir_api::StreamMessage::from_json(black_box(text)).map(|_| ()));
 }
 
 /// Looking a call handle up in a session (every call operation starts with it).
