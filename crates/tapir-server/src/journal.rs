@@ -47,13 +47,8 @@ impl Journal {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends the event numbered `seq` (numbers increase).
-    pub fn append(&self, seq: u64, json: Arc<str>) {
-        self.append_all(&[(seq, json)]);
-    }
-
     /// Appends events in order (numbers increase), under one lock and with one wake-up for readers.
-    pub fn append_all(&self, events: &[(u64, Arc<str>)]) {
+    pub fn append(&self, events: &[(u64, Arc<str>)]) {
         let Some((last, _)) = events.last() else {
             return;
         };
@@ -108,13 +103,13 @@ mod tests {
     #[test]
     fn reads_resume_after_a_position_and_report_trimming_exactly() {
         let j = Journal::new(3);
-        j.append(1, "{\"seq\":1}".into());
+        j.append(&[(1, "{\"seq\":1}".into())]);
         // A batch that trims as it goes.
         let batch: Vec<(u64, Arc<str>)> = (2..=5)
             .map(|seq| (seq, format!("{{\"seq\":{seq}}}").into()))
             .collect();
-        j.append_all(&batch);
-        j.append_all(&[]);
+        j.append(&batch);
+        j.append(&[]);
         // 1 and 2 are gone; 3, 4, 5 are kept.
         assert_eq!(j.read_after(0, 10), Err(Trimmed { first_kept: 3 }));
         assert_eq!(j.read_after(1, 10), Err(Trimmed { first_kept: 3 }));

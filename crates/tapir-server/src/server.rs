@@ -647,8 +647,8 @@ async fn logon(State(state): State<Arc<AppState>>, Body(req): Body<LogonRequest>
                         None
                     };
                 }
-                journal.append_all(&events);
-                store.append_all(stored, events).await;
+                journal.append(&events);
+                store.append(stored, events).await;
             }
             journal.end();
         }

@@ -271,14 +271,9 @@ impl Store {
             .map_err(|_| StoreError("the store is closed".into()))?
     }
 
-    /// Queues an event of a log-on's journal; waits only while the queue is full.
-    pub async fn append(&self, logon: i64, seq: u64, json: Arc<str>) {
-        self.append_all(logon, vec![(seq, json)]).await;
-    }
-
     /// Queues events of a log-on's journal, in order, as one entry of the queue; waits only while the
     /// queue is full.
-    pub async fn append_all(&self, logon: i64, events: Vec<(u64, Arc<str>)>) {
+    pub async fn append(&self, logon: i64, events: Vec<(u64, Arc<str>)>) {
         let n = events.len();
         if n == 0 {
             return;
@@ -670,11 +665,11 @@ mod tests {
         {
             let store = Store::open(Some(&dir), limits(3)).expect("open");
             let id = store.logon("tok", "alice", "s-1").await.expect("logon");
-            store.append(id, 1, "{\"seq\":1}".into()).await;
+            store.append(id, vec![(1, "{\"seq\":1}".into())]).await;
             let batch = (2..=5)
                 .map(|seq| (seq, format!("{{\"seq\":{seq}}}").into()))
                 .collect();
-            store.append_all(id, batch).await;
+            store.append(id, batch).await;
             store
                 .route_changed(RouteChange {
                     class: "voice".into(),
@@ -756,7 +751,9 @@ mod tests {
             Read::Events(vec![(2, "{\"seq\":2}".into()), (3, "{\"seq\":3}".into())])
         );
         // New events go after the migrated ones and the bound still holds.
-        store.append(found.id, 4, "{\"seq\":4}".into()).await;
+        store
+            .append(found.id, vec![(4, "{\"seq\":4}".into())])
+            .await;
         store.flush().await;
         assert_eq!(
             store.read_after(found.id, 0, 10).await.expect("read"),
@@ -796,7 +793,7 @@ mod tests {
         drop(conn);
         let store = Store::open(Some(&dir), hour).expect("reopen");
         for seq in 3..=4 {
-            store.append(id, seq, "{}".into()).await;
+            store.append(id, vec![(seq, "{}".into())]).await;
         }
         store.flush().await;
         assert_eq!(store.sweep().await.expect("sweep"), 2, "the two old ones");
@@ -820,7 +817,7 @@ mod tests {
         )
         .expect("open");
         let id = store.logon("tok", "alice", "s-1").await.expect("logon");
-        store.append(id, 1, "{}".into()).await;
+        store.append(id, vec![(1, "{}".into())]).await;
         store.ended(id, "logoff").await.expect("ended");
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(store.sweep().await.expect("sweep"), 1);
