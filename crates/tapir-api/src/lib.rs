@@ -549,22 +549,24 @@ impl StreamMessage {
     /// Reads one text message of the stream.
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         // One pass into the fields of the call events (nearly every message of a stream), without
-        // the buffering the derived reader of the flattened, internally tagged `Event` needs; the
-        // other kinds are read again by that reader.
-        // (A message this record cannot hold — a kind from a newer service with a field of the same
-        // name and another type — goes to the derived reader, which tolerates unknown kinds.)
-        if let Ok(wire) = serde_json::from_str::<CallEventWire>(text)
-            && let Some(event) = wire.into_call_event()?
-        {
-            return Ok(StreamMessage::Event(event));
-        }
-        #[derive(Deserialize)]
-        struct Peek<'a> {
-            #[serde(rename = "type", borrow)]
-            kind: std::borrow::Cow<'a, str>,
-        }
-        let peek: Peek<'_> = serde_json::from_str(text)?;
-        match peek.kind.as_ref() {
+        // the buffering the derived reader of the flattened, internally tagged `Event` needs; other
+        // kinds are read again by that reader. A message the flat record cannot hold (a kind from a
+        // newer service with a field of the same name and another type) only needs its `type`.
+        let kind = match serde_json::from_str::<CallEventWire>(text) {
+            Ok(wire) => match wire.into_call_event()? {
+                Ok(event) => return Ok(StreamMessage::Event(event)),
+                Err(kind) => kind,
+            },
+            Err(_) => {
+                #[derive(Deserialize)]
+                struct Peek {
+                    #[serde(rename = "type")]
+                    kind: String,
+                }
+                serde_json::from_str::<Peek>(text)?.kind
+            }
+        };
+        match kind.as_str() {
             "trimmed" | "end" => serde_json::from_str(text).map(StreamMessage::Control),
             _ => serde_json::from_str(text).map(StreamMessage::Event),
         }
@@ -602,9 +604,9 @@ struct CallEventWire {
 }
 
 impl CallEventWire {
-    /// The call event this is, `None` for any other kind; a call event without one of its fields is
-    /// the error the derived reader gives.
-    fn into_call_event(self) -> Result<Option<Event>, serde_json::Error> {
+    /// The call event this is, or (`Err`) the `type` of any other kind; a call event without one of
+    /// its fields is the error the derived reader gives.
+    fn into_call_event(self) -> Result<Result<Event, String>, serde_json::Error> {
         fn need<T>(v: Option<T>, field: &'static str) -> Result<T, serde_json::Error> {
             v.ok_or_else(|| <serde_json::Error as serde::de::Error>::missing_field(field))
         }
@@ -631,9 +633,9 @@ impl CallEventWire {
                 digit: need(self.digit, "digit")?,
                 mode: need(self.mode, "mode")?,
             },
-            _ => return Ok(None),
+            _ => return Ok(Err(self.kind)),
         };
-        Ok(Some(Event {
+        Ok(Ok(Event {
             seq: need(self.seq, "seq")?,
             kind,
         }))
