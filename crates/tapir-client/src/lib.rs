@@ -420,7 +420,7 @@ impl Client {
         let socket = connect_socket(&self.service.authority, "/v1/commands", &self.logon.token)
             .await
             .map_err(|e| match e {
-                Connect::Refused(_, e) | Connect::Failed(e) => e,
+                Connect::Refused(e) | Connect::Failed(e) => e,
             })?;
         self.commands = Some(CommandSocket::start(socket));
         Ok(())
@@ -913,8 +913,8 @@ impl EventStream {
             {
                 Ok(socket) => return Ok(socket),
                 // Refusals (a token no longer valid) are final; a service starting up is not.
-                Err(Connect::Refused(status, error)) => {
-                    self.ended = status == StatusCode::UNAUTHORIZED;
+                Err(Connect::Refused(error)) => {
+                    self.ended = error.status() == Some(StatusCode::UNAUTHORIZED.as_u16());
                     return Err(error);
                 }
                 Err(Connect::Failed(error)) => {
@@ -931,8 +931,8 @@ impl EventStream {
 
 /// Why a WebSocket could not be opened.
 enum Connect {
-    /// The service refused it (a 4xx answer): final.
-    Refused(StatusCode, ClientError),
+    /// The service refused it (a 4xx answer), or the request could not be made: final.
+    Refused(ClientError),
     /// Not reachable, or a 5xx answer: worth another try.
     Failed(ClientError),
 }
@@ -941,14 +941,11 @@ enum Connect {
 async fn connect_socket(authority: &str, path: &str, token: &str) -> Result<Socket, Connect> {
     let mut request = format!("ws://{authority}{path}")
         .into_client_request()
-        .map_err(|e| {
-            Connect::Refused(StatusCode::BAD_REQUEST, ClientError::BadUrl(e.to_string()))
-        })?;
+        .map_err(|e| Connect::Refused(ClientError::BadUrl(e.to_string())))?;
     let auth = format!("Bearer {token}").parse().map_err(|_| {
-        Connect::Refused(
-            StatusCode::BAD_REQUEST,
-            ClientError::Protocol("the token is not a header value".into()),
-        )
+        Connect::Refused(ClientError::Protocol(
+            "the token is not a header value".into(),
+        ))
     })?;
     request.headers_mut().insert("authorization", auth);
     // The socket library zeroes its whole read buffer before every read; messages are small, so
@@ -962,7 +959,7 @@ async fn connect_socket(authority: &str, path: &str, token: &str) -> Result<Sock
             let body = response.body().clone().unwrap_or_default();
             let error = api_error(status, &body);
             if status.is_client_error() {
-                Err(Connect::Refused(status, error))
+                Err(Connect::Refused(error))
             } else {
                 Err(Connect::Failed(error))
             }
