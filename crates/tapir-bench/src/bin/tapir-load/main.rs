@@ -139,8 +139,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The allocator tapird uses (mimalloc), counting the bytes live on the heap while [`COUNTING`] is set (the memory
-/// phase only: counting is one relaxed load per allocation otherwise).
+/// The allocator tapird uses (mimalloc), counting the bytes live on the heap while [`COUNTING`] is set
+/// (the memory phase only: counting is one relaxed load per allocation otherwise).
 struct CountingAlloc;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
