@@ -1,10 +1,15 @@
 //! Nothing leaks: after many calls, sequential and concurrent, the engine and the switch hold nothing.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tapir::OpenOptions;
+use async_trait::async_trait;
+use tapir::core::caps::LineCaps;
 use tapir::core::state::CallStateKind as K;
+use tapir::{Engine, Error, OpenOptions};
+use tapir_provider::{EventSink, Provider};
 use tapir_tests::{Pbx, auto_answer, pbx_with, poll_state};
 
 async fn settle(pbx: &Pbx) {
@@ -96,4 +101,53 @@ async fn a_thousand_concurrent_calls_leave_nothing_behind() {
     answering.await.unwrap();
     watching.await.unwrap();
     assert_eq!(pbx.engine.stats(), Default::default());
+}
+
+/// A provider that keeps the event sink it is given, as real providers do, and says when it is dropped.
+struct Keeper {
+    sink: Mutex<Option<EventSink>>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Provider for Keeper {
+    fn name(&self) -> &str {
+        "keeper"
+    }
+    async fn start(&self, sink: EventSink) -> Result<Vec<LineCaps>, Error> {
+        *self.sink.lock().unwrap() = Some(sink);
+        Ok(vec![])
+    }
+    async fn stop(&self) {}
+}
+
+#[tokio::test]
+async fn the_last_handle_dropped_frees_the_providers_even_one_holding_its_event_sink() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let engine = Engine::builder()
+        .provider(Keeper {
+            sink: Mutex::new(None),
+            dropped: dropped.clone(),
+        })
+        .build()
+        .await
+        .unwrap();
+    let session = engine.logon("app").await.unwrap();
+    drop(engine);
+    assert!(
+        !dropped.load(Ordering::SeqCst),
+        "a session keeps the providers it uses"
+    );
+    assert!(session.lines().is_empty());
+    drop(session);
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "engine, provider and the sink's handler must not keep each other alive"
+    );
 }

@@ -180,6 +180,7 @@ impl EngineBuilder {
             })?;
         let (profiles, default_profile) = self.check()?;
         let mut providers = Vec::new();
+        let mut owned: Vec<Arc<dyn Provider>> = Vec::new();
         let mut services = Vec::new();
         for (index, service) in self.services.into_iter().enumerate() {
             let mut ids = Vec::new();
@@ -190,9 +191,10 @@ impl EngineBuilder {
                     id,
                     name: provider.name().to_owned(),
                     service: index,
-                    provider,
+                    provider: Arc::downgrade(&provider),
                     status: Mutex::new(ProviderStatus::starting()),
                 });
+                owned.push(provider);
             }
             services.push(ServiceSlot {
                 name: service.name,
@@ -223,20 +225,21 @@ impl EngineBuilder {
             cdr: self.cdr,
             clock: Clock::now(),
         });
+        let providers: Providers = owned.into();
         let mut lines = Lines::default();
-        for slot in &inner.providers {
+        for (slot, provider) in inner.providers.iter().zip(providers.iter()) {
             let sink = EventSink::new(
                 slot.id,
                 Arc::new(Dispatcher {
-                    engine: Arc::downgrade(&inner),
+                    engine: inner.clone(),
                 }),
             );
             // A provider that fails to start is tried once more; then it is disabled, with the reason in
             // the status table, and the engine comes up with the others.
-            let mut started = slot.provider.start(sink.clone()).await;
+            let mut started = provider.start(sink.clone()).await;
             if let Err(e) = &started {
                 warn!(provider = %slot.name, error = %e, "provider failed to start; trying once more");
-                started = slot.provider.start(sink).await;
+                started = provider.start(sink).await;
             }
             match started {
                 Ok(caps) => {
@@ -281,7 +284,7 @@ impl EngineBuilder {
         }
         // Only `build` sets the lines, once; a second set cannot happen.
         let _ = inner.lines.set(lines);
-        Ok(Engine { inner })
+        Ok(Engine { inner, providers })
     }
 }
 
@@ -291,7 +294,15 @@ impl EngineBuilder {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
+    /// The providers, owned here and by every session (see [`Providers`]).
+    providers: Providers,
 }
+
+/// The providers, in [`ProviderId`] order. The engine's public handles ([`Engine`], [`Session`]) own
+/// them; the engine's core only refers to them. That breaks the cycle core → provider → event handler
+/// → core without the event handler holding the core weakly (upgrading a weak reference per provider
+/// event was a shared write on every event, the hottest spot of a call's life).
+pub(crate) type Providers = Arc<[Arc<dyn Provider>]>;
 
 /// Counts of what the engine holds, for leak checks and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -365,9 +376,13 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| engine.default_profile.clone());
         if options.mode == SessionMode::Individual {
-            let session = engine.open_session(app, &profile, false).await?;
+            let session = engine
+                .open_session(app, &profile, false, &self.providers)
+                .await?;
             // Only an engine shutting down meanwhile can have ended it.
-            return engine.add_reader(&session, app).ok_or(Error::SessionEnded);
+            return engine
+                .add_reader(&session, app, &self.providers)
+                .ok_or(Error::SessionEnded);
         }
         // One log-on at a time decides whether the shared session exists.
         let mut shared = engine.shared.lock().await;
@@ -381,14 +396,18 @@ impl Engine {
                     reason: format!("the shared session uses profile {:?}", session.profile),
                 });
             }
-            if let Some(joined) = engine.add_reader(session, app) {
+            if let Some(joined) = engine.add_reader(session, app, &self.providers) {
                 debug!(session = %session.id, app, "joined the shared session");
                 return Ok(joined);
             }
         }
-        let session = engine.open_session(app, &profile, true).await?;
+        let session = engine
+            .open_session(app, &profile, true, &self.providers)
+            .await?;
         *shared = Some(session.clone());
-        engine.add_reader(&session, app).ok_or(Error::SessionEnded)
+        engine
+            .add_reader(&session, app, &self.providers)
+            .ok_or(Error::SessionEnded)
     }
 
     /// Every line device of every provider, with its capabilities.
@@ -480,9 +499,9 @@ impl Engine {
         for s in sessions {
             self.inner.end_session(&s).await;
         }
-        for p in &self.inner.providers {
+        for (p, provider) in self.inner.providers.iter().zip(self.providers.iter()) {
             if lock(&p.status).state != ServiceState::Disabled {
-                p.provider.stop().await;
+                provider.stop().await;
             }
             lock(&p.status).state = ServiceState::Stopped;
         }
@@ -500,7 +519,8 @@ pub(crate) struct ProviderSlot {
     pub(crate) name: String,
     /// Index of its service.
     pub(crate) service: usize,
-    pub(crate) provider: Arc<dyn Provider>,
+    /// Owned by the engine's public handles ([`Providers`]); gone once they all are.
+    pub(crate) provider: Weak<dyn Provider>,
     pub(crate) status: Mutex<ProviderStatus>,
 }
 
@@ -805,16 +825,16 @@ impl CallRecord {
     }
 }
 
-/// Receives provider events on the providers' tasks and hands them to the engine.
+/// Receives provider events on the providers' tasks and hands them to the engine. It holds the core
+/// strongly (the core does not own the providers, so there is no cycle): no reference count is touched
+/// per event.
 struct Dispatcher {
-    engine: Weak<Inner>,
+    engine: Arc<Inner>,
 }
 
 impl EventHandler for Dispatcher {
     fn on_event(&self, provider: ProviderId, event: ProviderEvent) {
-        if let Some(engine) = self.engine.upgrade() {
-            engine.on_provider_event(provider, event);
-        }
+        self.engine.on_provider_event(provider, event);
     }
 }
 
@@ -855,6 +875,7 @@ impl Inner {
         app: &str,
         profile_name: &str,
         shared: bool,
+        providers: &Providers,
     ) -> Result<Arc<SessionInner>, Error> {
         let profile = self
             .profiles
@@ -877,7 +898,7 @@ impl Inner {
             for &id in &reserved {
                 let p = self.provider(id);
                 let limits = [
-                    p.provider.session_limit(),
+                    providers[id.0 as usize].session_limit(),
                     self.services[p.service].max_sessions,
                 ];
                 if let Some(limit) = limits.into_iter().flatten().min()
@@ -908,10 +929,11 @@ impl Inner {
                     failure = Some(reason.unwrap_or_else(|| format!("{} is disabled", p.name)));
                     break;
                 }
-                let mut answer = p.provider.session_logon().await;
+                let provider = &providers[id.0 as usize];
+                let mut answer = provider.session_logon().await;
                 if let Err(e) = &answer {
                     debug!(app, provider = %p.name, error = %e, "provider refused the session; asking once more");
-                    answer = p.provider.session_logon().await;
+                    answer = provider.session_logon().await;
                 }
                 if let Err(e) = answer {
                     lock(&p.status).last_error = Some(e.to_string());
@@ -973,7 +995,12 @@ impl Inner {
     }
 
     /// Gives `app` its own reading of the session's events; `None` if the session has ended.
-    fn add_reader(self: &Arc<Self>, session: &Arc<SessionInner>, app: &str) -> Option<Session> {
+    fn add_reader(
+        self: &Arc<Self>,
+        session: &Arc<SessionInner>,
+        app: &str,
+        providers: &Providers,
+    ) -> Option<Session> {
         let reader = Arc::new(Reader {
             id: self.next_reader.fetch_add(1, Ordering::Relaxed),
             app: app.to_owned(),
@@ -988,7 +1015,12 @@ impl Inner {
             lock(&session.apps).push(app.to_owned());
         }
         debug!(session = %session.id, app, "logged on");
-        Some(Session::new(self.clone(), session.clone(), reader))
+        Some(Session::new(
+            self.clone(),
+            providers.clone(),
+            session.clone(),
+            reader,
+        ))
     }
 
     /// The status table.
@@ -1330,7 +1362,9 @@ impl Inner {
 
     /// Rejects an offered call that no route takes, saying why in the log.
     fn reject_unrouted(&self, entry: &Arc<CallEntry>, class: String) {
-        let provider = self.provider(entry.key.0).provider.clone();
+        let Some(provider) = self.provider(entry.key.0).provider.upgrade() else {
+            return;
+        };
         let leg = entry.key.1;
         let span = entry.span();
         self.runtime.spawn(
@@ -1448,7 +1482,10 @@ impl Inner {
     /// The orphan policy: a call left with no owner that the far end has cleared (or that was made for a
     /// session that ended) is dropped by the engine, so it cannot linger.
     pub(crate) fn drop_orphan(&self, entry: &Arc<CallEntry>) {
-        let provider = self.provider(entry.key.0).provider.clone();
+        // (No provider: every handle of the engine is gone, and the provider with it.)
+        let Some(provider) = self.provider(entry.key.0).provider.upgrade() else {
+            return;
+        };
         let leg = entry.key.1;
         let span = entry.span();
         self.runtime.spawn(
@@ -1508,8 +1545,9 @@ impl Inner {
         session: &Arc<SessionInner>,
         handle: CallHandle,
     ) {
-        if Self::sole_live_owner(entry, session, handle) {
-            let provider = self.provider(entry.key.0).provider.clone();
+        if Self::sole_live_owner(entry, session, handle)
+            && let Some(provider) = self.provider(entry.key.0).provider.upgrade()
+        {
             if let Err(e) = provider
                 .drop_call(entry.key.1)
                 .instrument(entry.span())
@@ -1804,8 +1842,9 @@ impl Inner {
             openers.is_empty()
         };
         if now_unused && *provider_open {
-            let provider = &self.provider(line.provider).provider;
-            if let Err(e) = provider.close_line(line.local).await {
+            if let Some(provider) = self.provider(line.provider).provider.upgrade()
+                && let Err(e) = provider.close_line(line.local).await
+            {
                 debug!(line = %line.id, error = %e, "provider close_line failed");
             }
             *provider_open = false;

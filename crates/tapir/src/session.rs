@@ -20,7 +20,9 @@ use tapir_core::{AddressId, CallId, CallLegId, Error, LineId, ProviderId};
 use tapir_provider::Provider;
 use tracing::{Instrument, debug};
 
-use crate::engine::{CallEntry, Inner, LineSlot, OpenLine, Opener, Pending, SessionInner, lock};
+use crate::engine::{
+    CallEntry, Inner, LineSlot, OpenLine, Opener, Pending, Providers, SessionInner, lock,
+};
 use crate::event::SessionEvent;
 use crate::handles::{CallHandle, LineHandle};
 use crate::profile::DisabledService;
@@ -214,6 +216,8 @@ async fn intending<T>(
 /// Everything an application does goes through its session: the handles it is given are valid only here.
 pub struct Session {
     engine: Arc<Inner>,
+    /// Kept alive by the session, so it can go on using them after the [`Engine`] handle is dropped.
+    providers: Providers,
     inner: Arc<SessionInner>,
     reader: Arc<Reader>,
 }
@@ -229,6 +233,7 @@ impl Clone for Session {
     fn clone(&self) -> Self {
         Self {
             engine: self.engine.clone(),
+            providers: self.providers.clone(),
             inner: self.inner.clone(),
             reader: self.reader.clone(),
         }
@@ -261,12 +266,23 @@ fn missing_destination() -> Error {
 }
 
 impl Session {
-    pub(crate) fn new(engine: Arc<Inner>, inner: Arc<SessionInner>, reader: Arc<Reader>) -> Self {
+    pub(crate) fn new(
+        engine: Arc<Inner>,
+        providers: Providers,
+        inner: Arc<SessionInner>,
+        reader: Arc<Reader>,
+    ) -> Self {
         Self {
             engine,
+            providers,
             inner,
             reader,
         }
+    }
+
+    /// The provider with ID `id` (an ID the engine assigned, so always in range).
+    fn provider(&self, id: ProviderId) -> &Arc<dyn Provider> {
+        &self.providers[id.0 as usize]
     }
 
     /// The session's identity (the same for every application using the shared session).
@@ -334,9 +350,7 @@ impl Session {
         let handle = LineHandle(self.engine.mint.next());
         let mut provider_open = slot.provider_open.lock().await;
         if !*provider_open {
-            self.engine
-                .provider(slot.provider)
-                .provider
+            self.provider(slot.provider)
                 .open_line(slot.local, slot.caps.media_modes)
                 .await?;
             *provider_open = true;
@@ -497,7 +511,7 @@ impl Session {
             &slot.usage(params.address),
         )?;
 
-        let provider = self.engine.provider(slot.provider).provider.clone();
+        let provider = self.provider(slot.provider).clone();
         let handles = self
             .create(line, |request| {
                 let provider = provider.clone();
@@ -528,7 +542,7 @@ impl Session {
     {
         self.alive()?;
         let slot = self.open_line_slot(line)?;
-        let provider = self.engine.provider(slot.provider).provider.clone();
+        let provider = self.provider(slot.provider).clone();
         let request = self.engine.next_request();
         self.engine.pending.insert(
             request,
@@ -575,7 +589,7 @@ impl Session {
             .get(address.0 as usize)
             .ok_or(Error::InvalidAddressId)?;
         gate::check_address(op, || params(caps), caps, &slot.usage(address))?;
-        let provider = self.engine.provider(slot.provider).provider.clone();
+        let provider = self.provider(slot.provider).clone();
         let local = slot.local;
         self.create(line, |request| async move {
             let origin = Origin {
@@ -692,9 +706,7 @@ impl Session {
             caps,
             &slot.usage(address),
         )?;
-        self.engine
-            .provider(slot.provider)
-            .provider
+        self.provider(slot.provider)
             .forward(slot.local, address, &forwarding)
             .await
     }
@@ -717,9 +729,7 @@ impl Session {
                 operation: CallOperation::CompleteCall.name(),
             });
         }
-        self.engine
-            .provider(slot.provider)
-            .provider
+        self.provider(slot.provider)
             .cancel_call_completion(slot.local, completion)
             .await
     }
@@ -748,7 +758,7 @@ impl Session {
             )?;
         }
         Ok(Authorized {
-            provider: self.engine.provider(entry.key.0).provider.clone(),
+            provider: self.provider(entry.key.0).clone(),
             leg: entry.key.1,
             entry,
         })
@@ -1053,7 +1063,7 @@ impl Session {
             caps,
             &slot.usage(address),
         )?;
-        let provider = self.engine.provider(slot.provider).provider.clone();
+        let provider = self.provider(slot.provider).clone();
         let local = slot.local;
         let created = self
             .create(line, |request| async move {
