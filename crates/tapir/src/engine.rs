@@ -586,6 +586,15 @@ impl LineSlot {
             lock(u).count(state, delta);
         }
     }
+
+    /// Moves one call of `address` from state `from` to `to` (one lock, not two).
+    fn shift(&self, address: AddressId, from: CallStateKind, to: CallStateKind) {
+        if let Some(u) = self.usage.get(address.0 as usize) {
+            let mut u = lock(u);
+            u.count(from, -1);
+            u.count(to, 1);
+        }
+    }
 }
 
 /// One session's open of a line.
@@ -1398,8 +1407,7 @@ impl Inner {
                 warn!(from = ?old, to = ?state, "provider reported a transition the state table does not allow; ignored");
                 return;
             }
-            entry.line.count(entry.address, old.kind(), -1);
-            entry.line.count(entry.address, state.kind(), 1);
+            entry.line.shift(entry.address, old.kind(), state.kind());
             rec.state = state;
             debug!(?state, "state");
             rec.deliver_all(|h| Event::CallState {
