@@ -16,8 +16,8 @@ mod net;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -204,6 +204,9 @@ struct LineSlot {
     owner_line: LineHandle,
     made_at: AtomicU64,
     dropped_at: AtomicU64,
+    /// The call `--hold` established on the line (kept here, in memory the generator had before the
+    /// measurement, so that its bookkeeping is not counted as the calls').
+    held: std::sync::Mutex<Option<CallHandle>>,
 }
 
 struct Shared {
@@ -218,6 +221,9 @@ struct Shared {
     /// Set by the watchdog once events were lost or nothing moved for [`STALL`]: from then on nobody
     /// waits for a `connected` event, so a discarded one cannot hang the run.
     stalled: AtomicBool,
+    /// The `--hold` phase runs: the readers keep no per-call bookkeeping (no latency samples), so the
+    /// memory measured per call is the engine's and the switch's, not the generator's.
+    holding: AtomicBool,
 }
 
 /// Calls being set up at once while `--hold` establishes its calls.
@@ -300,16 +306,14 @@ fn monitor_reader(
 ) -> tokio::task::JoinHandle<Vec<u32>> {
     tokio::spawn(async move {
         let mut latencies = Vec::new();
-        // Sized up front (a call per line at most), so the generator's own bookkeeping does not grow
-        // while the memory per call is being measured.
-        let mut calls: HashMap<CallHandle, usize> = HashMap::with_capacity(lines.len());
+        let mut calls: HashMap<CallHandle, usize> = HashMap::new();
         while let Some(e) = session.next_event().await {
             shared.events.fetch_add(1, Ordering::Relaxed);
             match e.event {
                 Event::EventsLost { first, last } => {
                     shared.lost.fetch_add(last - first + 1, Ordering::Relaxed);
                 }
-                Event::NewCall { call, line, .. } => {
+                Event::NewCall { call, line, .. } if !shared.holding.load(Ordering::Relaxed) => {
                     if let Some(&i) = lines.get(&line) {
                         calls.insert(call, i);
                         let t0 = shared.lines[i].made_at.load(Ordering::Relaxed);
@@ -543,18 +547,26 @@ async fn run(args: Args) -> Result<bool, String> {
             owner_line,
             made_at: AtomicU64::new(0),
             dropped_at: AtomicU64::new(0),
+            held: std::sync::Mutex::new(None),
         });
     }
     let shared = Arc::new(Shared {
         start: Instant::now(),
         lines: slots,
+        // Entries live only while a call is being set up: sized for what is in flight, not for every
+        // line (a table sized for a million lines has its pages touched by the `--hold` phase's
+        // comings and goings, and that memory would be counted as the calls').
         connected: (0..owners)
-            .map(|_| Arc::new(DashMap::with_capacity(lines.div_ceil(owners))))
+            .map(|_| {
+                let in_flight = HOLD_IN_FLIGHT.max(concurrency).min(lines);
+                Arc::new(DashMap::with_capacity(in_flight.div_ceil(owners)))
+            })
             .collect(),
         events: AtomicU64::new(0),
         lost: AtomicU64::new(0),
         done: AtomicU64::new(0),
         stalled: AtomicBool::new(false),
+        holding: AtomicBool::new(false),
     });
     let watchdog = watchdog(shared.clone());
     let owner_readers: Vec<_> = owner_sessions
@@ -599,7 +611,8 @@ async fn run(args: Args) -> Result<bool, String> {
     // Memory per established call, measured first, on a heap the run has not grown yet.
     let mut per_call = None;
     if args.hold > 0 {
-        let mut held = Vec::with_capacity(args.hold);
+        let mut held = 0;
+        shared.holding.store(true, Ordering::Relaxed);
         let before = rss().0;
         HEAP_DELTA.store(0, Ordering::Relaxed);
         COUNTING.store(true, Ordering::Relaxed);
@@ -615,7 +628,11 @@ async fn run(args: Args) -> Result<bool, String> {
                 tasks.spawn(async move { (i, establish(&shared, i, owners).await) });
             }
             if let Some(Ok((i, Ok(call)))) = tasks.join_next().await {
-                held.push((i, call));
+                *shared.lines[i]
+                    .held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(call);
+                held += 1;
             }
         }
         // Measure once every reader has taken its events: queued events are not call state.
@@ -629,9 +646,9 @@ async fn run(args: Args) -> Result<bool, String> {
         COUNTING.store(false, Ordering::Relaxed);
         let after = rss().0;
         let stats = engine.stats();
-        let n = held.len().max(1) as f64;
+        let n = held.max(1) as f64;
         per_call = Some(PerCall {
-            held: held.len(),
+            held,
             rss: after.saturating_sub(before) as f64 / n,
             heap: heap.max(0) as f64 / n,
             engine_calls: stats.calls,
@@ -645,8 +662,16 @@ async fn run(args: Args) -> Result<bool, String> {
             }
             std::process::exit(0);
         }
-        for (i, call) in held {
-            let _ = release(&shared, i, call).await;
+        shared.holding.store(false, Ordering::Relaxed);
+        for (i, line) in shared.lines.iter().enumerate().take(args.hold) {
+            let call = line
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(call) = call {
+                let _ = release(&shared, i, call).await;
+            }
         }
     }
 
