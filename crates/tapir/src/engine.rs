@@ -8,6 +8,7 @@ use std::sync::{
 use std::time::SystemTime;
 
 use dashmap::DashMap;
+use smallvec::SmallVec;
 use tapir_core::caps::LineCaps;
 use tapir_core::cdr::CdrSink;
 use tapir_core::gate::{AddressUsage, CallContext, CallRole};
@@ -213,7 +214,7 @@ impl EngineBuilder {
             next_reader: AtomicU64::new(0),
             lines: OnceLock::new(),
             sessions: FastDashMap::default(),
-            calls: FastDashMap::default(),
+            calls: owned.iter().map(|_| FastDashMap::default()).collect(),
             pending: FastDashMap::default(),
             next_request: AtomicU64::new(1),
             next_open: AtomicU64::new(0),
@@ -419,7 +420,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let mut stats = EngineStats {
             sessions: self.inner.sessions.len(),
-            calls: self.inner.calls.len(),
+            calls: self.inner.calls.iter().map(|c| c.len()).sum(),
             pending_requests: self.inner.pending.len(),
             ..EngineStats::default()
         };
@@ -438,8 +439,12 @@ impl Engine {
             stats.queued_events += queued;
             stats.longest_queue = stats.longest_queue.max(longest);
         }
-        let calls: Vec<Arc<CallEntry>> =
-            self.inner.calls.iter().map(|c| c.value().clone()).collect();
+        let calls: Vec<Arc<CallEntry>> = self
+            .inner
+            .calls
+            .iter()
+            .flat_map(|p| p.iter().map(|c| c.value().clone()).collect::<Vec<_>>())
+            .collect();
         let mut by_state = std::collections::BTreeMap::new();
         for c in calls {
             let kind = lock(&c.rec).state.kind();
@@ -730,7 +735,8 @@ pub(crate) struct CallRecord {
     pub(crate) parties: Parties,
     /// For a conference party: its parent.
     pub(crate) conference: Option<Weak<CallEntry>>,
-    pub(crate) holders: Vec<Holder>,
+    /// Inline up to two (an owner and a monitor, the usual case): no block of its own per call.
+    pub(crate) holders: SmallVec<[Holder; 2]>,
     /// The engine no longer tracks the call (idle, no holders); late events are ignored.
     pub(crate) forgotten: bool,
     /// Notes for the call's detail record (only when the engine has a record sink).
@@ -851,7 +857,9 @@ pub(crate) struct Inner {
     pub(crate) providers: Vec<ProviderSlot>,
     pub(crate) lines: OnceLock<Lines>,
     pub(crate) sessions: FastDashMap<SessionId, Arc<SessionInner>>,
-    pub(crate) calls: FastDashMap<(ProviderId, CallLegId), Arc<CallEntry>>,
+    /// Per provider (indexed by its ID): its call legs. A map per provider keys by the leg alone,
+    /// a word less per entry than one map keyed by (provider, leg).
+    pub(crate) calls: Vec<FastDashMap<CallLegId, Arc<CallEntry>>>,
     pub(crate) pending: FastDashMap<RequestId, Pending>,
     pub(crate) next_request: AtomicU64,
     pub(crate) next_open: AtomicU64,
@@ -1101,6 +1109,11 @@ impl Inner {
         &self.providers[id.0 as usize]
     }
 
+    /// The call legs of provider `id` (an ID the engine assigned, so always in range).
+    fn calls_of(&self, id: ProviderId) -> &FastDashMap<CallLegId, Arc<CallEntry>> {
+        &self.calls[id.0 as usize]
+    }
+
     pub(crate) fn next_request(&self) -> RequestId {
         RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
     }
@@ -1170,7 +1183,7 @@ impl Inner {
     }
 
     fn entry(&self, provider: ProviderId, leg: CallLegId) -> Option<Arc<CallEntry>> {
-        let found = self.calls.get(&(provider, leg)).map(|e| e.clone());
+        let found = self.calls_of(provider).get(&leg).map(|e| e.clone());
         if found.is_none() {
             debug!(%provider, %leg, "event for a call the engine does not track; ignored");
         }
@@ -1205,7 +1218,7 @@ impl Inner {
             return;
         }
         let key = (provider, call.leg);
-        if self.calls.contains_key(&key) {
+        if self.calls_of(provider).contains_key(&call.leg) {
             warn!(%provider, leg = %call.leg, "new call reported twice; ignored");
             return;
         }
@@ -1274,8 +1287,7 @@ impl Inner {
                 role: CallRole::Plain,
                 parties: Parties::default(),
                 conference: None,
-                // Exactly as many as there are (an owner and a monitor: 2, not the 4 a push allocates).
-                holders: Vec::with_capacity(holders.len()),
+                holders: SmallVec::with_capacity(holders.len()),
                 forgotten: false,
                 detail,
             }),
@@ -1284,7 +1296,7 @@ impl Inner {
         {
             let _enter = entry.span.as_deref().map(tracing::Span::enter);
             let mut rec = lock(&entry.rec);
-            self.calls.insert(key, entry.clone());
+            self.calls_of(provider).insert(call.leg, entry.clone());
             line.count(call.address, call.state.kind(), 1);
             for mut h in holders {
                 if !h.session.adopt(h.handle, &entry) {
@@ -1483,7 +1495,7 @@ impl Inner {
         rec.forgotten = true;
         rec.parties.clear();
         rec.conference = None;
-        self.calls.remove(&entry.key);
+        self.calls_of(entry.key.0).remove(&entry.key.1);
         debug!("forgotten");
     }
 
