@@ -65,7 +65,9 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1)]
     switches: usize,
     /// Record a call detail record for every call leg, into the embedded SQLite store (in memory), as
-    /// tapird does by default; reports records written, and fails the run if any was lost.
+    /// tapird does by default; reports records written, and fails the run if any was lost. With
+    /// `--net`, the tapird this starts (or `--print-config` prints) records them; over `--url`, the
+    /// service's own setting decides (and is not checked).
     #[arg(long)]
     cdr: bool,
     /// Worker threads of the runtime (default: the machine's cores).
@@ -109,7 +111,10 @@ pub(crate) struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if args.print_config {
-        print!("{}", net::config(args.lines.max(1), "127.0.0.1:7979"));
+        print!(
+            "{}",
+            net::config(args.lines.max(1), "127.0.0.1:7979", args.cdr)
+        );
         return std::process::ExitCode::SUCCESS;
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();

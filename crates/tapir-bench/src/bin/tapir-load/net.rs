@@ -88,8 +88,8 @@ struct NetLine {
 }
 
 /// The self-hosted tapird's configuration: `lines` extensions, the destination answering at once,
-/// listening on `listen`.
-pub(crate) fn config(lines: usize, listen: &str) -> String {
+/// listening on `listen`, call detail records on or off.
+pub(crate) fn config(lines: usize, listen: &str, cdr: bool) -> String {
     let extensions: Vec<String> = (0..lines)
         .map(|i| format!("{{ number = \"{}\", name = \"Line {i}\" }}", 100_000 + i))
         .collect();
@@ -110,7 +110,7 @@ services = ["pbx"]
 listen = "{listen}"
 
 [cdr]
-enabled = false
+enabled = {cdr}
 
 [applications.{APPLICATION}]
 secret = "{SECRET}"
@@ -141,8 +141,9 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             args.secret.clone(),
         ),
         None => {
-            let config = tapir_config::Config::parse(&config(lines_wanted, "127.0.0.1:0"))
-                .map_err(|e| e.to_string())?;
+            let config =
+                tapir_config::Config::parse(&config(lines_wanted, "127.0.0.1:0", args.cdr))
+                    .map_err(|e| e.to_string())?;
             let server = tapir_server::Spawned::start(config)
                 .await
                 .map_err(|e| format!("cannot start tapird: {e}"))?;
@@ -308,7 +309,28 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let clean = failed == 0 && left.values().all(|v| *v == 0.0);
+    // With records on, wait for the store to take the queue, then count: every lifecycle is one
+    // record (one engine call leg), none may be lost.
+    let mut records = None;
+    if args.cdr && args.url.is_none() {
+        let mut counts = (0.0, 0.0);
+        for _ in 0..1000 {
+            let text = service.metrics().await.map_err(|e| e.to_string())?;
+            counts = (
+                metric(&text, "tapir_cdr_written_total"),
+                metric(&text, "tapir_cdr_lost_total"),
+            );
+            if metric(&text, "tapir_cdr_queue_depth") == 0.0
+                && counts.0 + counts.1 >= completed as f64
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        records = Some((counts.0 as u64, counts.1 as u64));
+    }
+    let records_ok = records.is_none_or(|(written, lost)| lost == 0 && written >= completed);
+    let clean = failed == 0 && left.values().all(|v| *v == 0.0) && records_ok;
     if let Some(server) = server {
         let _ = server.stop().await;
     }
@@ -345,6 +367,8 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             "events_per_sec": events_in_run as f64 / elapsed,
             "latency_us": latency.json(),
             "leak_check": { "clean": clean, "left": left },
+            "cdr_written": records.map(|r| r.0),
+            "cdr_lost": records.map(|r| r.1),
         });
         println!("{summary:#}");
     } else {
@@ -364,10 +388,15 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             events_in_run as f64 / elapsed
         );
         println!("command → event latency over WebSocket: {latency}");
+        if let Some((written, lost)) = records {
+            println!("call detail records: {written} written, {lost} lost");
+        }
         if clean {
             println!("leak check: clean (the service tracks no calls, call handles or sessions)");
         } else {
-            println!("leak check: FAILED: {left:?}, failed lifecycles {failed}");
+            println!(
+                "leak check: FAILED: {left:?}, failed lifecycles {failed}, records (written, lost) {records:?}"
+            );
         }
     }
     Ok(clean)
