@@ -314,3 +314,41 @@ async fn a_slow_session_is_told_what_it_lost() {
     assert_eq!(s.calls(), vec![h]);
     assert_eq!(s.call_status(h).unwrap().state.kind(), K::Connected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_reads_waiting_on_one_session_are_both_woken() {
+    let (gated, _engine, creator, monitor) = gated_engine().await;
+    let line = creator
+        .open_line(LineId(0), OpenOptions::owner())
+        .await
+        .unwrap();
+    // Two reads of the same stream (clones of one session) wait before anything happens…
+    let reads: Vec<_> = (0..2)
+        .map(|_| {
+            let m = monitor.clone();
+            tokio::spawn(async move { m.next_event().await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    // …then the provider reports a call: three events for the monitor, pushed back to back, and
+    // nothing after them until the test lets make_call finish.
+    let c = creator.clone();
+    let pending = tokio::spawn(async move { c.make_call(line, Some("5")).await });
+    let mut seqs = Vec::new();
+    for read in reads {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .expect("a waiting read was never woken")
+            .unwrap()
+            .expect("the stream goes on");
+        seqs.push(got.seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![1, 2], "each read takes one event, in order");
+    let rest = monitor
+        .try_next_event()
+        .expect("the third event is still queued");
+    assert_eq!(rest.seq, 3);
+    gated.release.notify_one();
+    pending.await.unwrap().unwrap();
+}
