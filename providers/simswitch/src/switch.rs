@@ -161,7 +161,7 @@ pub(crate) struct State {
     pub(crate) extensions: Vec<Extension>,
     /// Each extension's identity (by line), made once: every call it takes part in shares it.
     parties: Vec<PartyId>,
-    pub(crate) far_ends: HashMap<String, FarEnd>,
+    pub(crate) far_ends: FastMap<String, FarEnd>,
     park_lot: ParkLot,
     parked: HashMap<String, Parked>,
     /// Forwarding set on each extension (by line).
@@ -178,7 +178,7 @@ pub(crate) struct State {
     /// per-extension questions never scan the whole switch.
     on_line: Vec<Vec<CallLegId>>,
     /// Extensions by directory number.
-    by_number: HashMap<String, usize>,
+    by_number: FastMap<String, usize>,
     pub(crate) outside: FastMap<u64, Box<Outside>>,
     next_leg: u64,
     next_call: u64,
@@ -222,7 +222,7 @@ impl State {
                 .collect(),
             by_number,
             extensions,
-            far_ends,
+            far_ends: far_ends.into_iter().collect(),
             park_lot,
             parked: HashMap::new(),
             forwarding: HashMap::new(),
