@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the engine (divan): the operation gate, one complete call lifecycle with an owner
-//! and N monitors (event fan-out), handle lookup, and the bare mechanisms a lifecycle is made of
-//! (the baseline the lifecycle is compared with), and a client reading one event. `cargo bench -p tapir-bench`; figures in
-//! `docs/benchmarks.md`.
+//! and N monitors (event fan-out), handle lookup, the bare mechanisms a lifecycle is made of (the
+//! baseline the lifecycle is compared with), and a client reading one event. `cargo bench -p
+//! tapir-bench`; figures in `docs/benchmarks.md`.
 #![allow(missing_docs)]
 
 use std::hint::black_box;

@@ -555,6 +555,7 @@ async fn run(args: Args) -> Result<bool, String> {
             held: std::sync::Mutex::new(None),
         });
     }
+    let in_flight = HOLD_IN_FLIGHT.max(concurrency).min(lines);
     let shared = Arc::new(Shared {
         start: Instant::now(),
         lines: slots,
@@ -562,10 +563,7 @@ async fn run(args: Args) -> Result<bool, String> {
         // line (a table sized for a million lines has its pages touched by the `--hold` phase's
         // comings and goings, and that memory would be counted as the calls').
         connected: (0..owners)
-            .map(|_| {
-                let in_flight = HOLD_IN_FLIGHT.max(concurrency).min(lines);
-                Arc::new(DashMap::with_capacity(in_flight.div_ceil(owners)))
-            })
+            .map(|_| Arc::new(DashMap::with_capacity(in_flight.div_ceil(owners))))
             .collect(),
         events: AtomicU64::new(0),
         lost: AtomicU64::new(0),
