@@ -1,0 +1,800 @@
+//! The edge where SIP meets the switch: rsipstack's transport, transactions and dialogs, turned into
+//! [`SipEvent`]s, and the switch's [`SipAction`]s carried out with them. Nothing of rsipstack leaves
+//! this module.
+//!
+//! rsipstack drives each transaction and dialog from tasks of its own; this module gives each dialog a
+//! small forwarding task that tags its state changes with the switch's channel and hands them to the
+//! provider's task, which owns this [`Stack`] (and the switch) and is the only one to change either.
+//! In-dialog requests (BYE, re-INVITE, INFO) are matched to their dialog right where they arrive and
+//! come back as that dialog's state changes; requests that start something (REGISTER, INVITE) come to
+//! the provider's task as they are.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog::{
+    Dialog, DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::platform::CancellationToken;
+use rsipstack::sip::headers::typed::Tokenize;
+use rsipstack::sip::headers::typed::tokenizers::AuthTokenizer;
+use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
+use rsipstack::sip::{Header, Method, Param, Request, StatusCode, Transport, Uri};
+use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transaction::transaction::{Transaction, TransactionEvent};
+use rsipstack::transport::connection::SipConnection;
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{SipAddr, TransportLayer};
+use tapir_core::Error;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::channel::ChannelId;
+use crate::digest::DigestResponse;
+use crate::registrar::{Contacts, Register};
+use crate::switch::{Invite, OpId, Party, SipAction, SipEvent, TxId};
+
+/// What reaches the provider's task from the SIP side.
+pub(crate) enum StackMsg {
+    /// A request that starts something (REGISTER, INVITE).
+    Request(Transaction),
+    /// A dialog's state changed.
+    Dialog(ChannelId, DialogState),
+    /// Something the stack did on the switch's behalf finished.
+    Event(SipEvent),
+}
+
+/// A transaction waiting for the switch's answer.
+enum Pending {
+    /// A REGISTER or INVITE.
+    Request(Transaction),
+    /// A re-INVITE inside a dialog.
+    Reoffer(TransactionHandle),
+}
+
+struct Chan {
+    dialog: InviteDialog,
+    outbound: bool,
+    answered: bool,
+}
+
+/// The SIP endpoint, its dialogs, and what waits for the switch.
+pub(crate) struct Stack {
+    endpoint: Arc<EndpointInner>,
+    layer: Arc<DialogLayer>,
+    cancel: CancellationToken,
+    out: mpsc::UnboundedSender<StackMsg>,
+    /// Where tapir listens: the host of its Contact and From URIs.
+    local: SocketAddr,
+    contact: Uri,
+    channels: HashMap<ChannelId, Chan>,
+    pending: HashMap<TxId, Pending>,
+    next_tx: u64,
+}
+
+/// Binds UDP and TCP on `listen` and starts serving.
+pub(crate) async fn bind(
+    listen: SocketAddr,
+) -> Result<(Stack, mpsc::UnboundedReceiver<StackMsg>), Error> {
+    let failed = |e: &dyn std::fmt::Display| Error::OperationFailed {
+        reason: format!("cannot listen for SIP on {listen}: {e}"),
+    };
+    let cancel = CancellationToken::new();
+    let transport = TransportLayer::new(cancel.child_token());
+    let udp = UdpConnection::create_connection(listen, None, Some(cancel.child_token()))
+        .await
+        .map_err(|e| failed(&e))?;
+    // The TCP listener binds when the endpoint starts serving; try the port first so that a port
+    // in use is an error now, not a line in a log later.
+    std::net::TcpListener::bind(listen).map_err(|e| failed(&e))?;
+    let tcp = TcpListenerConnection::new(listen, None)
+        .await
+        .map_err(|e| failed(&e))?;
+    transport.add_transport(udp.into());
+    transport.add_transport(tcp.into());
+    let endpoint = EndpointBuilder::new()
+        .with_user_agent(concat!("tapir/", env!("CARGO_PKG_VERSION")))
+        .with_cancel_token(cancel.clone())
+        .with_transport_layer(transport)
+        .build();
+    let incoming = endpoint.incoming_transactions().map_err(|e| failed(&e))?;
+    let inner = endpoint.inner.clone();
+    let layer = Arc::new(DialogLayer::new(inner.clone()));
+    let (out, rx) = mpsc::unbounded_channel();
+    let serving = inner.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serving.serve().await {
+            warn!(error = %e, "the SIP endpoint stopped");
+        }
+    });
+    tokio::spawn(route_incoming(incoming, layer.clone(), out.clone()));
+    let contact = Uri::try_from(format!("sip:{listen}").as_str()).map_err(|e| failed(&e))?;
+    Ok((
+        Stack {
+            endpoint: inner,
+            layer,
+            cancel,
+            out,
+            local: listen,
+            contact,
+            channels: HashMap::new(),
+            pending: HashMap::new(),
+            next_tx: 1,
+        },
+        rx,
+    ))
+}
+
+/// Sorts what arrives: requests inside a dialog go to that dialog (its state changes reach the
+/// provider's task through the dialog's forwarder); requests that start something go to the
+/// provider's task; the rest is answered here.
+async fn route_incoming(
+    mut incoming: rsipstack::transaction::TransactionReceiver,
+    layer: Arc<DialogLayer>,
+    out: mpsc::UnboundedSender<StackMsg>,
+) {
+    while let Some(mut tx) = incoming.recv().await {
+        let in_dialog = tx
+            .original
+            .to_header()
+            .ok()
+            .and_then(|t| t.tag().ok().flatten())
+            .is_some();
+        if in_dialog {
+            match layer.match_dialog(&tx) {
+                Some(Dialog::Invite(mut d)) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = d.handle(&mut tx).await {
+                            debug!(error = %e, "in-dialog request");
+                        }
+                    });
+                }
+                _ => {
+                    tokio::spawn(reply(tx, 481));
+                }
+            }
+            continue;
+        }
+        match tx.original.method {
+            Method::Register | Method::Invite => {
+                if out.send(StackMsg::Request(tx)).is_err() {
+                    return;
+                }
+            }
+            Method::Options => {
+                tokio::spawn(reply(tx, 200));
+            }
+            Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Notify => {
+                tokio::spawn(reply(tx, 481));
+            }
+            _ => {
+                tokio::spawn(reply(tx, 405));
+            }
+        }
+    }
+}
+
+/// Answers a transaction with `status` and keeps it until it ends (an INVITE's final response
+/// waits for its ACK and is retransmitted meanwhile).
+async fn reply(mut tx: Transaction, status: u16) {
+    reply_with(&mut tx, status, Vec::new()).await;
+}
+
+async fn reply_with(tx: &mut Transaction, status: u16, headers: Vec<Header>) {
+    if let Err(e) = tx.reply_with(StatusCode::from(status), headers, None).await {
+        debug!(error = %e, status, "could not answer a request");
+        return;
+    }
+    if tx.original.method == Method::Invite {
+        while tx.receive().await.is_some() {}
+    }
+}
+
+fn sdp_header() -> Header {
+    Header::ContentType("application/sdp".into())
+}
+
+/// The address a request came from: its top Via with `received` and `rport` (RFC 3581), or the
+/// connection's far end.
+fn source(req: &Request, conn: Option<&SipConnection>) -> Option<SocketAddr> {
+    let from_via = req
+        .via_header()
+        .ok()
+        .and_then(|v| SipConnection::parse_target_from_via(v).ok())
+        .and_then(|(_, hp)| SocketAddr::try_from(hp).ok());
+    from_via.or_else(|| {
+        conn.and_then(|c| c.get_remote_addr())
+            .and_then(|a| SocketAddr::try_from(a.addr.clone()).ok())
+    })
+}
+
+fn digest_of(req: &Request) -> Option<DigestResponse> {
+    let value = req.headers.iter().find_map(|h| match h {
+        Header::Authorization(a) => Some(a.value().to_owned()),
+        Header::ProxyAuthorization(a) => Some(a.value().to_owned()),
+        _ => None,
+    })?;
+    let tok = AuthTokenizer::tokenize(&value).ok()?;
+    DigestResponse::from_params(tok.scheme, tok.params.iter().copied())
+}
+
+fn user_of(uri: &Uri) -> String {
+    uri.auth
+        .as_ref()
+        .map(|a| a.user.clone())
+        .unwrap_or_default()
+}
+
+fn body_sdp(body: &[u8]) -> Option<Vec<u8>> {
+    (!body.is_empty()).then(|| body.to_vec())
+}
+
+/// The digit of an INFO with `application/dtmf-relay` (`Signal=5`) or `application/dtmf` (`5`).
+fn digit_of(req: &Request) -> Option<char> {
+    let text = std::str::from_utf8(&req.body).ok()?;
+    let value = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
+        })
+        .unwrap_or(text.trim());
+    let mut chars = value.chars();
+    let d = chars.next()?.to_ascii_uppercase();
+    let d = match (d, value) {
+        (_, "10") => '*',
+        (_, "11") => '#',
+        (d @ ('0'..='9' | 'A'..='D' | '*' | '#'), v) if v.len() == 1 => d,
+        _ => return None,
+    };
+    Some(d)
+}
+
+impl Stack {
+    fn tx_id(&mut self) -> TxId {
+        let id = TxId(self.next_tx);
+        self.next_tx += 1;
+        id
+    }
+
+    /// Whether nothing is left: no dialog, no transaction waiting for the switch.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.channels.is_empty() && self.pending.is_empty() && self.layer.is_empty()
+    }
+
+    /// Reads what arrived; what the switch must hear of it comes back.
+    pub(crate) fn receive(&mut self, msg: StackMsg) -> Option<SipEvent> {
+        match msg {
+            StackMsg::Event(e) => Some(e),
+            StackMsg::Request(tx) => self.request(tx),
+            StackMsg::Dialog(ch, state) => self.dialog_state(ch, state),
+        }
+    }
+
+    fn request(&mut self, mut tx: Transaction) -> Option<SipEvent> {
+        let src = source(&tx.original, tx.connection.as_ref());
+        let tcp = tx.connection.as_ref().is_some_and(|c| c.is_reliable());
+        let read = match (src, &tx.original.method) {
+            (None, _) => Err("no address to answer to".to_owned()),
+            (Some(src), Method::Register) => {
+                read_register(&tx.original, src, tcp).map(|(user, request)| Read::Register {
+                    user,
+                    auth: digest_of(&tx.original),
+                    request,
+                })
+            }
+            (Some(src), _) => read_invite(&tx.original, src).map(Read::Invite),
+        };
+        match read {
+            Err(reason) => {
+                // A request tapir cannot read changes nothing: 400, and it is forgotten.
+                debug!(%reason, "a malformed request refused");
+                tokio::spawn(async move { reply_with(&mut tx, 400, Vec::new()).await });
+                None
+            }
+            Ok(read) => {
+                let id = self.tx_id();
+                self.pending.insert(id, Pending::Request(tx));
+                Some(match read {
+                    Read::Register {
+                        user,
+                        auth,
+                        request,
+                    } => SipEvent::Register {
+                        tx: id,
+                        user,
+                        auth,
+                        request,
+                    },
+                    Read::Invite(invite) => SipEvent::Invite { tx: id, invite },
+                })
+            }
+        }
+    }
+}
+
+/// A request read into what the switch understands.
+enum Read {
+    Register {
+        user: String,
+        auth: Option<DigestResponse>,
+        request: Register,
+    },
+    Invite(Invite),
+}
+
+fn read_register(
+    req: &Request,
+    source: SocketAddr,
+    tcp: bool,
+) -> Result<(String, Register), String> {
+    let to = req.to_header().map_err(|e| e.to_string())?;
+    let to = to.typed().map_err(|e| e.to_string())?;
+    let call_id = req
+        .call_id_header()
+        .map_err(|e| e.to_string())?
+        .value()
+        .to_owned();
+    let cseq = req
+        .cseq_header()
+        .and_then(|c| c.seq())
+        .map_err(|e| e.to_string())?;
+    let expires = match req.expires_header() {
+        Some(e) => Some(
+            e.value()
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| "a malformed Expires header".to_owned())?,
+        ),
+        None => None,
+    };
+    let raw = req.contact_headers();
+    let contacts = if raw.is_empty() {
+        Contacts::Query
+    } else if raw.iter().any(|c| c.value().trim() == "*") {
+        Contacts::All
+    } else {
+        let typed = req.typed_contact_headers().map_err(|e| e.to_string())?;
+        Contacts::List(
+            typed
+                .iter()
+                .map(|c| {
+                    let own = c.params.iter().find_map(|p| match p {
+                        Param::Expires(e) => e.value().trim().parse::<u32>().ok(),
+                        _ => None,
+                    });
+                    (c.uri.to_string(), own)
+                })
+                .collect(),
+        )
+    };
+    Ok((
+        user_of(&to.uri),
+        Register {
+            call_id,
+            cseq,
+            contacts,
+            expires,
+            source,
+            tcp,
+        },
+    ))
+}
+
+impl Stack {
+    fn dialog_state(&mut self, ch: ChannelId, state: DialogState) -> Option<SipEvent> {
+        let known = self.channels.contains_key(&ch);
+        match state {
+            DialogState::Calling(_) | DialogState::Trying(_) | DialogState::WaitAck(..) => None,
+            DialogState::Early(_, resp) => Some(SipEvent::Progress {
+                ch,
+                status: u16::from(resp.status_code),
+                sdp: body_sdp(&resp.body),
+            }),
+            DialogState::Confirmed(_, resp) => {
+                let c = self.channels.get_mut(&ch)?;
+                if !c.outbound || c.answered {
+                    // An inbound dialog's ACK, or the return to Confirmed after an in-dialog request.
+                    return None;
+                }
+                c.answered = true;
+                Some(SipEvent::Answered {
+                    ch,
+                    sdp: body_sdp(&resp.body),
+                })
+            }
+            DialogState::Terminated(_, reason) => {
+                let c = self.channels.remove(&ch)?;
+                if c.outbound && !c.answered {
+                    let status = match reason {
+                        TerminatedReason::UasBusy => 486,
+                        TerminatedReason::UasDecline => 603,
+                        TerminatedReason::Timeout => 408,
+                        TerminatedReason::ProxyAuthRequired => 407,
+                        TerminatedReason::UasOther(s) | TerminatedReason::ProxyError(s) => {
+                            u16::from(s)
+                        }
+                        _ => 487,
+                    };
+                    Some(SipEvent::Failed { ch, status })
+                } else if !c.outbound && matches!(reason, TerminatedReason::UacCancel) {
+                    Some(SipEvent::Cancelled { ch })
+                } else {
+                    Some(SipEvent::Ended { ch })
+                }
+            }
+            DialogState::Updated(_, req, handle) => {
+                if !known {
+                    tokio::spawn(async move {
+                        handle.reply(StatusCode::CallTransactionDoesNotExist).await
+                    });
+                    return None;
+                }
+                let tx = self.tx_id();
+                self.pending.insert(tx, Pending::Reoffer(handle));
+                Some(SipEvent::Reoffer {
+                    ch,
+                    tx,
+                    sdp: body_sdp(&req.body),
+                })
+            }
+            DialogState::Info(_, req, handle) => {
+                let digit = digit_of(&req);
+                let status = if digit.is_some() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UnsupportedMediaType
+                };
+                tokio::spawn(async move { handle.reply(status).await });
+                digit
+                    .filter(|_| known)
+                    .map(|digit| SipEvent::Digit { ch, digit })
+            }
+            DialogState::Options(_, _, handle) => {
+                tokio::spawn(async move { handle.reply(StatusCode::OK).await });
+                None
+            }
+            DialogState::Refer(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                tokio::spawn(async move { handle.reply(StatusCode::NotImplemented).await });
+                None
+            }
+        }
+    }
+
+    fn watch(&self, ch: ChannelId, mut states: DialogStateReceiver) {
+        let out = self.out.clone();
+        let layer = self.layer.clone();
+        tokio::spawn(async move {
+            while let Some(state) = states.recv().await {
+                let end = matches!(state, DialogState::Terminated(..));
+                if let DialogState::Terminated(id, _) = &state {
+                    layer.remove_dialog(id);
+                }
+                if out.send(StackMsg::Dialog(ch, state)).is_err() || end {
+                    break;
+                }
+            }
+        });
+    }
+
+    fn event_later(&self, e: SipEvent) {
+        let _ = self.out.send(StackMsg::Event(e));
+    }
+
+    fn uri(&self, user: &str) -> Uri {
+        Uri::try_from(format!("sip:{user}@{}", self.local).as_str())
+            .or_else(|_| Uri::try_from(format!("sip:anonymous@{}", self.local).as_str()))
+            .unwrap_or_else(|_| self.contact.clone())
+    }
+
+    /// Carries out what the switch asked for.
+    pub(crate) fn perform(&mut self, action: SipAction) {
+        match action {
+            SipAction::Respond {
+                tx,
+                status,
+                challenge,
+                contacts,
+                min_expires,
+            } => {
+                let Some(Pending::Request(mut t)) = self.pending.remove(&tx) else {
+                    return;
+                };
+                let mut headers = Vec::new();
+                if let Some(c) = challenge {
+                    headers.push(Header::WwwAuthenticate(c.into()));
+                }
+                for (uri, secs) in contacts {
+                    headers.push(Header::Contact(format!("<{uri}>;expires={secs}").into()));
+                }
+                if let Some(m) = min_expires {
+                    headers.push(Header::MinExpires(m.to_string().into()));
+                }
+                tokio::spawn(async move { reply_with(&mut t, status, headers).await });
+            }
+            SipAction::Adopt { tx, ch } => {
+                let Some(Pending::Request(mut t)) = self.pending.remove(&tx) else {
+                    return;
+                };
+                let (sender, states) = self.layer.new_dialog_state_channel();
+                match self.layer.get_or_create_server_invite(
+                    &t,
+                    sender,
+                    None,
+                    Some(self.contact.clone()),
+                ) {
+                    Ok(dialog) => {
+                        let mut driver = dialog.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = driver.handle(&mut t).await {
+                                debug!(error = %e, "inbound INVITE");
+                            }
+                        });
+                        self.channels.insert(
+                            ch,
+                            Chan {
+                                dialog,
+                                outbound: false,
+                                answered: false,
+                            },
+                        );
+                        self.watch(ch, states);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not take an INVITE as a dialog");
+                        tokio::spawn(async move { reply_with(&mut t, 500, Vec::new()).await });
+                        self.event_later(SipEvent::Ended { ch });
+                    }
+                }
+            }
+            SipAction::Ring { ch, sdp } => {
+                if let Some(c) = self.channels.get(&ch) {
+                    let headers = sdp.as_ref().map(|_| vec![sdp_header()]);
+                    let _ = c.dialog.ringing(headers, sdp.map(String::into_bytes));
+                }
+            }
+            SipAction::Answer { ch, sdp } => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.answered = true;
+                    let _ = c
+                        .dialog
+                        .accept(Some(vec![sdp_header()]), Some(sdp.into_bytes()));
+                }
+            }
+            SipAction::Refuse { ch, status } => {
+                if let Some(c) = self.channels.get(&ch) {
+                    let _ = c.dialog.reject(Some(StatusCode::from(status)), None);
+                }
+            }
+            SipAction::Invite {
+                ch,
+                uri,
+                addr,
+                tcp,
+                from,
+                to: _,
+                sdp,
+                auto_answer,
+            } => self.invite(ch, &uri, addr, tcp, &from, sdp, auto_answer),
+            SipAction::Cancel { ch } => {
+                if let Some(c) = self.channels.get(&ch) {
+                    let d = c.dialog.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = d.cancel().await {
+                            debug!(error = %e, "CANCEL");
+                        }
+                    });
+                }
+            }
+            SipAction::Bye { ch } => {
+                if let Some(c) = self.channels.get(&ch) {
+                    let d = c.dialog.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = d.bye().await {
+                            debug!(error = %e, "BYE");
+                        }
+                    });
+                }
+            }
+            SipAction::Reoffer { ch, sdp } => {
+                let Some(c) = self.channels.get(&ch) else {
+                    return;
+                };
+                let d = c.dialog.clone();
+                let out = self.out.clone();
+                tokio::spawn(async move {
+                    let result = match d
+                        .reinvite(Some(vec![sdp_header()]), Some(sdp.into_bytes()))
+                        .await
+                    {
+                        Ok(Some(resp))
+                            if resp.status_code.kind()
+                                == rsipstack::sip::StatusCodeKind::Successful =>
+                        {
+                            Ok(body_sdp(&resp.body))
+                        }
+                        Ok(Some(resp)) => Err(u16::from(resp.status_code)),
+                        Ok(None) => Err(481),
+                        Err(_) => Err(408),
+                    };
+                    let _ = out.send(StackMsg::Event(SipEvent::Reoffered { ch, result }));
+                });
+            }
+            SipAction::AnswerReoffer { tx, status, sdp } => {
+                let Some(Pending::Reoffer(handle)) = self.pending.remove(&tx) else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let headers = sdp.as_ref().map(|_| vec![sdp_header()]);
+                    let _ = handle
+                        .respond(
+                            StatusCode::from(status),
+                            headers,
+                            sdp.map(String::into_bytes),
+                        )
+                        .await;
+                });
+            }
+            SipAction::Digits { ch, digits, op } => {
+                let Some(c) = self.channels.get(&ch) else {
+                    if let Some(op) = op {
+                        self.event_later(SipEvent::DigitsSent { op, ok: false });
+                    }
+                    return;
+                };
+                let d = c.dialog.clone();
+                let out = self.out.clone();
+                tokio::spawn(send_digits(d, digits, op, out));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn invite(
+        &mut self,
+        ch: ChannelId,
+        uri: &str,
+        addr: SocketAddr,
+        tcp: bool,
+        from: &Party,
+        sdp: String,
+        auto_answer: bool,
+    ) {
+        let callee = match Uri::try_from(uri) {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(%uri, error = %e, "a contact that is not a URI");
+                self.event_later(SipEvent::Failed { ch, status: 416 });
+                return;
+            }
+        };
+        let mut headers = Vec::new();
+        if auto_answer {
+            // Both ways phones are asked to answer by themselves: the Call-Info answer-after of
+            // draft-ietf-sipcore-callinfo-answermode, and the Alert-Info many desk phones read.
+            headers.push(Header::Other(
+                "Call-Info".into(),
+                format!("<{uri}>;answer-after=0"),
+            ));
+            headers.push(Header::Other(
+                "Alert-Info".into(),
+                "<http://127.0.0.1/>;info=alert-autoanswer".into(),
+            ));
+        }
+        let option = InviteOption {
+            caller_display_name: from.name.clone(),
+            caller: self.uri(&from.user),
+            callee,
+            destination: Some(SipAddr {
+                r#type: Some(if tcp { Transport::Tcp } else { Transport::Udp }),
+                addr: addr.into(),
+            }),
+            content_type: Some("application/sdp".into()),
+            offer: Some(sdp.into_bytes()),
+            contact: self.contact.clone(),
+            headers: (!headers.is_empty()).then_some(headers),
+            ..Default::default()
+        };
+        let (sender, states) = self.layer.new_dialog_state_channel();
+        match self.layer.do_invite_async(option, sender) {
+            Ok((dialog, _done)) => {
+                self.channels.insert(
+                    ch,
+                    Chan {
+                        dialog,
+                        outbound: true,
+                        answered: false,
+                    },
+                );
+                self.watch(ch, states);
+            }
+            Err(e) => {
+                warn!(error = %e, "could not send an INVITE");
+                self.event_later(SipEvent::Failed { ch, status: 500 });
+            }
+        }
+    }
+
+    /// Ends everything: dialogs, transactions, the endpoint and its sockets.
+    pub(crate) async fn shutdown(mut self) {
+        // Give the BYEs and CANCELs the switch sent a moment to leave.
+        for _ in 0..20 {
+            if self.layer.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for d in self.channels.values() {
+            self.layer.remove_dialog(&d.dialog.id());
+        }
+        for id in self.layer.all_dialog_ids() {
+            if let Some(Dialog::Invite(d)) = self.layer.get_dialog_with(&id) {
+                self.layer.remove_dialog(&d.id());
+            }
+        }
+        self.channels.clear();
+        self.pending.clear();
+        // Transactions wait on timers that stop with the endpoint: end them now, so that nothing
+        // holds the sockets.
+        let keys: Vec<_> = self
+            .endpoint
+            .transactions
+            .with(|m| m.iter().map(|(k, s)| (k.clone(), s.clone())).collect());
+        for (key, sender) in keys {
+            let _ = sender.send(TransactionEvent::Terminate(key));
+        }
+        self.endpoint.transactions.retain(|_, _| false);
+        self.cancel.cancel();
+    }
+}
+
+async fn send_digits(
+    dialog: InviteDialog,
+    digits: String,
+    op: Option<OpId>,
+    out: mpsc::UnboundedSender<StackMsg>,
+) {
+    let mut ok = true;
+    for d in digits.chars() {
+        let body = format!("Signal={d}\r\nDuration=160\r\n");
+        let r = dialog
+            .info(
+                Some(vec![Header::ContentType("application/dtmf-relay".into())]),
+                Some(body.into_bytes()),
+            )
+            .await;
+        if !matches!(r, Ok(Some(resp)) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful)
+        {
+            ok = false;
+            break;
+        }
+    }
+    if let Some(op) = op {
+        let _ = out.send(StackMsg::Event(SipEvent::DigitsSent { op, ok }));
+    }
+}
+
+fn read_invite(req: &Request, source: SocketAddr) -> Result<Invite, String> {
+    let from = req
+        .from_header()
+        .and_then(|f| f.typed())
+        .map_err(|e| e.to_string())?;
+    Ok(Invite {
+        from_user: user_of(&from.uri),
+        from_name: from.display_name.clone(),
+        to_user: user_of(&req.uri),
+        source,
+        sdp: body_sdp(&req.body),
+        auth: digest_of(req),
+    })
+}
