@@ -180,6 +180,39 @@ pub(crate) fn challenge(realm: &str, nonce: &str, stale: bool) -> String {
     )
 }
 
+/// What a phone answers to `challenge` (tests of the switch play the phone).
+#[cfg(test)]
+pub(crate) fn answer_to(
+    challenge: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+) -> DigestResponse {
+    let param = |name: &str| {
+        let start = challenge.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = challenge[start..].find('"')?;
+        Some(challenge[start..start + len].to_owned())
+    };
+    let realm = param("realm").unwrap_or_default();
+    let nonce = param("nonce").unwrap_or_default();
+    let (nc, cnonce) = ("00000001".to_owned(), "c0ffee".to_owned());
+    let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
+    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let response = md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+    DigestResponse {
+        username: user.into(),
+        realm,
+        nonce,
+        uri: uri.into(),
+        response,
+        algorithm: Some("MD5".into()),
+        qop: Some("auth".into()),
+        nc: Some(nc),
+        cnonce: Some(cnonce),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,7 +145,12 @@ impl Flow {
 pub(crate) struct LocalSession {
     id: u64,
     version: u64,
-    last: Option<String>,
+    /// What is in effect: the last description sent (without its version, and as sent).
+    last: Option<(String, String)>,
+    /// What was in effect before the last offer, should the peer refuse it.
+    before: Option<(String, String)>,
+    /// Whether anything was sent yet (the first description has version 0).
+    sent_any: bool,
     /// The media layout tapir's offers or answers on this dialog have had; later ones keep it.
     layout: Vec<MediaType>,
 }
@@ -157,6 +162,8 @@ impl LocalSession {
             id,
             version: 0,
             last: None,
+            before: None,
+            sent_any: false,
             layout: Vec::new(),
         }
     }
@@ -211,30 +218,34 @@ impl LocalSession {
         }
     }
 
-    /// What tapir last sent on the dialog.
+    /// What tapir last sent on the dialog (and is in effect).
     pub(crate) fn last(&self) -> Option<&str> {
-        self.last.as_deref()
+        self.last.as_ref().map(|(_, text)| text.as_str())
     }
 
     fn render(&self, mut desc: SessionDescription, layout: Vec<MediaType>) -> Rendered {
         desc.origin.username = BytesStr::from_static("tapir");
         desc.origin.session_id = BytesStr::from(self.id.to_string());
-        desc.origin.session_version = BytesStr::from(self.version.to_string());
-        let same = desc.to_string();
-        if self.last.as_deref() == Some(same.as_str()) {
-            return Rendered {
-                text: same,
-                version: self.version,
-                layout,
-                changed: false,
-            };
+        // Content is compared without the version, which changes only when the content does
+        // (RFC 3264 §8: an offer that changes nothing keeps it).
+        desc.origin.session_version = BytesStr::from_static("0");
+        let key = desc.to_string();
+        if let Some((last_key, last)) = &self.last {
+            if *last_key == key {
+                return Rendered {
+                    text: last.clone(),
+                    key,
+                    version: self.version,
+                    layout,
+                    changed: false,
+                };
+            }
         }
-        // The version changes only when the content does (RFC 3264 §8: a repeated offer that
-        // changes nothing keeps it).
-        let version = self.version + u64::from(self.last.is_some());
+        let version = self.version + u64::from(self.sent_any);
         desc.origin.session_version = BytesStr::from(version.to_string());
         Rendered {
             text: desc.to_string(),
+            key,
             version,
             layout,
             changed: true,
@@ -245,8 +256,15 @@ impl LocalSession {
     pub(crate) fn sent(&mut self, r: Rendered) -> String {
         self.version = r.version;
         self.layout = r.layout;
-        self.last = Some(r.text.clone());
+        self.sent_any = true;
+        self.before = self.last.replace((r.key, r.text.clone()));
         r.text
+    }
+
+    /// The peer refused the offer sent last: the session is what it was before (RFC 3261 §14.1).
+    /// The version is not taken back, so the next offer is newer than the refused one.
+    pub(crate) fn refused(&mut self) {
+        self.last = self.before.take();
     }
 }
 
@@ -254,6 +272,7 @@ impl LocalSession {
 #[derive(Clone, Debug)]
 pub(crate) struct Rendered {
     text: String,
+    key: String,
     version: u64,
     layout: Vec<MediaType>,
     /// Whether it differs from what was sent last.
@@ -298,6 +317,11 @@ mod tests {
         assert!(held.contains("o=tapir 7 1 "), "{held}");
         assert!(held.contains("a=sendonly"), "{held}");
         assert_eq!(s.last(), Some(held.as_str()));
+        // Refused: what is in effect is what was before, and the next offer is newer still.
+        s.refused();
+        assert!(!s.relay(&phone(), None, Flow::BOTH).changed);
+        let again = s.relay(&phone(), None, Flow::SEND);
+        assert!(s.sent(again).contains("o=tapir 7 2 "));
     }
 
     #[test]

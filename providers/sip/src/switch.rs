@@ -359,7 +359,8 @@ impl Switch {
                 password: l.password.clone(),
                 auto_answer: l.auto_answer,
                 fixed: contact.map(|c| c.addr),
-                in_service: false,
+                // The engine takes a line to be in service until told otherwise.
+                in_service: true,
             });
         }
         let local = match settings.listen.ip() {
@@ -1267,13 +1268,22 @@ impl Switch {
     /// caller learns why.
     fn unanswered(&mut self, leg: CallLegId, outcome: CallState) {
         self.end_phone(leg, 0);
-        let far = self.legs.get(&leg).map(|l| l.far).unwrap_or(Far::None);
-        self.set_state(leg, CallState::Idle);
+        let far = match self.legs.get_mut(&leg) {
+            Some(l) => std::mem::replace(&mut l.far, Far::None),
+            None => return,
+        };
+        // The caller hears why first; then the leg ends (its own clean-up finds nothing left).
         match far {
             Far::Outside(t) => self.end_channel(t, cause::status(outcome)),
-            Far::Leg(caller) => self.fail_setup(caller, outcome),
+            Far::Leg(caller) => {
+                if let Some(c) = self.legs.get_mut(&caller) {
+                    c.far = Far::None;
+                }
+                self.fail_setup(caller, outcome);
+            }
             Far::None => {}
         }
+        self.set_state(leg, CallState::Idle);
     }
 
     /// The call `leg` was placing did not go through: it shows why; a phone that called in is told
@@ -1554,6 +1564,7 @@ impl Switch {
             }
             Err(491) => {
                 // Glare: offer again after the back-off (RFC 3261 §14.1), same waiters.
+                c.local.refused();
                 let roll = self.id();
                 let Some(c) = self.channels.get_mut(&ch) else {
                     return;
@@ -1566,6 +1577,7 @@ impl Switch {
             }
             Err(status) => {
                 // Refused: the session stays as it was before the offer (RFC 3261 §14.1).
+                c.local.refused();
                 c.stale = false;
                 for op in ops {
                     self.op_step(
