@@ -34,6 +34,7 @@ use tapir_modem::device::SimModem;
 use tapir_modem::network::{FarEnd as ModemFarEnd, Network};
 use tapir_modem::provider::ModemProvider;
 use tapir_simswitch::{FarEnd, ParkLot, SimSwitch};
+use tapir_sip::{SipLine, SipProvider, SipSettings, SipTiming};
 
 /// The embedded default configuration (simulated PBX and modems), used when no file is given.
 pub const EMBEDDED: &str = include_str!("default.toml");
@@ -477,6 +478,7 @@ impl Config {
                         .incoming_media(m.incoming.media())
                         .build(),
                 ),
+                Kind::Sip(provider) => service.provider(provider),
             };
             builder = builder.service(service);
         }
@@ -515,7 +517,10 @@ enum Kind {
     SimSwitch(SimSwitchSettings),
     ModemSim(ModemSimSettings),
     Modem(ModemSettings),
+    Sip(SipProvider),
 }
+
+const KINDS: &str = "one of \"simswitch\", \"modem-sim\", \"modem\", \"sip\"";
 
 impl ServiceSettings {
     fn parse(name: &str, table: &toml::Table) -> Result<Self, ConfigError> {
@@ -525,10 +530,7 @@ impl ServiceSettings {
             Some(toml::Value::String(k)) => k,
             Some(_) => return Err(invalid(key("kind"), "must be a string")),
             None => {
-                return Err(invalid(
-                    key("kind"),
-                    "missing: one of \"simswitch\", \"modem-sim\", \"modem\"",
-                ));
+                return Err(invalid(key("kind"), format!("missing: {KINDS}")));
             }
         };
         let display_name = match rest.remove("display_name") {
@@ -547,12 +549,14 @@ impl ServiceSettings {
             "simswitch" => Kind::SimSwitch(rest.try_into().map_err(settings)?),
             "modem-sim" => Kind::ModemSim(rest.try_into().map_err(settings)?),
             "modem" => Kind::Modem(rest.try_into().map_err(settings)?),
+            "sip" => {
+                let s: SipServiceSettings = rest.try_into().map_err(settings)?;
+                Kind::Sip(s.provider(name)?)
+            }
             other => {
                 return Err(invalid(
                     key("kind"),
-                    format!(
-                        "unknown kind {other:?}: one of \"simswitch\", \"modem-sim\", \"modem\""
-                    ),
+                    format!("unknown kind {other:?}: {KINDS}"),
                 ));
             }
         };
@@ -743,6 +747,73 @@ struct ModemSettings {
     number: Option<String>,
     #[serde(default)]
     incoming: Incoming,
+}
+
+/// `kind = "sip"`: tapir as the registrar and back-to-back user agent of SIP phones and a trunk.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipServiceSettings {
+    listen: String,
+    lines: Vec<SipLineSettings>,
+    trunk: Option<String>,
+    realm: Option<String>,
+    min_expires_secs: Option<u64>,
+    max_expires_secs: Option<u64>,
+    default_expires_secs: Option<u64>,
+    no_answer_secs: Option<u64>,
+    phone_answer_secs: Option<u64>,
+    keepalive_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipLineSettings {
+    number: String,
+    name: String,
+    password: Option<String>,
+    contact: Option<String>,
+    #[serde(default)]
+    auto_answer: bool,
+}
+
+impl SipServiceSettings {
+    fn provider(self, name: &str) -> Result<SipProvider, ConfigError> {
+        let listen = self.listen.parse().map_err(|_| {
+            invalid(
+                format!("services.{name}.listen"),
+                format!("{:?} is not an address and port (127.0.0.1:5060)", self.listen),
+            )
+        })?;
+        let mut settings = SipSettings::new(listen);
+        settings.name = name.to_owned();
+        settings.trunk = self.trunk;
+        if let Some(r) = self.realm {
+            settings.realm = r;
+        }
+        let d = SipTiming::default();
+        let secs = |v: Option<u64>, dflt: Duration| v.map(Duration::from_secs).unwrap_or(dflt);
+        settings.timing = SipTiming {
+            min_expires: secs(self.min_expires_secs, d.min_expires),
+            max_expires: secs(self.max_expires_secs, d.max_expires),
+            default_expires: secs(self.default_expires_secs, d.default_expires),
+            no_answer: secs(self.no_answer_secs, d.no_answer),
+            phone_answer: secs(self.phone_answer_secs, d.phone_answer),
+            keepalive: secs(self.keepalive_secs, d.keepalive),
+        };
+        settings.lines = self
+            .lines
+            .into_iter()
+            .map(|l| SipLine {
+                number: l.number,
+                name: l.name,
+                password: l.password,
+                contact: l.contact,
+                auto_answer: l.auto_answer,
+            })
+            .collect();
+        SipProvider::new(settings)
+            .map_err(|e| invalid(format!("services.{name}.{}", e.key), e.reason))
+    }
 }
 
 /// Reads the file at `path`, or the embedded default when `path` is `None`.

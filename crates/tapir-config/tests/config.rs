@@ -275,3 +275,100 @@ fn the_configuration_page_shows_the_embedded_default_as_it_is() {
         "docs/configuration.md must quote crates/tapir-config/src/default.toml verbatim"
     );
 }
+
+/// The SIP service of the issue that asked for it, on a free port.
+fn office(port: u16) -> String {
+    format!(
+        r#"
+[services.office]
+kind = "sip"
+listen = "127.0.0.1:{port}"
+lines = [
+  {{ number = "2001", name = "Alice", password = "alice-secret" }},
+  {{ number = "2002", name = "Bob",   password = "bob-secret" }},
+  {{ number = "2009", name = "Lobby", contact = "sip:127.0.0.1:5099" }},
+]
+trunk = "sip:127.0.0.1:5080"
+
+[profiles.default]
+services = ["office"]
+"#
+    )
+}
+
+fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    s.local_addr().expect("bound").port()
+}
+
+#[tokio::test]
+async fn a_sip_service_starts_its_lines_and_those_with_no_phone_are_out_of_service() {
+    let running = Config::parse(&office(free_port()))
+        .expect("parses")
+        .start()
+        .await
+        .expect("starts");
+    let engine = &running.engine;
+    let names: Vec<String> = engine.lines().iter().map(|l| l.caps.name.clone()).collect();
+    assert_eq!(names, ["Alice (2001)", "Bob (2002)", "Lobby (2009)"]);
+    let row = engine
+        .status()
+        .into_iter()
+        .find(|r| r.service == "office")
+        .expect("a row for the SIP service");
+    // Alice and Bob have not registered; the lobby's fixed device is always there.
+    assert_eq!((row.lines, row.lines_out_of_service), (3, 2), "{row:?}");
+    assert_eq!(row.state, ServiceState::Available);
+    assert!(
+        row.last_error.as_deref().is_some_and(|e| e.contains("no phone is registered")),
+        "{row:?}"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_sip_settings_are_refused_with_their_key_and_nothing_starts() {
+    let port = free_port();
+    let good = office(port);
+    let cases = [
+        (
+            "an unparsable trunk",
+            good.replace("sip:127.0.0.1:5080", "sip:127.0.0.1:notaport"),
+            "services.office.trunk",
+        ),
+        (
+            "a duplicate number",
+            good.replace("\"2002\"", "\"2001\""),
+            "services.office.lines[1].number",
+        ),
+        (
+            "neither password nor contact",
+            good.replace(",   password = \"bob-secret\"", ""),
+            "services.office.lines[1].password",
+        ),
+        (
+            "a contact that is no URI",
+            good.replace("sip:127.0.0.1:5099", "lobby phone"),
+            "services.office.lines[2].contact",
+        ),
+        (
+            "a listen address without a port",
+            good.replace(&format!("127.0.0.1:{port}\""), "127.0.0.1\""),
+            "services.office.listen",
+        ),
+        (
+            "an unknown line key",
+            good.replace("name = \"Alice\"", "name = \"Alice\", colour = \"red\""),
+            "colour",
+        ),
+    ];
+    for (what, text, expect) in cases {
+        let message = refused(&text).await;
+        assert!(
+            message.contains(expect),
+            "{what}: {message:?} does not name {expect:?}"
+        );
+    }
+    // Nothing was left listening: the port is free again.
+    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the port was not taken");
+}

@@ -42,15 +42,6 @@ pub(crate) enum Phase {
     Ended,
 }
 
-/// Who the peer of a channel is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Peer {
-    /// A phone of this line (index into the switch's lines).
-    Phone(usize),
-    /// The trunk.
-    Trunk,
-}
-
 /// An offer tapir sent on an established dialog (a re-INVITE), waiting for its answer.
 #[derive(Clone, Debug)]
 pub(crate) struct Reoffer {
@@ -63,7 +54,6 @@ pub(crate) struct Reoffer {
 pub(crate) struct Channel {
     pub(crate) way: Way,
     pub(crate) phase: Phase,
-    pub(crate) peer: Peer,
     /// The peer's media as last described (its offer or its answer).
     pub(crate) remote: Option<Sdp>,
     /// Which ways the peer itself wants media to flow (from its own offers; an answer only narrows
@@ -90,12 +80,11 @@ pub(crate) struct Channel {
 
 impl Channel {
     /// A channel for an INVITE the peer sent with `offer`.
-    pub(crate) fn inbound(peer: Peer, offer: Sdp, origin: u64) -> Self {
+    pub(crate) fn inbound(offer: Sdp, origin: u64) -> Self {
         let wants = offer.direction();
         Self {
             way: Way::In,
             phase: Phase::Setup,
-            peer,
             remote: Some(offer.clone()),
             wants,
             unanswered: Some(offer),
@@ -110,11 +99,10 @@ impl Channel {
     }
 
     /// A channel for an INVITE tapir sends.
-    pub(crate) fn outbound(peer: Peer, origin: u64) -> Self {
+    pub(crate) fn outbound(origin: u64) -> Self {
         Self {
             way: Way::Out,
             phase: Phase::Setup,
-            peer,
             remote: None,
             wants: Flow::BOTH,
             unanswered: None,
@@ -201,7 +189,7 @@ mod tests {
 
     #[test]
     fn an_answer_only_narrows_what_tapir_offered() {
-        let mut c = Channel::outbound(Peer::Trunk, 1);
+        let mut c = Channel::outbound(1);
         // tapir offered sendonly (holding the peer): the peer's recvonly answer says nothing of
         // whether it wants to send.
         c.answered(sdp("recvonly"), Flow::SEND);
@@ -213,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_hold_offer_is_the_peers_wish() {
-        let mut c = Channel::inbound(Peer::Phone(0), sdp("sendrecv"), 1);
+        let mut c = Channel::inbound(sdp("sendrecv"), 1);
         c.offered(sdp("sendonly"));
         assert_eq!(c.wants, Flow::SEND);
         let old = SDP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
@@ -223,8 +211,8 @@ mod tests {
 
     #[test]
     fn glare_back_off_depends_on_who_owns_the_call_id() {
-        let out = Channel::outbound(Peer::Trunk, 1);
-        let inn = Channel::inbound(Peer::Trunk, sdp("sendrecv"), 1);
+        let out = Channel::outbound(1);
+        let inn = Channel::inbound(sdp("sendrecv"), 1);
         for roll in [0, 1, 199, 200, 12345] {
             let o = out.glare_backoff(roll);
             assert!(

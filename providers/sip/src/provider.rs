@@ -138,9 +138,17 @@ impl Provider for SipProvider {
             });
         }
         let now = Instant::now().into_std();
-        let switch = Switch::new(&self.settings, now)?;
+        let mut switch = Switch::new(&self.settings, now)?;
         let caps = switch.caps();
         let (stack, from_stack) = stack::bind(self.settings.listen).await?;
+        // Lines with no phone are out of service from the start; the engine takes that while the
+        // provider starts.
+        switch.start(now);
+        while let Some(out) = switch.poll() {
+            if let Output::Report(e) = out {
+                sink.send(e);
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(switch, stack, from_stack, rx, sink));
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(Running { tx, task });
@@ -224,7 +232,6 @@ async fn run(
 ) {
     let mut replies: HashMap<OpId, oneshot::Sender<Result<Done, Error>>> = HashMap::new();
     let mut next_op = 1u64;
-    switch.start(Instant::now().into_std());
     let stop_ack = loop {
         flush(&mut switch, &mut stack, &sink, &mut replies);
         let deadline = switch.next_deadline().map(Instant::from_std);

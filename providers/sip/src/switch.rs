@@ -36,7 +36,7 @@ use tapir_core::{AddressId, CallId, CallLegId, Error, LineId};
 use tapir_provider::{LineEvent, NewCall, ProviderEvent};
 
 use crate::cause;
-use crate::channel::{Channel, ChannelId, Peer, Phase, Reoffer, Way};
+use crate::channel::{Channel, ChannelId, Phase, Reoffer, Way};
 use crate::digest::{DigestResponse, NonceState, Nonces};
 use crate::registrar::{Binding, Register, Registered, Registrar};
 use crate::sdp::{Flow, Sdp};
@@ -760,7 +760,7 @@ impl Switch {
                     return;
                 }
                 let origin = self.origin_id();
-                let ch = self.new_channel(Channel::inbound(Peer::Trunk, offer, origin));
+                let ch = self.new_channel(Channel::inbound(offer, origin));
                 self.sip(SipAction::Adopt { tx, ch });
                 let caller = party_of(&inv);
                 let call_id = CallId(self.id());
@@ -782,7 +782,7 @@ impl Switch {
                     return;
                 }
                 let origin = self.origin_id();
-                let ch = self.new_channel(Channel::inbound(Peer::Phone(from), offer, origin));
+                let ch = self.new_channel(Channel::inbound(offer, origin));
                 self.sip(SipAction::Adopt { tx, ch });
                 let call_id = CallId(self.id());
                 let info = CallInfo {
@@ -859,7 +859,7 @@ impl Switch {
         let to = self.lines[line].sip();
         for b in contacts {
             let origin = self.origin_id();
-            let mut c = Channel::outbound(Peer::Phone(line), origin);
+            let mut c = Channel::outbound(origin);
             c.auto_answer = auto_answer;
             let rendered = match &far_sdp {
                 Some((sdp, flow)) => c.local.relay(sdp, None, *flow),
@@ -946,7 +946,7 @@ impl Switch {
             None => return,
         };
         let origin = self.origin_id();
-        let mut c = Channel::outbound(Peer::Trunk, origin);
+        let mut c = Channel::outbound(origin);
         let rendered = c.local.relay(&sdp, None, flow);
         let sdp = c.local.sent(rendered);
         let ch = self.new_channel(c);
