@@ -325,7 +325,8 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_key() {
-        let cases: Vec<(Box<dyn Fn(&mut SipSettings)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut SipSettings)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|s| s.lines.push(SipLine::registered("2001", "Again", "x"))),
                 "lines[2].number",

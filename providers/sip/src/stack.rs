@@ -44,7 +44,7 @@ use crate::switch::{Invite, OpId, Party, SipAction, SipEvent, TxId};
 /// What reaches the provider's task from the SIP side.
 pub(crate) enum StackMsg {
     /// A request that starts something (REGISTER, INVITE).
-    Request(Transaction),
+    Request(Box<Transaction>),
     /// A dialog's state changed.
     Dialog(ChannelId, DialogState),
     /// Something the stack did on the switch's behalf finished.
@@ -54,7 +54,7 @@ pub(crate) enum StackMsg {
 /// A transaction waiting for the switch's answer.
 enum Pending {
     /// A REGISTER or INVITE.
-    Request(Transaction),
+    Request(Box<Transaction>),
     /// A re-INVITE inside a dialog.
     Reoffer(TransactionHandle),
 }
@@ -164,7 +164,7 @@ async fn route_incoming(
         }
         match tx.original.method {
             Method::Register | Method::Invite => {
-                if out.send(StackMsg::Request(tx)).is_err() {
+                if out.send(StackMsg::Request(Box::new(tx))).is_err() {
                     return;
                 }
             }
@@ -278,7 +278,7 @@ impl Stack {
         }
     }
 
-    fn request(&mut self, mut tx: Transaction) -> Option<SipEvent> {
+    fn request(&mut self, mut tx: Box<Transaction>) -> Option<SipEvent> {
         let src = source(&tx.original, tx.connection.as_ref());
         let tcp = tx.connection.as_ref().is_some_and(|c| c.is_reliable());
         let read = match (src, &tx.original.method) {

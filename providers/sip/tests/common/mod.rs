@@ -1,6 +1,8 @@
-//! What the SIP provider's tests share: free ports, real peers (sipp, baresip), waiting on
-//! conditions with bounded time-outs.
+//! What the SIP provider's tests share: free ports, real peers (sipp, baresip), a test phone, waiting
+//! on conditions with bounded time-outs.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+pub mod phone;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
