@@ -1,0 +1,363 @@
+//! The provider's operations, as the engine asks for them.
+
+use super::*;
+
+impl Switch {
+    /// Starts the provider operation `op`; its result comes out as [`Output::Done`], now or later.
+    pub(crate) fn command(&mut self, now: Instant, op: OpId, cmd: Command) {
+        self.last_now = now;
+        let r = match cmd {
+            Command::MakeCall(m) => self.make_call(now, op, m),
+            Command::Dial(leg, d) => self.dial(now, leg, &d),
+            Command::Accept(leg) => self.accept(leg),
+            Command::Answer(leg) => self.answer(op, leg),
+            Command::Reject(leg) => self.reject(leg),
+            Command::Drop(leg) => self.drop_leg(leg),
+            Command::Hold(leg) => self.hold(now, op, leg, true),
+            Command::Unhold(leg) => self.hold(now, op, leg, false),
+            Command::GenerateDigits(leg, digits, mode) => self.generate(op, leg, &digits, mode),
+            Command::MonitorDigits(leg, on) => self.live(leg).map(|l| {
+                l.digits = on;
+                Some(Done::Unit)
+            }),
+        };
+        match r {
+            Ok(Some(d)) => self.done(op, Ok(d)),
+            Ok(None) => {} // finishes later
+            Err(e) => {
+                self.ops.remove(&op);
+                self.out.push_back(Output::Done(op, Err(e)));
+            }
+        }
+    }
+
+    pub(super) fn live(&mut self, leg: CallLegId) -> Result<&mut Leg, Error> {
+        match self.legs.get_mut(&leg) {
+            Some(l) if l.reported => Ok(l),
+            // An unknown leg, or one the engine was never told of: it has gone idle.
+            _ => Err(Error::InvalidCallState {
+                state: CallStateKind::Idle,
+            }),
+        }
+    }
+
+    pub(super) fn state_of(&self, leg: CallLegId) -> CallStateKind {
+        self.legs
+            .get(&leg)
+            .filter(|l| l.reported)
+            .map(|l| l.state.kind())
+            .unwrap_or(CallStateKind::Idle)
+    }
+
+    pub(super) fn busy_with_op(&self, leg: CallLegId) -> bool {
+        !self.ops_of(leg).is_empty()
+    }
+
+    /// Whether `number` can be dialled at all: a line, or anything when there is a trunk.
+    pub(super) fn routable(&self, number: &str) -> Result<(), Error> {
+        if number.is_empty() {
+            return Err(Error::InvalidAddress {
+                reason: "nothing to dial".into(),
+            });
+        }
+        if self.by_number.contains_key(number) || self.trunk.is_some() {
+            Ok(())
+        } else {
+            Err(Error::InvalidAddress {
+                reason: format!("{number} is no line and there is no trunk"),
+            })
+        }
+    }
+
+    pub(super) fn make_call(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        m: MakeCall,
+    ) -> Result<Option<Done>, Error> {
+        let line = m.line.0 as usize;
+        if line >= self.lines.len() {
+            return Err(Error::InvalidLine(m.line));
+        }
+        if m.address != AddressId(0) {
+            return Err(Error::InvalidAddressId);
+        }
+        if !m.media_mode.is_empty() && !m.media_mode.intersects(MediaModes::INTERACTIVE_VOICE) {
+            return Err(Error::InvalidMediaMode);
+        }
+        if let Some(d) = &m.destination {
+            if !d.is_partial() {
+                self.routable(&d.digits())?;
+            }
+        }
+        if !self.registrar.reachable(line) {
+            return Err(Error::OperationFailed {
+                reason: format!(
+                    "no phone is registered for line {}",
+                    self.lines[line].number
+                ),
+            });
+        }
+        let called = m
+            .destination
+            .as_ref()
+            .map(|d| PartyId::number(d.digits()))
+            .unwrap_or_default();
+        let info = CallInfo {
+            call_id: CallId(self.id()),
+            origin: CallOrigin::Outbound,
+            media_mode: MediaModes::INTERACTIVE_VOICE,
+            caller: self.lines[line].party(),
+            called,
+            ..CallInfo::default()
+        };
+        let leg = CallLegId(self.id());
+        self.legs.insert(
+            leg,
+            Leg {
+                line,
+                state: CallState::DialTone(DialToneMode::Normal),
+                info: Arc::new(info),
+                phone: Vec::new(),
+                far: Far::None,
+                held: false,
+                phone_holds: false,
+                digits: false,
+                reported: false,
+                request: Some(m.request),
+                setup: Some(op),
+                dialled: String::new(),
+            },
+        );
+        self.ops.insert(
+            op,
+            Op {
+                kind: OpKind::MakeCall(leg),
+                waiting: 0,
+                failure: None,
+            },
+        );
+        if let Some(d) = m.destination {
+            self.pending_dest.insert(op, d);
+        }
+        let auto = self.lines[line].auto_answer;
+        self.ring(leg, auto);
+        self.at(now + self.timing.phone_answer, Timer::PhoneAnswer(op));
+        Ok(None)
+    }
+
+    /// Dials on a leg in dial tone (or one part-way through a partial dial).
+    pub(super) fn dial_number(&mut self, now: Instant, leg: CallLegId, d: &DialString) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        l.dialled.push_str(&d.digits());
+        if d.is_partial() {
+            self.set_state(leg, CallState::Dialing);
+            return;
+        }
+        let number = std::mem::take(&mut l.dialled);
+        if number.is_empty() {
+            return;
+        }
+        self.set_state(leg, CallState::Dialing);
+        self.place(now, leg, &number);
+    }
+
+    pub(super) fn dial(
+        &mut self,
+        now: Instant,
+        leg: CallLegId,
+        d: &DialString,
+    ) -> Result<Option<Done>, Error> {
+        let l = self.live(leg)?;
+        if !matches!(
+            l.state.kind(),
+            CallStateKind::DialTone | CallStateKind::Dialing
+        ) {
+            return Err(Error::InvalidCallState {
+                state: l.state.kind(),
+            });
+        }
+        if !d.is_partial() {
+            let whole = format!("{}{}", l.dialled, d.digits());
+            self.routable(&whole)?;
+        }
+        self.dial_number(now, leg, d);
+        Ok(Some(Done::Unit))
+    }
+
+    pub(super) fn accept(&mut self, leg: CallLegId) -> Result<Option<Done>, Error> {
+        match self.state_of(leg) {
+            CallStateKind::Offering => {
+                self.set_state(leg, CallState::Accepted);
+                Ok(Some(Done::Unit))
+            }
+            state => Err(Error::InvalidCallState { state }),
+        }
+    }
+
+    pub(super) fn answer(&mut self, op: OpId, leg: CallLegId) -> Result<Option<Done>, Error> {
+        let state = self.state_of(leg);
+        if !matches!(state, CallStateKind::Offering | CallStateKind::Accepted) {
+            return Err(Error::InvalidCallState { state });
+        }
+        let line = self.legs.get(&leg).map(|l| l.line).unwrap_or_default();
+        if !self.lines[line].auto_answer {
+            return Err(Error::OperationUnavailable {
+                operation: "answer",
+            });
+        }
+        if self.busy_with_op(leg) {
+            return Err(Error::InvalidCallState { state });
+        }
+        // Ask the phone again, this time to answer by itself.
+        self.end_phone(leg, 0);
+        self.ops.insert(
+            op,
+            Op {
+                kind: OpKind::Answer(leg),
+                waiting: 0,
+                failure: None,
+            },
+        );
+        self.ring(leg, true);
+        Ok(None)
+    }
+
+    pub(super) fn reject(&mut self, leg: CallLegId) -> Result<Option<Done>, Error> {
+        match self.state_of(leg) {
+            CallStateKind::Offering | CallStateKind::Accepted => {
+                self.unanswered(leg, CallState::Disconnected(DisconnectReason::Reject));
+                Ok(Some(Done::Unit))
+            }
+            CallStateKind::Idle => Err(Error::InvalidCallState {
+                state: CallStateKind::Idle,
+            }),
+            _ => self.drop_leg(leg),
+        }
+    }
+
+    pub(super) fn drop_leg(&mut self, leg: CallLegId) -> Result<Option<Done>, Error> {
+        match self.state_of(leg) {
+            CallStateKind::Idle => Err(Error::InvalidCallState {
+                state: CallStateKind::Idle,
+            }),
+            CallStateKind::Offering | CallStateKind::Accepted => {
+                self.unanswered(leg, CallState::Disconnected(DisconnectReason::Reject));
+                Ok(Some(Done::Unit))
+            }
+            _ => {
+                self.end_phone(leg, 480);
+                self.hang_up_far(leg);
+                self.set_state(leg, CallState::Idle);
+                Ok(Some(Done::Unit))
+            }
+        }
+    }
+
+    pub(super) fn hold(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        leg: CallLegId,
+        hold: bool,
+    ) -> Result<Option<Done>, Error> {
+        let state = self.state_of(leg);
+        let l = self.live(leg)?;
+        let ok = if hold {
+            state == CallStateKind::Connected && !l.held
+        } else {
+            state == CallStateKind::OnHold && l.held
+        };
+        if !ok {
+            if !hold && state == CallStateKind::OnHold && l.phone_holds {
+                return Err(Error::OperationFailed {
+                    reason: "the phone holds the call itself; it takes it off hold".into(),
+                });
+            }
+            return Err(Error::InvalidCallState { state });
+        }
+        if self.busy_with_op(leg) {
+            return Err(Error::InvalidCallState { state });
+        }
+        let chans = self.bridge_channels(leg);
+        if chans.len() < 2 {
+            // Nothing to hold against (no far side yet).
+            return Err(Error::InvalidCallState { state });
+        }
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.held = hold;
+        }
+        self.ops.insert(
+            op,
+            Op {
+                kind: if hold {
+                    OpKind::Hold(leg)
+                } else {
+                    OpKind::Unhold(leg)
+                },
+                waiting: 0,
+                failure: None,
+            },
+        );
+        // The held party first: it is what a hold is for (RFC 3264 §8.4), then the holder's phone.
+        for ch in chans.into_iter().rev() {
+            self.sync_for(ch, now, op);
+        }
+        if self.ops.get(&op).is_some_and(|o| o.waiting == 0) {
+            self.op_settled(op);
+        }
+        Ok(None)
+    }
+
+    pub(super) fn generate(
+        &mut self,
+        op: OpId,
+        leg: CallLegId,
+        digits: &str,
+        mode: DigitMode,
+    ) -> Result<Option<Done>, Error> {
+        if mode != DigitMode::Dtmf {
+            return Err(Error::InvalidParameter {
+                reason: "SIP lines send digits as DTMF only".into(),
+            });
+        }
+        if let Some(c) = digits
+            .chars()
+            .find(|c| !matches!(c, '0'..='9' | 'A'..='D' | '*' | '#'))
+        {
+            return Err(Error::InvalidParameter {
+                reason: format!("{c:?} is not a DTMF digit"),
+            });
+        }
+        let state = self.state_of(leg);
+        if state != CallStateKind::Connected {
+            return Err(Error::InvalidCallState { state });
+        }
+        let phone = self.legs.get(&leg).and_then(|l| l.phone.first().copied());
+        let Some(far) = phone.and_then(|p| self.partner(p)) else {
+            return Err(Error::InvalidCallState { state });
+        };
+        if digits.is_empty() {
+            return Ok(Some(Done::Unit));
+        }
+        for d in digits.chars() {
+            self.digit_heard(far, d);
+        }
+        self.ops.insert(
+            op,
+            Op {
+                kind: OpKind::Digits,
+                waiting: 1,
+                failure: None,
+            },
+        );
+        self.sip(SipAction::Digits {
+            ch: far,
+            digits: digits.to_owned(),
+            op: Some(op),
+        });
+        Ok(None)
+    }
+}
