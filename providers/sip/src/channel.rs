@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use tapir_core::info::PartyId;
+
 use crate::sdp::{Flow, LocalSession, Sdp};
 
 /// A channel: tapir's side of one SIP dialog.
@@ -54,6 +56,9 @@ pub(crate) struct Reoffer {
 pub(crate) struct Channel {
     pub(crate) way: Way,
     pub(crate) phase: Phase,
+    /// Who the peer is, as far as tapir knows (the caller of an INVITE it got, the number it
+    /// called), for the parties a transfer or pickup connects it with.
+    pub(crate) who: PartyId,
     /// The peer's media as last described (its offer or its answer).
     pub(crate) remote: Option<Sdp>,
     /// Which ways the peer itself wants media to flow (from its own offers; an answer only narrows
@@ -85,6 +90,7 @@ impl Channel {
         Self {
             way: Way::In,
             phase: Phase::Setup,
+            who: PartyId::default(),
             remote: Some(offer.clone()),
             wants,
             unanswered: Some(offer),
@@ -103,6 +109,7 @@ impl Channel {
         Self {
             way: Way::Out,
             phase: Phase::Setup,
+            who: PartyId::default(),
             remote: None,
             wants: Flow::BOTH,
             unanswered: None,

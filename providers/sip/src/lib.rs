@@ -21,6 +21,7 @@
 mod cause;
 mod channel;
 mod digest;
+mod park;
 mod registrar;
 mod sdp;
 mod settings;

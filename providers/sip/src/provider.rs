@@ -8,8 +8,10 @@ use std::sync::{Mutex, PoisonError};
 use async_trait::async_trait;
 use tapir_core::caps::LineCaps;
 use tapir_core::dial::DialString;
-use tapir_core::params::{DigitMode, MakeCall};
-use tapir_core::{CallLegId, Error};
+use tapir_core::params::{
+    DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId, TransferMode,
+};
+use tapir_core::{AddressId, CallLegId, Error, LineId};
 use tapir_provider::{EventSink, Provider};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -114,6 +116,15 @@ impl SipProvider {
     }
 }
 
+fn leg_of(done: Done) -> Result<CallLegId, Error> {
+    match done {
+        Done::Leg(leg) => Ok(leg),
+        _ => Err(Error::OperationFailed {
+            reason: "no call was made".into(),
+        }),
+    }
+}
+
 fn stopped() -> Error {
     Error::OperationFailed {
         reason: "the SIP provider stopped".into(),
@@ -171,12 +182,7 @@ impl Provider for SipProvider {
     }
 
     async fn make_call(&self, request: MakeCall) -> Result<CallLegId, Error> {
-        match self.op(Command::MakeCall(request)).await? {
-            Done::Leg(leg) => Ok(leg),
-            Done::Unit => Err(Error::OperationFailed {
-                reason: "no call was made".into(),
-            }),
-        }
+        leg_of(self.op(Command::MakeCall(request)).await?)
     }
 
     async fn dial(&self, leg: CallLegId, digits: &DialString) -> Result<(), Error> {
@@ -219,6 +225,62 @@ impl Provider for SipProvider {
 
     async fn monitor_digits(&self, leg: CallLegId, mode: Option<DigitMode>) -> Result<(), Error> {
         self.unit(Command::MonitorDigits(leg, mode.is_some())).await
+    }
+
+    async fn swap_hold(&self, active: CallLegId, held: CallLegId) -> Result<(), Error> {
+        self.unit(Command::SwapHold(active, held)).await
+    }
+
+    async fn blind_transfer(&self, leg: CallLegId, destination: &DialString) -> Result<(), Error> {
+        self.unit(Command::BlindTransfer(leg, destination.clone()))
+            .await
+    }
+
+    async fn redirect(&self, leg: CallLegId, destination: &DialString) -> Result<(), Error> {
+        self.unit(Command::Redirect(leg, destination.clone())).await
+    }
+
+    async fn setup_transfer(&self, leg: CallLegId, request: RequestId) -> Result<CallLegId, Error> {
+        leg_of(self.op(Command::SetupTransfer(leg, request)).await?)
+    }
+
+    async fn complete_transfer(
+        &self,
+        held: CallLegId,
+        consultation: CallLegId,
+        mode: TransferMode,
+        _request: RequestId,
+    ) -> Result<Option<CallLegId>, Error> {
+        self.unit(Command::CompleteTransfer(held, consultation, mode))
+            .await
+            .map(|()| None)
+    }
+
+    async fn park(&self, leg: CallLegId, mode: &ParkMode) -> Result<String, Error> {
+        match self.op(Command::Park(leg, mode.clone())).await? {
+            Done::Orbit(o) => Ok(o),
+            _ => Err(Error::OperationFailed {
+                reason: "the call was not parked".into(),
+            }),
+        }
+    }
+
+    async fn unpark(&self, origin: Origin, orbit: &str) -> Result<CallLegId, Error> {
+        leg_of(self.op(Command::Unpark(origin, orbit.to_owned())).await?)
+    }
+
+    async fn pickup(&self, origin: Origin, target: &PickupTarget) -> Result<CallLegId, Error> {
+        leg_of(self.op(Command::Pickup(origin, target.clone())).await?)
+    }
+
+    async fn forward(
+        &self,
+        line: LineId,
+        address: AddressId,
+        forwarding: &Forwarding,
+    ) -> Result<(), Error> {
+        self.unit(Command::Forward(line, address, forwarding.clone()))
+            .await
     }
 }
 

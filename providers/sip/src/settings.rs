@@ -1,7 +1,7 @@
 //! What a SIP service is configured with: where it listens, its lines (SIP accounts), its trunk, and
 //! its timers; and the checks that refuse a bad value before anything starts.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +23,12 @@ pub struct SipSettings {
     pub realm: String,
     /// Timers.
     pub timing: SipTiming,
+    /// The park orbits (directory numbers a call can be parked in); none: no park.
+    pub park_orbits: Vec<String>,
+    /// How long a call stays parked before it rings its parker again.
+    pub park_timeout: Duration,
+    /// Pickup groups by name: the line numbers whose ringing calls each member may pick up.
+    pub pickup_groups: BTreeMap<String, Vec<String>>,
 }
 
 /// One line: a SIP account a phone registers for, or a device at a fixed address.
@@ -120,7 +126,27 @@ impl SipSettings {
             trunk: None,
             realm: "tapir".into(),
             timing: SipTiming::default(),
+            park_orbits: Vec::new(),
+            park_timeout: Duration::from_secs(60),
+            pickup_groups: BTreeMap::new(),
         }
+    }
+
+    /// Sets the park orbits.
+    pub fn park_orbits(mut self, orbits: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.park_orbits = orbits.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a pickup group.
+    pub fn pickup_group(
+        mut self,
+        name: impl Into<String>,
+        members: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.pickup_groups
+            .insert(name.into(), members.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Adds a line.
@@ -171,6 +197,32 @@ impl SipSettings {
         }
         if let Some(t) = &self.trunk {
             SipTarget::parse(t).map_err(|r| SettingsError::new("trunk", r))?;
+        }
+        for (i, o) in self.park_orbits.iter().enumerate() {
+            let key = format!("park_orbits[{i}]");
+            check_user(o).map_err(|r| SettingsError::new(key.clone(), r))?;
+            if !seen.insert(o.as_str()) {
+                return Err(SettingsError::new(
+                    key,
+                    format!("{o:?} is already a line's or another orbit's number"),
+                ));
+            }
+        }
+        if !self.park_orbits.is_empty() && self.park_timeout.is_zero() {
+            return Err(SettingsError::new(
+                "park_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        for (name, members) in &self.pickup_groups {
+            for (i, m) in members.iter().enumerate() {
+                if !self.lines.iter().any(|l| l.number == *m) {
+                    return Err(SettingsError::new(
+                        format!("pickup_groups.{name}[{i}]"),
+                        format!("{m:?} is no line"),
+                    ));
+                }
+            }
         }
         if self.realm.is_empty() || self.realm.contains('"') {
             return Err(SettingsError::new(
@@ -354,6 +406,17 @@ mod tests {
                 "lines[0].number",
             ),
             (Box::new(|s| s.lines.clear()), "lines"),
+            (
+                Box::new(|s| s.park_orbits = vec!["701".into(), "2001".into()]),
+                "park_orbits[1]",
+            ),
+            (
+                Box::new(|s| {
+                    s.pickup_groups
+                        .insert("sales".into(), vec!["2001".into(), "2005".into()]);
+                }),
+                "pickup_groups.sales[1]",
+            ),
             (
                 Box::new(|s| s.timing.min_expires = Duration::from_secs(7200)),
                 "min_expires_secs",

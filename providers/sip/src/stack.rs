@@ -57,12 +57,16 @@ enum Pending {
     Request(Box<Transaction>),
     /// A re-INVITE inside a dialog.
     Reoffer(TransactionHandle),
+    /// A REFER inside a dialog.
+    Refer(TransactionHandle),
 }
 
 struct Chan {
     dialog: InviteDialog,
     outbound: bool,
     answered: bool,
+    /// A NOTIFY on its way: a BYE waits for it (the phone hears how its transfer went first).
+    notifying: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The SIP endpoint, its dialogs, and what waits for the switch.
@@ -461,14 +465,70 @@ impl Stack {
                 tokio::spawn(async move { handle.reply(StatusCode::OK).await });
                 None
             }
-            DialogState::Refer(_, _, handle)
-            | DialogState::Notify(_, _, handle)
+            DialogState::Refer(_, req, handle) => {
+                let Some((to, replaces)) = known.then(|| self.read_refer(&req)).flatten() else {
+                    tokio::spawn(async move { handle.reply(StatusCode::BadRequest).await });
+                    return None;
+                };
+                let tx = self.tx_id();
+                self.pending.insert(tx, Pending::Refer(handle));
+                Some(SipEvent::Refer {
+                    ch,
+                    tx,
+                    to,
+                    replaces,
+                })
+            }
+            DialogState::Notify(_, _, handle)
             | DialogState::Message(_, _, handle)
             | DialogState::Publish(_, _, handle) => {
                 tokio::spawn(async move { handle.reply(StatusCode::NotImplemented).await });
                 None
             }
         }
+    }
+
+    /// The target of a REFER: the user of its `Refer-To`, and the channel its `Replaces` names
+    /// (by Call-ID and tags, whichever way round they are given), if any.
+    fn read_refer(&self, req: &Request) -> Option<(String, Option<ChannelId>)> {
+        let value = req.refer_to_header()?.value().trim().to_owned();
+        let inner = value
+            .strip_prefix('<')
+            .and_then(|v| v.split('>').next())
+            .unwrap_or(&value);
+        let uri = Uri::try_from(inner).ok()?;
+        let to = user_of(&uri);
+        let replaces = uri
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("replaces"))
+            .map(|(_, v)| percent_decode(v));
+        let replaces = match replaces {
+            None => None,
+            Some(r) => {
+                let mut parts = r.split(';');
+                let call_id = parts.next()?.trim().to_owned();
+                let tags: Vec<String> = parts
+                    .filter_map(|p| {
+                        let (k, v) = p.split_once('=')?;
+                        matches!(
+                            k.trim().to_ascii_lowercase().as_str(),
+                            "to-tag" | "from-tag"
+                        )
+                        .then(|| v.trim().to_owned())
+                    })
+                    .collect();
+                let found = self.channels.iter().find(|(_, c)| {
+                    let id = c.dialog.id();
+                    id.call_id == call_id
+                        && tags
+                            .iter()
+                            .all(|t| *t == id.local_tag || *t == id.remote_tag)
+                });
+                Some(*found?.0)
+            }
+        };
+        Some((to, replaces))
     }
 
     fn watch(&self, ch: ChannelId, mut states: DialogStateReceiver) {
@@ -546,6 +606,7 @@ impl Stack {
                                 dialog,
                                 outbound: false,
                                 answered: false,
+                                notifying: None,
                             },
                         );
                         self.watch(ch, states);
@@ -597,12 +658,55 @@ impl Stack {
                 }
             }
             SipAction::Bye { ch } => {
-                if let Some(c) = self.channels.get(&ch) {
+                if let Some(c) = self.channels.get_mut(&ch) {
                     let d = c.dialog.clone();
+                    let before = c.notifying.take();
                     tokio::spawn(async move {
+                        if let Some(n) = before {
+                            let _ = n.await;
+                        }
                         if let Err(e) = d.bye().await {
                             debug!(error = %e, "BYE");
                         }
+                    });
+                }
+            }
+            SipAction::AnswerRefer { tx, status } => {
+                if let Some(Pending::Refer(handle)) = self.pending.remove(&tx) {
+                    tokio::spawn(async move {
+                        let _ = handle.reply(StatusCode::from(status)).await;
+                    });
+                }
+            }
+            SipAction::Notify { ch, status } => {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    let d = c.dialog.clone();
+                    c.notifying = Some(tokio::spawn(async move {
+                        // RFC 3515: the implicit subscription ends with the final result.
+                        let state = if status >= 200 {
+                            "terminated;reason=noresource"
+                        } else {
+                            "active;expires=60"
+                        };
+                        if let Err(e) = d.notify_refer(StatusCode::from(status), state).await {
+                            debug!(error = %e, "NOTIFY");
+                        }
+                    }));
+                }
+            }
+            SipAction::Ping { ch } => {
+                if let Some(c) = self.channels.get(&ch) {
+                    let d = c.dialog.clone();
+                    let out = self.out.clone();
+                    tokio::spawn(async move {
+                        let alive = match d.request(Method::Options, None, None).await {
+                            // Any answer but "no such dialog" means the peer is there (a 405 to an
+                            // OPTIONS in a dialog is an answer too).
+                            Ok(Some(r)) => !matches!(u16::from(r.status_code), 481 | 408),
+                            Ok(None) => true,
+                            Err(_) => false,
+                        };
+                        let _ = out.send(StackMsg::Event(SipEvent::Alive { ch, alive }));
                     });
                 }
             }
@@ -714,6 +818,7 @@ impl Stack {
                         dialog,
                         outbound: true,
                         answered: false,
+                        notifying: None,
                     },
                 );
                 self.watch(ch, states);
@@ -784,6 +889,28 @@ async fn send_digits(
     }
 }
 
+/// `%40` → `@` and so on (URI headers carry a Replaces value escaped).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn read_invite(req: &Request, source: SocketAddr) -> Result<Invite, String> {
     let from = req
         .from_header()
@@ -797,4 +924,39 @@ fn read_invite(req: &Request, source: SocketAddr) -> Result<Invite, String> {
         sdp: body_sdp(&req.body),
         auth: digest_of(req),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_replaces_values_are_decoded_and_bad_escapes_kept() {
+        assert_eq!(
+            percent_decode("abc%40host%3Bto-tag%3D12%3Bfrom-tag%3D34"),
+            "abc@host;to-tag=12;from-tag=34"
+        );
+        assert_eq!(percent_decode("50%"), "50%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn digits_are_read_from_both_info_bodies() {
+        let info = |body: &str| {
+            let text = format!(
+                "INFO sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+                 From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>;tag=2\r\nCall-ID: c\r\n\
+                 CSeq: 2 INFO\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let r = Request::try_from(text.as_str()).expect("a request");
+            digit_of(&r)
+        };
+        assert_eq!(info("Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(info("Signal=#\r\n"), Some('#'));
+        assert_eq!(info("Signal=10\r\n"), Some('*'));
+        assert_eq!(info("7"), Some('7'));
+        assert_eq!(info("Signal=x"), None);
+        assert_eq!(info(""), None);
+    }
 }

@@ -22,12 +22,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tapir_core::caps::{AddressCaps, AddressFeatureSet, LineCaps};
+use tapir_core::caps::{
+    AddressCaps, AddressFeatureSet, ForwardModes, LineCaps, ParkModes, PickupModes, TransferModes,
+};
 use tapir_core::dial::DialString;
 use tapir_core::gate::{AddressOperation, CallOperation, FeatureSet};
-use tapir_core::info::{CallInfo, CallOrigin, PartyId};
+use tapir_core::info::{CallInfo, CallOrigin, CallReason, PartyId, Redirect};
 use tapir_core::media::MediaModes;
-use tapir_core::params::{DigitMode, MakeCall, RequestId};
+use tapir_core::params::{
+    DigitMode, ForwardCondition, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId,
+    TransferMode,
+};
 use tapir_core::state::{
     CallState, CallStateKind, ConnectedMode, DialToneMode, DisconnectReason, OfferingMode,
     transition_allowed,
@@ -38,12 +43,14 @@ use tapir_provider::{LineEvent, NewCall, ProviderEvent};
 use crate::cause;
 use crate::channel::{Channel, ChannelId, Phase, Reoffer, Way};
 use crate::digest::{DigestResponse, NonceState, Nonces};
+use crate::park::{ParkLot, Parked};
 use crate::registrar::{Binding, Register, Registered, Registrar};
 use crate::sdp::{Flow, Sdp};
 use crate::settings::{SipSettings, SipTarget, SipTiming};
 
 mod calls;
 mod media;
+mod moves;
 mod ops;
 mod register;
 #[cfg(test)]
@@ -116,6 +123,16 @@ pub(crate) enum SipEvent {
     Digit { ch: ChannelId, digit: char },
     /// The digits tapir sent on `ch` for `op` were delivered (`true`) or refused.
     DigitsSent { op: OpId, ok: bool },
+    /// The peer of `ch` (a phone) asks for a transfer (REFER): to the number `to`, or — with
+    /// `replaces` — to the party of another of its dialogs (an attended transfer, RFC 3891).
+    Refer {
+        ch: ChannelId,
+        tx: TxId,
+        to: String,
+        replaces: Option<ChannelId>,
+    },
+    /// Whether the peer of `ch` answered tapir's keep-alive (OPTIONS in the dialog).
+    Alive { ch: ChannelId, alive: bool },
 }
 
 /// A provider operation, handed to the switch.
@@ -131,6 +148,15 @@ pub(crate) enum Command {
     Unhold(CallLegId),
     GenerateDigits(CallLegId, String, DigitMode),
     MonitorDigits(CallLegId, bool),
+    SwapHold(CallLegId, CallLegId),
+    BlindTransfer(CallLegId, DialString),
+    Redirect(CallLegId, DialString),
+    SetupTransfer(CallLegId, RequestId),
+    CompleteTransfer(CallLegId, CallLegId, TransferMode),
+    Park(CallLegId, ParkMode),
+    Unpark(Origin, String),
+    Pickup(Origin, PickupTarget),
+    Forward(LineId, AddressId, Forwarding),
 }
 
 /// What a finished operation returns.
@@ -138,6 +164,7 @@ pub(crate) enum Command {
 pub(crate) enum Done {
     Unit,
     Leg(CallLegId),
+    Orbit(String),
 }
 
 /// A SIP party as headers name it.
@@ -197,6 +224,12 @@ pub(crate) enum SipAction {
         digits: String,
         op: Option<OpId>,
     },
+    /// Answer the peer's REFER `tx`.
+    AnswerRefer { tx: TxId, status: u16 },
+    /// Tell the peer of `ch` how the transfer it asked for went (NOTIFY, `message/sipfrag`).
+    Notify { ch: ChannelId, status: u16 },
+    /// Ask the peer of `ch` whether it is still there (OPTIONS in the dialog), then report `Alive`.
+    Ping { ch: ChannelId },
 }
 
 /// Everything that comes out of the switch.
@@ -217,6 +250,8 @@ struct Line {
     /// The address of its fixed device, which is trusted without a password.
     fixed: Option<SocketAddr>,
     in_service: bool,
+    /// Where its calls go instead, and whether it takes calls at all.
+    forwarding: Forwarding,
 }
 
 impl Line {
@@ -231,6 +266,14 @@ impl Line {
     }
 }
 
+/// A party a leg can be connected with, and that can be moved elsewhere (transferred, parked,
+/// picked up): another line's leg, or a dialog with the outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PartyRef {
+    Leg(CallLegId),
+    Outside(ChannelId),
+}
+
 /// The far side of a leg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Far {
@@ -240,6 +283,27 @@ enum Far {
     Leg(CallLegId),
     /// A dialog with the outside.
     Outside(ChannelId),
+    /// This leg's party parked it: it waits in an orbit, connected to nothing.
+    Parked,
+}
+
+impl Far {
+    fn party(self) -> Option<PartyRef> {
+        match self {
+            Far::Leg(l) => Some(PartyRef::Leg(l)),
+            Far::Outside(c) => Some(PartyRef::Outside(c)),
+            Far::None | Far::Parked => None,
+        }
+    }
+}
+
+impl From<PartyRef> for Far {
+    fn from(p: PartyRef) -> Self {
+        match p {
+            PartyRef::Leg(l) => Far::Leg(l),
+            PartyRef::Outside(c) => Far::Outside(c),
+        }
+    }
 }
 
 /// A call on a line.
@@ -249,7 +313,7 @@ struct Leg {
     state: CallState,
     info: Arc<CallInfo>,
     /// The dialogs with the line's phone: several while its contacts ring, one once it answered (or
-    /// the one it called from); empty when it hung up.
+    /// the one it called from); empty when it hung up, or lent to a consultation call.
     phone: Vec<ChannelId>,
     far: Far,
     /// Held by an application (tapir re-INVITEd both sides).
@@ -262,10 +326,38 @@ struct Leg {
     reported: bool,
     /// The request that created it, echoed in its new-call report.
     request: Option<RequestId>,
-    /// A make-call waiting for the phone to answer.
+    /// The operation waiting for this leg's phone to answer (make call, unpark, pickup).
     setup: Option<OpId>,
     /// Digits dialled so far in a partial dial.
     dialled: String,
+    /// Its phone dialog serves this consultation call for now.
+    lent_to: Option<CallLegId>,
+    /// The consultation call of this original, whose phone dialog it uses.
+    borrowed_from: Option<CallLegId>,
+    /// Sent here by forwarding: not forwarded again (one hop).
+    forwarded: bool,
+}
+
+impl Leg {
+    fn new(line: usize, state: CallState, info: CallInfo) -> Self {
+        Self {
+            line,
+            state,
+            info: Arc::new(info),
+            phone: Vec::new(),
+            far: Far::None,
+            held: false,
+            phone_holds: false,
+            digits: false,
+            reported: false,
+            request: None,
+            setup: None,
+            dialled: String::new(),
+            lent_to: None,
+            borrowed_from: None,
+            forwarded: false,
+        }
+    }
 }
 
 /// A provider operation in progress.
@@ -278,15 +370,63 @@ struct Op {
     failure: Option<String>,
 }
 
+impl Op {
+    fn new(kind: OpKind) -> Self {
+        Self {
+            kind,
+            waiting: 0,
+            failure: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OpKind {
     /// Making a call from a line; done when its phone answers (and the destination is dialled).
     MakeCall(CallLegId),
+    /// Retrieving the call parked in an orbit; done when the retriever's phone answers.
+    Unpark {
+        leg: CallLegId,
+        orbit: usize,
+    },
+    /// Picking up a ringing call; done when the picker's phone answers.
+    Pickup {
+        leg: CallLegId,
+        ringing: CallLegId,
+    },
     Hold(CallLegId),
     Unhold(CallLegId),
+    SwapHold {
+        active: CallLegId,
+        held: CallLegId,
+    },
+    /// Holding the original for a consultation; done once it is held.
+    SetupTransfer {
+        original: CallLegId,
+        consult: CallLegId,
+    },
+    /// Connecting the two far parties; done once both are re-INVITEd.
+    CompleteTransfer,
     /// Asking the phone to answer; done when it has.
     Answer(CallLegId),
     Digits,
+}
+
+impl OpKind {
+    /// Whether the operation concerns `leg`.
+    fn about(self, leg: CallLegId) -> bool {
+        match self {
+            OpKind::MakeCall(l) | OpKind::Hold(l) | OpKind::Unhold(l) | OpKind::Answer(l) => {
+                l == leg
+            }
+            OpKind::Unpark { leg: l, .. } => l == leg,
+            // Not the ringing leg: it goes idle as the pickup succeeds.
+            OpKind::Pickup { leg: l, .. } => l == leg,
+            OpKind::SwapHold { active, held } => active == leg || held == leg,
+            OpKind::SetupTransfer { original, consult } => original == leg || consult == leg,
+            OpKind::CompleteTransfer | OpKind::Digits => false,
+        }
+    }
 }
 
 /// Something set for later.
@@ -296,20 +436,35 @@ enum Timer {
     Registrations,
     /// The leg's phone has rung too long.
     NoAnswer(CallLegId),
+    /// The leg's line forwards calls that ring this long.
+    ForwardNoAnswer(CallLegId),
     /// The phone of a call tapir places has not answered in time.
     PhoneAnswer(OpId),
     /// A re-INVITE that met glare may go again.
     Retry(ChannelId),
+    /// A parked call has waited long enough to ring its parker again.
+    ParkRecall(usize),
+    /// Time to ask the peer of an established dialog whether it is still there.
+    Keepalive(ChannelId),
 }
 
-/// How a channel relates to a leg.
+/// What a channel is to the calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
+enum Link {
     /// It is (one of) the leg's phone dialogs.
-    Phone,
+    Phone(CallLegId),
     /// It is the leg's far side (the outside).
-    Far,
+    Far(CallLegId),
+    /// It is one of two outside dialogs tapir connects with each other (a call from the trunk
+    /// transferred back out); the other.
+    Relay(ChannelId),
+    /// It waits in a park orbit.
+    Parked,
 }
+
+/// How long a ring lasts, for forwarding after so many rings (SIP phones ring on their own; the
+/// count is the usual cadence).
+const RING_PERIOD: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// The back-to-back user agent.
 pub(crate) struct Switch {
@@ -322,7 +477,11 @@ pub(crate) struct Switch {
     registrar: Registrar,
     nonces: Nonces,
     channels: HashMap<ChannelId, Channel>,
-    links: HashMap<ChannelId, (CallLegId, Role)>,
+    links: HashMap<ChannelId, Link>,
+    park: ParkLot<PartyRef>,
+    park_timeout: std::time::Duration,
+    /// Pickup groups: the lines of each.
+    groups: BTreeMap<String, Vec<usize>>,
     legs: BTreeMap<CallLegId, Leg>,
     ops: HashMap<OpId, Op>,
     /// Operations waiting on each channel's re-INVITE.
@@ -365,8 +524,20 @@ impl Switch {
                 fixed: contact.map(|c| c.addr),
                 // The engine takes a line to be in service until told otherwise.
                 in_service: true,
+                forwarding: Forwarding::default(),
             });
         }
+        let groups = settings
+            .pickup_groups
+            .iter()
+            .map(|(name, members)| {
+                let lines = members
+                    .iter()
+                    .filter_map(|m| by_number.get(m.as_str()).copied())
+                    .collect();
+                (name.clone(), lines)
+            })
+            .collect();
         let local = match settings.listen.ip() {
             ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
             ip => ip,
@@ -382,6 +553,9 @@ impl Switch {
             nonces: Nonces::new(now, std::time::Duration::from_secs(300)),
             channels: HashMap::new(),
             links: HashMap::new(),
+            park: ParkLot::new(&settings.park_orbits),
+            park_timeout: settings.park_timeout,
+            groups,
             legs: BTreeMap::new(),
             ops: HashMap::new(),
             waiters: HashMap::new(),
@@ -393,11 +567,13 @@ impl Switch {
         })
     }
 
-    /// The capabilities of each line.
+    /// The capabilities of each line: exactly what the switch carries out.
     pub(crate) fn caps(&self) -> Vec<LineCaps> {
+        let park = !self.park.is_empty();
         self.lines
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
                 let mut ops = vec![
                     CallOperation::Accept,
                     CallOperation::Reject,
@@ -405,21 +581,54 @@ impl Switch {
                     CallOperation::Dial,
                     CallOperation::Hold,
                     CallOperation::Unhold,
+                    CallOperation::SwapHold,
+                    CallOperation::BlindTransfer,
+                    CallOperation::Redirect,
+                    CallOperation::SetupTransfer,
+                    CallOperation::CompleteTransfer,
                     CallOperation::GenerateDigits,
                     CallOperation::MonitorDigits,
                 ];
                 if l.auto_answer {
                     ops.push(CallOperation::Answer);
                 }
-                let mut address = AddressCaps::basic(l.number.to_string());
-                address.call_features = FeatureSet::from_slice(&ops);
-                address.address_features =
-                    AddressFeatureSet::from_slice(&[AddressOperation::MakeCall]);
-                address.max_active_calls = 1;
-                address.max_on_hold = 1;
+                let mut address_ops = vec![
+                    AddressOperation::MakeCall,
+                    AddressOperation::Pickup,
+                    AddressOperation::Forward,
+                ];
+                if park {
+                    ops.push(CallOperation::Park);
+                    address_ops.push(AddressOperation::Unpark);
+                }
+                let mut a = AddressCaps::basic(l.number.to_string());
+                a.call_features = FeatureSet::from_slice(&ops);
+                a.address_features = AddressFeatureSet::from_slice(&address_ops);
+                a.max_active_calls = 1;
+                a.max_on_hold = 1;
+                a.max_on_hold_pending = 1;
+                a.transfer_modes = TransferModes {
+                    transfer: true,
+                    conference: false,
+                };
+                a.park_modes = ParkModes {
+                    directed: park,
+                    non_directed: park,
+                };
+                a.forward_modes = ForwardModes {
+                    unconditional: true,
+                    busy: true,
+                    no_answer: true,
+                    do_not_disturb: true,
+                };
+                a.pickup_modes = PickupModes {
+                    directed: true,
+                    group: self.groups.values().any(|g| g.contains(&i)),
+                };
+                a.auto_reconnect = true;
                 LineCaps {
                     name: format!("{} ({})", l.name, l.number),
-                    addresses: vec![address],
+                    addresses: vec![a],
                     media_modes: MediaModes::INTERACTIVE_VOICE,
                     dial: Default::default(),
                     answer_mode: Default::default(),
@@ -507,8 +716,6 @@ impl Switch {
     }
 
     // ---------------------------------------------------------------------------------------------
-    // Time.
-
     /// Runs everything due by `now`.
     pub(crate) fn timeout(&mut self, now: Instant) {
         self.last_now = now;
@@ -538,22 +745,14 @@ impl Switch {
                     }
                 }
                 Timer::PhoneAnswer(op) => {
-                    if let Some(Op {
-                        kind: OpKind::MakeCall(leg),
-                        ..
-                    }) = self.ops.get(&op)
-                    {
-                        let leg = *leg;
-                        let line = self.legs.get(&leg).map(|l| l.line).unwrap_or_default();
-                        let number = self.lines[line].number.clone();
-                        self.end_phone(leg, 480);
-                        self.forget_leg(leg);
-                        self.done(
-                            op,
-                            Err(Error::OperationFailed {
-                                reason: format!("the phone of line {number} did not answer"),
-                            }),
-                        );
+                    let leg = self.ops.get(&op).and_then(|o| match o.kind {
+                        OpKind::MakeCall(l)
+                        | OpKind::Unpark { leg: l, .. }
+                        | OpKind::Pickup { leg: l, .. } => Some(l),
+                        _ => None,
+                    });
+                    if let Some(leg) = leg {
+                        self.setup_failed(leg, "did not answer".into());
                     }
                 }
                 Timer::Retry(ch) => {
@@ -562,15 +761,16 @@ impl Switch {
                     }
                     self.sync(ch, now);
                 }
+                Timer::ForwardNoAnswer(leg) => self.forward_unanswered(now, leg),
+                Timer::ParkRecall(orbit) => self.park_recall(now, orbit),
+                Timer::Keepalive(ch) => {
+                    if self.channels.get(&ch).is_some_and(|c| c.is_up()) {
+                        self.sip(SipAction::Ping { ch });
+                    }
+                }
             }
         }
     }
-
-    // ---------------------------------------------------------------------------------------------
-    // Registrations.
-
-    // ---------------------------------------------------------------------------------------------
-    // Events from the stack.
 
     /// Handles what the stack reports.
     pub(crate) fn sip_event(&mut self, now: Instant, event: SipEvent) {
@@ -590,6 +790,21 @@ impl Switch {
             SipEvent::Reoffer { ch, tx, sdp } => self.on_reoffer(now, ch, tx, sdp),
             SipEvent::Reoffered { ch, result } => self.on_reoffered(now, ch, result),
             SipEvent::Digit { ch, digit } => self.on_digit(ch, digit),
+            SipEvent::Refer {
+                ch,
+                tx,
+                to,
+                replaces,
+            } => self.on_refer(now, ch, tx, &to, replaces),
+            SipEvent::Alive { ch, alive } => {
+                if alive {
+                    if self.channels.get(&ch).is_some_and(|c| c.is_up()) {
+                        self.at(now + self.timing.keepalive, Timer::Keepalive(ch));
+                    }
+                } else {
+                    self.vanished(ch);
+                }
+            }
             SipEvent::DigitsSent { op, ok } => {
                 if self.ops.contains_key(&op) {
                     let r = if ok {
@@ -615,7 +830,7 @@ impl Switch {
         let legs: Vec<CallLegId> = self.legs.keys().copied().collect();
         for leg in legs {
             self.end_phone(leg, 503);
-            self.hang_up_far(leg);
+            self.hang_up_far(leg, DisconnectReason::Normal);
         }
         let rest: Vec<ChannelId> = self.channels.keys().copied().collect();
         for ch in rest {

@@ -51,7 +51,8 @@ impl Harness for SipHarness {
                 SipLine::fixed("2002", "Bob", format!("sip:127.0.0.1:{}", self.bob.port()))
                     .auto_answer(),
             )
-            .trunk(format!("sip:127.0.0.1:{}", self.trunk.port()));
+            .trunk(format!("sip:127.0.0.1:{}", self.trunk.port()))
+            .park_orbits(["701", "702"]);
         Arc::new(SipProvider::new(settings).unwrap())
     }
 
@@ -61,14 +62,17 @@ impl Harness for SipHarness {
 
     async fn ring_in(&self) -> Result<(), Error> {
         let tapir = *self.tapir.lock().unwrap();
-        let before = self.bob.seen().len();
+        let phones = [self.alice.clone(), self.bob.clone()];
+        let before: Vec<usize> = phones.iter().map(|p| p.seen().len()).collect();
         self.trunk.dial(addr(tapir), "5550100", "", "2002").await;
-        // Offered once Bob's phone rings: tapir reports the call before it rings the phone.
-        let bob = self.bob.clone();
-        until(10, "Bob's phone to ring", move || {
-            bob.seen()[before..]
-                .iter()
-                .any(|s| matches!(s, Seen::Incoming(..)))
+        // Offered once a phone rings (Bob's, or where his line forwards): tapir reports the call
+        // before it rings the phone.
+        until(10, "a phone to ring", move || {
+            phones.iter().zip(&before).any(|(p, n)| {
+                p.seen()[*n..]
+                    .iter()
+                    .any(|s| matches!(s, Seen::Incoming(..)))
+            })
         })
         .await;
         Ok(())

@@ -80,7 +80,7 @@ impl Switch {
             sdp,
         });
         // The phone's own hold or unhold shows on its leg.
-        if let Some(&(leg, Role::Phone)) = self.links.get(&ch) {
+        if let Some(&Link::Phone(leg)) = self.links.get(&ch) {
             if let Some(l) = self.legs.get_mut(&leg) {
                 let before = l.phone_holds;
                 l.phone_holds = holds;
@@ -157,65 +157,66 @@ impl Switch {
 
     /// The channel the media of `ch` is bridged with.
     pub(super) fn partner(&self, ch: ChannelId) -> Option<ChannelId> {
-        let &(leg, role) = self.links.get(&ch)?;
-        let l = self.legs.get(&leg)?;
-        match role {
-            Role::Far => l.phone.first().copied().filter(|_| l.phone.len() == 1),
-            Role::Phone => match l.far {
-                Far::Outside(t) => Some(t),
-                Far::Leg(other) => {
-                    let o = self.legs.get(&other)?;
-                    (o.phone.len() == 1).then(|| o.phone[0])
-                }
-                Far::None => None,
+        match *self.links.get(&ch)? {
+            Link::Far(leg) => match self.legs.get(&leg)?.phone[..] {
+                [p] => Some(p),
+                _ => None,
             },
+            Link::Phone(leg) => match self.legs.get(&leg)?.far {
+                Far::Outside(t) => Some(t),
+                Far::Leg(other) => match self.legs.get(&other)?.phone[..] {
+                    [p] => Some(p),
+                    _ => None,
+                },
+                Far::None | Far::Parked => None,
+            },
+            Link::Relay(other) => Some(other),
+            Link::Parked => None,
         }
     }
 
     /// Which ways media may flow towards and from `ch` because of holds: a holding leg's phone
     /// neither sends nor receives; the party it holds may only listen.
     pub(super) fn hold_flow(&self, ch: ChannelId) -> Flow {
-        let mut f = Flow::BOTH;
-        let Some(&(leg, role)) = self.links.get(&ch) else {
-            return f;
-        };
-        let Some(l) = self.legs.get(&leg) else {
-            return f;
-        };
-        match role {
-            Role::Phone => {
-                if l.held {
-                    f = Flow::NONE;
-                }
-                if let Far::Leg(other) = l.far {
-                    if self.legs.get(&other).is_some_and(|o| o.held) {
+        let held = |leg: CallLegId| self.legs.get(&leg).is_some_and(|l| l.held);
+        match self.links.get(&ch) {
+            Some(&Link::Phone(leg)) => {
+                let mut f = if held(leg) { Flow::NONE } else { Flow::BOTH };
+                if let Some(Far::Leg(other)) = self.legs.get(&leg).map(|l| l.far) {
+                    if held(other) {
                         f = f.and(Flow::SEND);
                     }
                 }
+                f
             }
-            Role::Far => {
-                if l.held {
-                    f = f.and(Flow::SEND);
-                }
-            }
+            Some(&Link::Far(leg)) if held(leg) => Flow::SEND,
+            _ => Flow::BOTH,
         }
-        f
     }
 
     /// Brings what `ch` was sent in line with its bridge: re-offers if it differs (or marks the
-    /// channel to re-offer once it may). Returns whether an offer is (or will be) outstanding.
+    /// channel to re-offer once it may). A dialog bridged with nothing (a held original whose
+    /// phone serves a consultation, a parked party, a phone in dial tone) is offered a placeholder:
+    /// no media flows, and none goes to a party no longer there. Returns whether an offer is (or
+    /// will be) outstanding.
     pub(super) fn sync(&mut self, ch: ChannelId, now: Instant) -> bool {
-        let Some(partner) = self.partner(ch) else {
-            return false;
+        let media = match self.partner(ch) {
+            Some(p) => match self
+                .channels
+                .get(&p)
+                .and_then(|p| Some((p.remote.clone()?, p.wants)))
+            {
+                Some(m) => Some(m),
+                // The partner has no media yet (it still rings): nothing to change.
+                None => return false,
+            },
+            None => None,
         };
-        let Some((media, wants)) = self
-            .channels
-            .get(&partner)
-            .and_then(|p| Some((p.remote.clone()?, p.wants)))
-        else {
-            return false;
-        };
-        let flow = wants.and(self.hold_flow(ch));
+        let flow = media
+            .as_ref()
+            .map(|(_, wants)| wants.and(self.hold_flow(ch)))
+            .unwrap_or(Flow::NONE);
+        let local = self.local;
         let Some(c) = self.channels.get_mut(&ch) else {
             return false;
         };
@@ -226,7 +227,10 @@ impl Switch {
             c.stale = true;
             return true;
         }
-        let r = c.local.relay(&media, None, flow);
+        let r = match &media {
+            Some((sdp, _)) => c.local.relay(sdp, None, flow),
+            None => c.local.placeholder(local),
+        };
         if !r.changed {
             return false;
         }
@@ -274,6 +278,36 @@ impl Switch {
                 self.set_state(leg, CallState::Connected(ConnectedMode::Active));
                 self.done(op, Ok(Done::Unit));
             }
+            (OpKind::SwapHold { active, held }, None) => {
+                self.set_state(active, CallState::OnHold);
+                self.set_state(held, CallState::Connected(ConnectedMode::Active));
+                self.done(op, Ok(Done::Unit));
+            }
+            (OpKind::SwapHold { active, held }, Some(reason)) => {
+                for (leg, was) in [(active, false), (held, true)] {
+                    if let Some(l) = self.legs.get_mut(&leg) {
+                        l.held = was;
+                    }
+                }
+                self.done(op, Err(Error::OperationFailed { reason }));
+                let now = self.last_now;
+                for leg in [active, held] {
+                    for c in self.bridge_channels(leg) {
+                        self.sync(c, now);
+                    }
+                }
+            }
+            (OpKind::SetupTransfer { original, consult }, None) => {
+                self.set_state(original, CallState::OnHoldPendingTransfer);
+                self.done(op, Ok(Done::Leg(consult)));
+            }
+            (OpKind::SetupTransfer { consult, .. }, Some(reason)) => {
+                // The original could not be held: the consultation call goes, the phone dialog
+                // returns, and the original is as it was.
+                self.done(op, Err(Error::OperationFailed { reason }));
+                self.end_phone(consult, 0);
+                self.set_state(consult, CallState::Idle);
+            }
             (OpKind::Hold(leg) | OpKind::Unhold(leg), Some(reason)) => {
                 // Put back what was there: the side that took the change is offered the old
                 // session again; the call's state never changed.
@@ -320,7 +354,7 @@ impl Switch {
 
     /// `digit` reached the phone dialog `ch`: its leg reports it if it monitors digits.
     pub(super) fn digit_heard(&mut self, ch: ChannelId, digit: char) {
-        if let Some(&(leg, Role::Phone)) = self.links.get(&ch) {
+        if let Some(&Link::Phone(leg)) = self.links.get(&ch) {
             if self.legs.get(&leg).is_some_and(|l| l.digits) {
                 self.report(ProviderEvent::Digit {
                     leg,

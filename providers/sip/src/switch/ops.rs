@@ -8,7 +8,7 @@ impl Switch {
         self.last_now = now;
         let r = match cmd {
             Command::MakeCall(m) => self.make_call(now, op, m),
-            Command::Dial(leg, d) => self.dial(now, leg, &d),
+            Command::Dial(leg, d) => self.dial(now, op, leg, &d),
             Command::Accept(leg) => self.accept(leg),
             Command::Answer(leg) => self.answer(op, leg),
             Command::Reject(leg) => self.reject(leg),
@@ -20,6 +20,17 @@ impl Switch {
                 l.digits = on;
                 Some(Done::Unit)
             }),
+            Command::SwapHold(active, held) => self.swap_hold(now, op, active, held),
+            Command::BlindTransfer(leg, d) => self.blind_transfer(now, leg, &d.digits()),
+            Command::Redirect(leg, d) => self.redirect(now, leg, &d.digits()),
+            Command::SetupTransfer(leg, request) => self.setup_transfer(now, op, leg, request),
+            Command::CompleteTransfer(held, consult, mode) => {
+                self.complete_transfer(now, op, held, consult, mode)
+            }
+            Command::Park(leg, mode) => self.park_call(now, leg, &mode),
+            Command::Unpark(origin, orbit) => self.unpark(now, op, origin, &orbit),
+            Command::Pickup(origin, target) => self.pickup(now, op, origin, &target),
+            Command::Forward(line, address, f) => self.forward(line, address, f),
         };
         match r {
             Ok(Some(d)) => self.done(op, Ok(d)),
@@ -111,37 +122,16 @@ impl Switch {
             called,
             ..CallInfo::default()
         };
-        let leg = CallLegId(self.id());
-        self.legs.insert(
-            leg,
-            Leg {
-                line,
-                state: CallState::DialTone(DialToneMode::Normal),
-                info: Arc::new(info),
-                phone: Vec::new(),
-                far: Far::None,
-                held: false,
-                phone_holds: false,
-                digits: false,
-                reported: false,
-                request: Some(m.request),
-                setup: Some(op),
-                dialled: String::new(),
-            },
-        );
-        self.ops.insert(
-            op,
-            Op {
-                kind: OpKind::MakeCall(leg),
-                waiting: 0,
-                failure: None,
-            },
-        );
+        let mut l = Leg::new(line, CallState::DialTone(DialToneMode::Normal), info);
+        l.request = Some(m.request);
+        l.setup = Some(op);
+        let leg = self.add_leg(l);
+        self.ops.insert(op, Op::new(OpKind::MakeCall(leg)));
         if let Some(d) = m.destination {
             self.pending_dest.insert(op, d);
         }
         let auto = self.lines[line].auto_answer;
-        self.ring(leg, auto);
+        self.ring(leg, auto, None);
         self.at(now + self.timing.phone_answer, Timer::PhoneAnswer(op));
         Ok(None)
     }
@@ -167,10 +157,16 @@ impl Switch {
     pub(super) fn dial(
         &mut self,
         now: Instant,
+        op: OpId,
         leg: CallLegId,
         d: &DialString,
     ) -> Result<Option<Done>, Error> {
         let l = self.live(leg)?;
+        if l.state.kind() == CallStateKind::Connected {
+            // Dialling on a connected call sends the digits down it, as a phone's keypad does.
+            let digits: String = d.digits().chars().filter(|c| *c != '+').collect();
+            return self.generate(op, leg, &digits, DigitMode::Dtmf);
+        }
         if !matches!(
             l.state.kind(),
             CallStateKind::DialTone | CallStateKind::Dialing
@@ -213,15 +209,9 @@ impl Switch {
         }
         // Ask the phone again, this time to answer by itself.
         self.end_phone(leg, 0);
-        self.ops.insert(
-            op,
-            Op {
-                kind: OpKind::Answer(leg),
-                waiting: 0,
-                failure: None,
-            },
-        );
-        self.ring(leg, true);
+        self.ops.insert(op, Op::new(OpKind::Answer(leg)));
+        let media = self.far_media(leg);
+        self.ring(leg, true, media);
         Ok(None)
     }
 
@@ -249,7 +239,7 @@ impl Switch {
             }
             _ => {
                 self.end_phone(leg, 480);
-                self.hang_up_far(leg);
+                self.hang_up_far(leg, DisconnectReason::Normal);
                 self.set_state(leg, CallState::Idle);
                 Ok(Some(Done::Unit))
             }
@@ -265,8 +255,38 @@ impl Switch {
     ) -> Result<Option<Done>, Error> {
         let state = self.state_of(leg);
         let l = self.live(leg)?;
+        if !hold && state == CallStateKind::OnHoldPendingTransfer {
+            // Taking the original off hold cancels its consultation (auto-reconnect).
+            let Some(consult) = l.lent_to else {
+                return Err(Error::InvalidCallState { state });
+            };
+            if self.busy_with_op(leg) {
+                return Err(Error::InvalidCallState { state });
+            }
+            self.ops.insert(op, Op::new(OpKind::Unhold(leg)));
+            self.hang_up_far(consult, DisconnectReason::Normal);
+            self.end_phone(consult, 0);
+            self.set_state(consult, CallState::Idle);
+            // The phone dialog is back with the original; wait for both sides to be re-offered.
+            for ch in self.bridge_channels(leg) {
+                if self
+                    .channels
+                    .get(&ch)
+                    .is_some_and(|c| c.reoffer.is_some() || c.stale)
+                {
+                    self.waiters.entry(ch).or_default().push(op);
+                    if let Some(o) = self.ops.get_mut(&op) {
+                        o.waiting += 1;
+                    }
+                }
+            }
+            if self.ops.get(&op).is_some_and(|o| o.waiting == 0) {
+                self.op_settled(op);
+            }
+            return Ok(None);
+        }
         let ok = if hold {
-            state == CallStateKind::Connected && !l.held
+            state == CallStateKind::Connected && !l.held && l.lent_to.is_none()
         } else {
             state == CallStateKind::OnHold && l.held
         };
@@ -291,15 +311,11 @@ impl Switch {
         }
         self.ops.insert(
             op,
-            Op {
-                kind: if hold {
-                    OpKind::Hold(leg)
-                } else {
-                    OpKind::Unhold(leg)
-                },
-                waiting: 0,
-                failure: None,
-            },
+            Op::new(if hold {
+                OpKind::Hold(leg)
+            } else {
+                OpKind::Unhold(leg)
+            }),
         );
         // The held party first: it is what a hold is for (RFC 3264 §8.4), then the holder's phone.
         for ch in chans.into_iter().rev() {

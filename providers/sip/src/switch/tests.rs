@@ -675,6 +675,7 @@ fn a_call_whose_phone_never_answers_fails_and_leaves_nothing() {
 
 /// A connected call from the trunk to Bob: (trunk channel, Bob's phone channel, Bob's leg).
 fn connected(t: &mut T) -> (ChannelId, ChannelId, CallLegId) {
+    t.sip.clear();
     let trunk = t.invite("5551234", "2002", TRUNK, None).expect("taken");
     let phone = t.invites()[0].0;
     t.answer(phone, 7072);
@@ -1007,4 +1008,702 @@ fn a_call_to_a_line_with_no_phone_is_refused() {
         Some(Err(Error::OperationFailed { .. }))
     ));
     assert!(t.sw.is_quiet());
+}
+
+// -------------------------------------------------------------------------------------------------
+// Moving parties.
+
+fn office_with_park() -> T {
+    let settings = SipSettings::new(addr(5060))
+        .line(SipLine::registered("2001", "Alice", "alice-secret").auto_answer())
+        .line(SipLine::registered("2002", "Bob", "bob-secret"))
+        .line(SipLine::fixed("2009", "Lobby", "sip:127.0.0.1:5099"))
+        .trunk(format!("sip:127.0.0.1:{TRUNK}"))
+        .park_orbits(["701"])
+        .pickup_group("sales", ["2001", "2002"]);
+    let mut t = T::new(settings);
+    t.register("2001", "alice-secret", 5071);
+    t.register("2002", "bob-secret", 5072);
+    t.reports.clear();
+    t
+}
+
+fn info_of(t: &T, leg: CallLegId) -> Arc<CallInfo> {
+    t.reports
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            ProviderEvent::NewCall(c) if c.leg == leg => Some(c.info.clone()),
+            ProviderEvent::CallInfo { leg: l, info } if *l == leg => Some(info.clone()),
+            _ => None,
+        })
+        .expect("the call was reported")
+}
+
+fn dial(n: &str) -> DialString {
+    DialString::parse(n).expect("dialable")
+}
+
+#[test]
+fn blind_transfer_sends_the_caller_to_another_line_and_the_media_follows() {
+    let mut t = T::office();
+    let (trunk, bob_phone, bob) = connected(&mut t);
+    let op = t.cmd(Command::BlindTransfer(bob, dial("2001")));
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    assert!(t.has(|a| matches!(a, SipAction::Bye { ch } if *ch == bob_phone)));
+    assert_eq!(t.last_state(bob), Some(CallState::Idle));
+    // Alice's phone rings with the caller's media; her leg says it was transferred by Bob.
+    let alice = t.leg_on(0);
+    let info = info_of(&t, alice);
+    assert_eq!(info.reason, CallReason::Transfer);
+    assert_eq!(info.caller.number.as_deref(), Some("5551234"));
+    assert_eq!(info.redirecting().number.as_deref(), Some("2002"));
+    let invite = t
+        .invites()
+        .last()
+        .cloned()
+        .expect("Alice's phone is called");
+    assert!(invite.3.contains("m=audio 6080 "));
+    t.sip.clear();
+    t.answer(invite.0, 7071);
+    // The caller, connected all along, is re-offered Alice's media.
+    assert!(
+        t.reoffers()
+            .iter()
+            .any(|(ch, s)| *ch == trunk && s.contains("m=audio 7071 "))
+    );
+    assert_eq!(t.states(alice), vec![Offering, Connected]);
+}
+
+#[test]
+fn a_transfer_nowhere_changes_nothing() {
+    let settings = SipSettings::new(addr(5060))
+        .line(SipLine::registered("2001", "Alice", "alice-secret"))
+        .line(SipLine::registered("2002", "Bob", "bob-secret"))
+        .line(SipLine::registered("2003", "Carol", "carol-secret"));
+    let mut t = T::new(settings);
+    t.register("2001", "alice-secret", 5071);
+    t.register("2002", "bob-secret", 5072);
+    t.phone_calls("2001", "alice-secret", 5071, "2002");
+    let bob_phone = t.invites()[0].0;
+    t.answer(bob_phone, 7072);
+    let alice = t.leg_on(0);
+    t.sip.clear();
+    let before = t.reports.len();
+    for (to, expect) in [
+        ("2001", "own line"),
+        ("9999", "unknown"),
+        ("2003", "no phone"),
+    ] {
+        let op = t.cmd(Command::BlindTransfer(alice, dial(to)));
+        let r = t.result(op);
+        assert!(
+            matches!(
+                r,
+                Some(Err(
+                    Error::InvalidAddress { .. } | Error::ResourceUnavailable { .. }
+                ))
+            ),
+            "{expect}: {r:?}"
+        );
+    }
+    assert!(t.sip.is_empty(), "{:#?}", t.sip);
+    assert_eq!(t.reports.len(), before);
+}
+
+#[test]
+fn a_redirect_out_through_the_trunk_answers_the_caller_when_the_far_end_does() {
+    let mut t = T::office();
+    let trunk = t.invite("5551234", "2002", TRUNK, None).expect("taken");
+    let bob = t.leg_on(1);
+    let bob_phone = t.invites()[0].0;
+    t.sip.clear();
+    let op = t.cmd(Command::Redirect(bob, dial("5559999")));
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    assert!(t.has(|a| matches!(a, SipAction::Cancel { ch } if *ch == bob_phone)));
+    assert_eq!(t.states(bob), vec![Offering, Idle]);
+    let out = t.invites();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, TRUNK);
+    assert!(
+        out[0].3.contains("m=audio 6080 "),
+        "the far end is offered the caller's media"
+    );
+    t.event(SipEvent::Progress {
+        ch: out[0].0,
+        status: 180,
+        sdp: None,
+    });
+    assert!(t.has(|a| matches!(a, SipAction::Ring { ch, .. } if *ch == trunk)));
+    t.answer(out[0].0, 9000);
+    assert!(t.has(|a| matches!(a, SipAction::Answer { ch, sdp } if *ch == trunk && sdp.contains("m=audio 9000 "))));
+    // Either side hanging up ends the other.
+    t.event(SipEvent::Ended { ch: trunk });
+    assert!(t.has(|a| matches!(a, SipAction::Bye { ch } if *ch == out[0].0)));
+    assert!(t.sw.is_quiet());
+}
+
+#[test]
+fn a_consultation_transfer_connects_the_two_far_parties_and_frees_the_line() {
+    let mut t = T::office();
+    let (trunk, bob_phone, bob) = connected(&mut t);
+    // Set up: the original is held, the phone's dialog serves the consultation in dial tone.
+    let op = t.cmd(Command::SetupTransfer(bob, RequestId(7)));
+    let consult = t.leg_on(1);
+    assert_ne!(consult, bob);
+    assert_eq!(
+        t.new_calls().last().map(|c| c.request),
+        Some(Some(RequestId(7)))
+    );
+    assert_eq!(
+        info_of(&t, consult).related_call_id,
+        Some(info_of(&t, bob).call_id)
+    );
+    let re = t.reoffers();
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == trunk && s.contains("a=inactive")),
+        "{re:#?}"
+    );
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == bob_phone && s.contains("a=inactive"))
+    );
+    for (ch, _) in re {
+        t.event(SipEvent::Reoffered {
+            ch,
+            result: Ok(Some(sdp(if ch == trunk { 6080 } else { 7072 }, "inactive"))),
+        });
+    }
+    assert_eq!(t.result(op), Some(Ok(Done::Leg(consult))));
+    assert_eq!(t.last_state(bob), Some(CallState::OnHoldPendingTransfer));
+    // Dial Alice from the consultation: her phone is offered Bob's phone's media.
+    t.sip.clear();
+    let op = t.cmd(Command::Dial(consult, dial("2001")));
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    let alice_phone = t.invites()[0].0;
+    assert!(t.invites()[0].3.contains("m=audio 7072 "));
+    t.answer(alice_phone, 7071);
+    assert_eq!(
+        t.last_state(consult),
+        Some(CallState::Connected(ConnectedMode::Active))
+    );
+    assert!(
+        t.reoffers()
+            .iter()
+            .any(|(ch, s)| *ch == bob_phone && s.contains("m=audio 7071 "))
+    );
+    let alice = t.leg_on(0);
+    // Complete: the caller and Alice are re-offered each other's media; Bob's calls end.
+    t.sip.clear();
+    let op = t.cmd(Command::CompleteTransfer(
+        bob,
+        consult,
+        TransferMode::Transfer,
+    ));
+    assert!(t.has(|a| matches!(a, SipAction::Bye { ch } if *ch == bob_phone)));
+    assert_eq!(t.last_state(bob), Some(CallState::Idle));
+    assert_eq!(t.last_state(consult), Some(CallState::Idle));
+    let re = t.reoffers();
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == trunk && s.contains("m=audio 7071 ") && s.contains("a=sendrecv")),
+        "{re:#?}"
+    );
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == alice_phone && s.contains("m=audio 6080 "))
+    );
+    assert!(t.result(op).is_none(), "done when the new bridge is up");
+    for (ch, _) in re {
+        let port = if ch == trunk { 6080 } else { 7071 };
+        t.event(SipEvent::Reoffered {
+            ch,
+            result: Ok(Some(sdp(port, "sendrecv"))),
+        });
+    }
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    assert_eq!(
+        info_of(&t, alice).connected.number.as_deref(),
+        Some("5551234")
+    );
+    assert_eq!(
+        t.last_state(alice),
+        Some(CallState::Connected(ConnectedMode::Active))
+    );
+}
+
+#[test]
+fn dropping_the_consultation_reconnects_the_original() {
+    let mut t = T::office();
+    let (trunk, bob_phone, bob) = connected(&mut t);
+    let op = t.cmd(Command::SetupTransfer(bob, RequestId(7)));
+    for (ch, _) in t.reoffers() {
+        t.event(SipEvent::Reoffered {
+            ch,
+            result: Ok(Some(sdp(if ch == trunk { 6080 } else { 7072 }, "inactive"))),
+        });
+    }
+    let consult = match t.result(op) {
+        Some(Ok(Done::Leg(c))) => c,
+        other => panic!("{other:?}"),
+    };
+    t.sip.clear();
+    let op = t.cmd(Command::Drop(consult));
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    assert!(
+        !t.has(|a| matches!(a, SipAction::Bye { ch } if *ch == bob_phone)),
+        "the phone's dialog is the original's again"
+    );
+    assert_eq!(t.last_state(consult), Some(CallState::Idle));
+    assert_eq!(
+        t.last_state(bob),
+        Some(CallState::Connected(ConnectedMode::Active))
+    );
+    let re = t.reoffers();
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == trunk && s.contains("m=audio 7072 ") && s.contains("a=sendrecv")),
+        "{re:#?}"
+    );
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == bob_phone && s.contains("m=audio 6080 "))
+    );
+}
+
+#[test]
+fn swap_hold_holds_one_and_takes_the_other_off_hold() {
+    let mut t = T::office();
+    let (trunk, phone_a, a) = connected(&mut t);
+    let op = t.cmd(Command::Hold(a));
+    for (ch, _) in t.reoffers() {
+        t.event(SipEvent::Reoffered {
+            ch,
+            result: Ok(None),
+        });
+    }
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    // A second call to Bob.
+    let trunk2 = t.tx();
+    let _ = trunk2;
+    let second = t.invite("5557777", "2002", TRUNK, None).expect("taken");
+    let phone_b = t.invites().last().map(|i| i.0).expect("rings");
+    t.answer(phone_b, 7073);
+    let b = t.leg_on(1);
+    t.sip.clear();
+    let op = t.cmd(Command::SwapHold(b, a));
+    let re = t.reoffers();
+    assert_eq!(re.len(), 4, "{re:#?}");
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == second && s.contains("a=sendonly"))
+    );
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == trunk && s.contains("a=sendrecv"))
+    );
+    let _ = phone_a;
+    for (ch, _) in re {
+        t.event(SipEvent::Reoffered {
+            ch,
+            result: Ok(None),
+        });
+    }
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    assert_eq!(t.last_state(b), Some(CallState::OnHold));
+    assert_eq!(
+        t.last_state(a),
+        Some(CallState::Connected(ConnectedMode::Active))
+    );
+}
+
+#[test]
+fn park_unpark_and_the_recall_after_the_time_out() {
+    let mut t = office_with_park();
+    let (trunk, bob_phone, bob) = connected(&mut t);
+    let op = t.cmd(Command::Park(bob, ParkMode::NonDirected));
+    assert_eq!(t.result(op), Some(Ok(Done::Orbit("701".into()))));
+    assert!(t.has(|a| matches!(a, SipAction::Bye { ch } if *ch == bob_phone)));
+    assert!(t.reports.iter().any(|r| matches!(r, ProviderEvent::Line { line: LineId(1), event: LineEvent::Parked { orbit, .. } } if orbit == "701")));
+    assert!(
+        t.reoffers()
+            .iter()
+            .any(|(ch, s)| *ch == trunk && s.contains("a=inactive")),
+        "the parked caller is held"
+    );
+    t.event(SipEvent::Reoffered {
+        ch: trunk,
+        result: Ok(Some(sdp(6080, "inactive"))),
+    });
+    // The lot is full now; an unknown orbit is no orbit.
+    let (_, _, other) = connected(&mut t);
+    let op = t.cmd(Command::Park(other, ParkMode::NonDirected));
+    assert!(matches!(
+        t.result(op),
+        Some(Err(Error::ResourceUnavailable { .. }))
+    ));
+    let op = t.cmd(Command::Park(other, ParkMode::Directed("701".into())));
+    assert_eq!(t.result(op), Some(Err(Error::InUse)));
+    let op = t.cmd(Command::Drop(other));
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    // Alice unparks: her phone is asked to answer with the caller's media; done when it has.
+    t.sip.clear();
+    let op = t.cmd(Command::Unpark(
+        Origin {
+            request: RequestId(9),
+            line: LineId(0),
+            address: AddressId(0),
+        },
+        "701".into(),
+    ));
+    let invite = t.invites()[0].clone();
+    assert!(invite.2 && invite.3.contains("m=audio 6080 "));
+    assert!(t.result(op).is_none());
+    t.answer(invite.0, 7071);
+    let alice = match t.result(op) {
+        Some(Ok(Done::Leg(l))) => l,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        t.new_calls().last().map(|c| (c.state.kind(), c.request)),
+        Some((Connected, Some(RequestId(9))))
+    );
+    assert_eq!(info_of(&t, alice).reason, CallReason::Unpark);
+    assert!(t.reports.iter().any(|r| matches!(
+        r,
+        ProviderEvent::Line {
+            event: LineEvent::Unparked { .. },
+            ..
+        }
+    )));
+    assert!(
+        t.reoffers()
+            .iter()
+            .any(|(ch, s)| *ch == trunk && s.contains("m=audio 7071 "))
+    );
+    // Parked again and left: after the time-out it rings its parker, reason reminder.
+    let op = t.cmd(Command::Park(alice, ParkMode::Directed("701".into())));
+    assert_eq!(t.result(op), Some(Ok(Done::Orbit("701".into()))));
+    t.reports.clear();
+    t.advance(Duration::from_secs(61));
+    let recall = t.new_calls();
+    assert_eq!(recall.len(), 1);
+    assert_eq!(
+        (recall[0].line, recall[0].info.reason),
+        (LineId(0), CallReason::Reminder)
+    );
+}
+
+#[test]
+fn a_parked_caller_that_hangs_up_frees_its_orbit() {
+    let mut t = office_with_park();
+    let (trunk, _, bob) = connected(&mut t);
+    let op = t.cmd(Command::Park(bob, ParkMode::NonDirected));
+    assert_eq!(t.result(op), Some(Ok(Done::Orbit("701".into()))));
+    t.event(SipEvent::Ended { ch: trunk });
+    assert!(t.reports.iter().any(|r| matches!(
+        r,
+        ProviderEvent::Line {
+            event: LineEvent::Unparked { .. },
+            ..
+        }
+    )));
+    let op = t.cmd(Command::Unpark(
+        Origin {
+            request: RequestId(9),
+            line: LineId(0),
+            address: AddressId(0),
+        },
+        "701".into(),
+    ));
+    assert!(matches!(
+        t.result(op),
+        Some(Err(Error::InvalidAddress { .. }))
+    ));
+    assert!(t.sw.is_quiet());
+}
+
+#[test]
+fn pickup_takes_the_ringing_call_once_the_pickers_phone_answers() {
+    let mut t = office_with_park();
+    let trunk = t.invite("5551234", "2002", TRUNK, None).expect("taken");
+    let bob = t.leg_on(1);
+    let bob_phone = t.invites()[0].0;
+    t.sip.clear();
+    let op = t.cmd(Command::Pickup(
+        Origin {
+            request: RequestId(5),
+            line: LineId(0),
+            address: AddressId(0),
+        },
+        PickupTarget::Group("sales".into()),
+    ));
+    // Bob's phone keeps ringing until Alice's has answered: a failed pickup loses nothing.
+    assert!(!t.has(|a| matches!(a, SipAction::Cancel { ch } if *ch == bob_phone)));
+    let alice_phone = t.invites()[0].0;
+    t.answer(alice_phone, 7071);
+    let alice = match t.result(op) {
+        Some(Ok(Done::Leg(l))) => l,
+        other => panic!("{other:?}"),
+    };
+    assert!(t.has(|a| matches!(a, SipAction::Cancel { ch } if *ch == bob_phone)));
+    assert_eq!(t.states(bob), vec![Offering, Disconnected, Idle]);
+    assert_eq!(
+        t.last_state(alice),
+        Some(CallState::Connected(ConnectedMode::Active))
+    );
+    assert_eq!(info_of(&t, alice).reason, CallReason::Pickup);
+    assert!(t.has(|a| matches!(a, SipAction::Answer { ch, sdp } if *ch == trunk && sdp.contains("m=audio 7071 "))));
+    // Nothing rings any more: a second pickup has nothing to take.
+    let op = t.cmd(Command::Pickup(
+        Origin {
+            request: RequestId(6),
+            line: LineId(0),
+            address: AddressId(0),
+        },
+        PickupTarget::Directed("2002".into()),
+    ));
+    assert!(matches!(
+        t.result(op),
+        Some(Err(Error::InvalidAddress { .. }))
+    ));
+}
+
+fn forward(t: &mut T, line: u32, fwd: Forwarding) -> Option<Result<Done, Error>> {
+    let op = t.cmd(Command::Forward(LineId(line), AddressId(0), fwd));
+    t.result(op)
+}
+
+#[test]
+fn forwarding_do_not_disturb_unconditional_busy_and_no_answer() {
+    let mut t = T::office();
+    // Do not disturb: a caller from outside hears busy; nothing rings.
+    let dnd = Forwarding {
+        do_not_disturb: true,
+        rules: vec![],
+    };
+    assert_eq!(forward(&mut t, 1, dnd), Some(Ok(Done::Unit)));
+    assert!(t.reports.iter().any(|r| matches!(
+        r,
+        ProviderEvent::Line {
+            event: LineEvent::ForwardingChanged { .. },
+            ..
+        }
+    )));
+    t.sip.clear();
+    assert_eq!(t.invite("5551234", "2002", TRUNK, None), None);
+    assert!(t.has(|a| matches!(a, SipAction::Respond { status: 486, .. })));
+    // Unconditional: the call is offered at the destination instead, one hop.
+    let fwd = Forwarding {
+        do_not_disturb: false,
+        rules: vec![(ForwardCondition::Unconditional, dial("2001"))],
+    };
+    assert_eq!(forward(&mut t, 1, fwd), Some(Ok(Done::Unit)));
+    t.sip.clear();
+    t.invite("5551234", "2002", TRUNK, None).expect("taken");
+    let leg = t.leg_on(0);
+    let info = info_of(&t, leg);
+    assert_eq!(info.reason, CallReason::ForwardUnconditional);
+    assert_eq!(info.redirecting().number.as_deref(), Some("2002"));
+    assert!(
+        t.invites().iter().all(|i| i.1 == 5071),
+        "only Alice's phone rings"
+    );
+    // A bad destination changes nothing.
+    let bad = Forwarding {
+        do_not_disturb: false,
+        rules: vec![(ForwardCondition::Busy, dial("2002"))],
+    };
+    assert!(matches!(
+        forward(&mut t, 1, bad),
+        Some(Err(Error::InvalidAddress { .. }))
+    ));
+    // Busy: every phone said 486.
+    let mut t = T::office();
+    let fwd = Forwarding {
+        do_not_disturb: false,
+        rules: vec![(ForwardCondition::Busy, dial("2001"))],
+    };
+    forward(&mut t, 1, fwd);
+    t.invite("5551234", "2002", TRUNK, None).expect("taken");
+    let bob = t.leg_on(1);
+    let phone = t.invites()[0].0;
+    t.event(SipEvent::Failed {
+        ch: phone,
+        status: 486,
+    });
+    assert_eq!(t.states(bob), vec![Offering, Disconnected, Idle]);
+    assert_eq!(info_of(&t, t.leg_on(0)).reason, CallReason::ForwardBusy);
+    // No answer after two rings.
+    let mut t = T::office();
+    let fwd = Forwarding {
+        do_not_disturb: false,
+        rules: vec![(ForwardCondition::NoAnswer { rings: 2 }, dial("2001"))],
+    };
+    forward(&mut t, 1, fwd);
+    t.invite("5551234", "2002", TRUNK, None).expect("taken");
+    let bob = t.leg_on(1);
+    t.advance(Duration::from_secs(13));
+    assert_eq!(
+        t.reports
+            .iter()
+            .filter_map(|r| match r {
+                ProviderEvent::CallState { leg, state } if *leg == bob => Some(*state),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        vec![
+            CallState::Disconnected(DisconnectReason::Forwarded),
+            CallState::Idle
+        ]
+    );
+    assert_eq!(info_of(&t, t.leg_on(0)).reason, CallReason::ForwardNoAnswer);
+}
+
+#[test]
+fn a_forwarding_loop_takes_one_hop_and_then_ends() {
+    let mut t = T::office();
+    let to = |n: &str| Forwarding {
+        do_not_disturb: false,
+        rules: vec![(ForwardCondition::NoAnswer { rings: 1 }, dial(n))],
+    };
+    forward(&mut t, 0, to("2002"));
+    forward(&mut t, 1, to("2001"));
+    let trunk = t.invite("5551234", "2001", TRUNK, None).expect("taken");
+    t.advance(Duration::from_secs(7));
+    t.advance(Duration::from_secs(7));
+    t.advance(Duration::from_secs(7));
+    // Forwarded once to Bob, never back; after the no-answer time it is over, and the caller told.
+    let offered: Vec<u32> = t.new_calls().iter().map(|c| c.line.0).collect();
+    assert_eq!(offered, vec![0, 1]);
+    t.advance(Duration::from_secs(61));
+    assert!(t.has(|a| matches!(a, SipAction::Refuse { ch, status: 480 } if *ch == trunk)));
+    assert!(t.sw.is_quiet());
+}
+
+#[test]
+fn a_phone_s_refer_is_carried_out_as_a_transfer() {
+    let mut t = T::office();
+    let (trunk, bob_phone, bob) = connected(&mut t);
+    let tx = t.tx();
+    t.event(SipEvent::Refer {
+        ch: bob_phone,
+        tx,
+        to: "2001".into(),
+        replaces: None,
+    });
+    assert!(t.has(|a| matches!(a, SipAction::AnswerRefer { tx: x, status: 202 } if *x == tx)));
+    let notify = t
+        .sip
+        .iter()
+        .position(|a| matches!(a, SipAction::Notify { ch, status: 200 } if *ch == bob_phone));
+    let bye = t
+        .sip
+        .iter()
+        .position(|a| matches!(a, SipAction::Bye { ch } if *ch == bob_phone));
+    assert!(
+        notify.is_some() && notify < bye,
+        "the phone hears the transfer worked, then BYE"
+    );
+    assert_eq!(t.last_state(bob), Some(CallState::Idle));
+    assert_eq!(info_of(&t, t.leg_on(0)).reason, CallReason::Transfer);
+    // A REFER to nowhere is refused and changes nothing.
+    let (_, phone2, leg2) = connected(&mut t);
+    let tx = t.tx();
+    // (to its own line: there is a trunk, so any other number would go out)
+    t.event(SipEvent::Refer {
+        ch: phone2,
+        tx,
+        to: "2002".into(),
+        replaces: None,
+    });
+    let _ = trunk;
+    assert!(t.has(|a| matches!(a, SipAction::AnswerRefer { tx: x, status: 404 } if *x == tx)));
+    assert_eq!(
+        t.last_state(leg2),
+        Some(CallState::Connected(ConnectedMode::Active))
+    );
+}
+
+#[test]
+fn an_attended_refer_joins_the_parties_of_the_phone_s_two_calls() {
+    let mut t = T::office();
+    // Bob has a call from outside (held at his phone) and one with Alice.
+    let (trunk, bob_phone_1, bob_1) = connected(&mut t);
+    let bob_phone_2 = t.phone_calls("2002", "bob-secret", 5072, "2001");
+    let bob_2 = t.leg_on(1);
+    let alice_phone = t.invites().last().map(|i| i.0).expect("Alice rings");
+    t.answer(alice_phone, 7071);
+    let alice = t.leg_on(0);
+    t.sip.clear();
+    let tx = t.tx();
+    t.event(SipEvent::Refer {
+        ch: bob_phone_1,
+        tx,
+        to: "2001".into(),
+        replaces: Some(bob_phone_2),
+    });
+    assert!(t.has(|a| matches!(a, SipAction::AnswerRefer { status: 202, .. })));
+    assert_eq!(t.last_state(bob_1), Some(CallState::Idle));
+    assert_eq!(t.last_state(bob_2), Some(CallState::Idle));
+    let re = t.reoffers();
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == trunk && s.contains("m=audio 7071 ")),
+        "{re:#?}"
+    );
+    assert!(
+        re.iter()
+            .any(|(ch, s)| *ch == alice_phone && s.contains("m=audio 6080 "))
+    );
+    assert_eq!(
+        info_of(&t, alice).connected.number.as_deref(),
+        Some("5551234")
+    );
+}
+
+#[test]
+fn a_phone_that_vanishes_mid_call_ends_it_with_a_cause() {
+    let mut t = T::office();
+    let alice_phone = t.phone_calls("2001", "alice-secret", 5071, "2002");
+    let bob_phone = t.invites()[0].0;
+    t.answer(bob_phone, 7072);
+    let (a, b) = (t.leg_on(0), t.leg_on(1));
+    // The keep-alive goes out after its interval...
+    t.sip.clear();
+    t.advance(Duration::from_secs(31));
+    assert!(t.has(|x| matches!(x, SipAction::Ping { ch } if *ch == bob_phone)));
+    // ...and Bob's phone does not answer: his leg ends, Alice's is disconnected, unreachable.
+    t.event(SipEvent::Alive {
+        ch: bob_phone,
+        alive: false,
+    });
+    assert_eq!(t.last_state(b), Some(CallState::Idle));
+    assert_eq!(
+        t.last_state(a),
+        Some(CallState::Disconnected(DisconnectReason::Unreachable))
+    );
+    assert!(t.has(|x| matches!(x, SipAction::Bye { ch } if *ch == alice_phone)));
+    // A phone that answers is asked again later.
+    let mut t = T::office();
+    let (_, phone, _) = connected(&mut t);
+    t.advance(Duration::from_secs(31));
+    t.event(SipEvent::Alive {
+        ch: phone,
+        alive: true,
+    });
+    t.sip.clear();
+    t.advance(Duration::from_secs(31));
+    assert!(t.has(|x| matches!(x, SipAction::Ping { ch } if *ch == phone)));
+}
+
+#[test]
+fn dialling_on_a_connected_call_sends_digits() {
+    let mut t = T::office();
+    let (trunk, _, bob) = connected(&mut t);
+    let op = t.cmd(Command::Dial(bob, dial("12#")));
+    assert!(t.has(|a| matches!(a, SipAction::Digits { ch, digits, op: Some(_) } if *ch == trunk && digits == "12#")));
+    t.event(SipEvent::DigitsSent { op, ok: true });
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
 }
