@@ -321,6 +321,8 @@ pub struct Running {
     pub switches: BTreeMap<String, SimSwitch>,
     /// Simulated telephone networks of `modem-sim` services, by service name.
     pub networks: BTreeMap<String, Network>,
+    /// SIP services' providers, by service name (for their registrations, say).
+    pub sip: BTreeMap<String, std::sync::Arc<SipProvider>>,
 }
 
 impl Config {
@@ -391,6 +393,7 @@ impl Config {
         }
         let mut switches = BTreeMap::new();
         let mut networks = BTreeMap::new();
+        let mut sip = BTreeMap::new();
         // Kind settings are all checked before any simulated device is attached.
         let mut kinds = Vec::new();
         for (name, table) in &self.services {
@@ -478,7 +481,11 @@ impl Config {
                         .incoming_media(m.incoming.media())
                         .build(),
                 ),
-                Kind::Sip(provider) => service.provider(provider),
+                Kind::Sip(provider) => {
+                    let provider = std::sync::Arc::new(provider);
+                    sip.insert(name.clone(), provider.clone());
+                    service.provider_arc(provider)
+                }
             };
             builder = builder.service(service);
         }
@@ -502,6 +509,7 @@ impl Config {
             engine,
             switches,
             networks,
+            sip,
         })
     }
 }
@@ -763,6 +771,11 @@ struct SipServiceSettings {
     no_answer_secs: Option<u64>,
     phone_answer_secs: Option<u64>,
     keepalive_secs: Option<u64>,
+    #[serde(default)]
+    park_orbits: Vec<String>,
+    park_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pickup_groups: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -781,7 +794,10 @@ impl SipServiceSettings {
         let listen = self.listen.parse().map_err(|_| {
             invalid(
                 format!("services.{name}.listen"),
-                format!("{:?} is not an address and port (127.0.0.1:5060)", self.listen),
+                format!(
+                    "{:?} is not an address and port (127.0.0.1:5060)",
+                    self.listen
+                ),
             )
         })?;
         let mut settings = SipSettings::new(listen);
@@ -800,6 +816,11 @@ impl SipServiceSettings {
             phone_answer: secs(self.phone_answer_secs, d.phone_answer),
             keepalive: secs(self.keepalive_secs, d.keepalive),
         };
+        settings.park_orbits = self.park_orbits;
+        if let Some(t) = self.park_timeout_secs {
+            settings.park_timeout = Duration::from_secs(t);
+        }
+        settings.pickup_groups = self.pickup_groups;
         settings.lines = self
             .lines
             .into_iter()

@@ -320,7 +320,9 @@ async fn a_sip_service_starts_its_lines_and_those_with_no_phone_are_out_of_servi
     assert_eq!((row.lines, row.lines_out_of_service), (3, 2), "{row:?}");
     assert_eq!(row.state, ServiceState::Available);
     assert!(
-        row.last_error.as_deref().is_some_and(|e| e.contains("no phone is registered")),
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no phone is registered")),
         "{row:?}"
     );
     engine.shutdown().await;

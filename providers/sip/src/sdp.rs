@@ -201,14 +201,17 @@ impl LocalSession {
         self.render(desc, layout)
     }
 
-    /// A first offer for a dialog whose bridge has no media yet (a call tapir places on its own):
-    /// audio that is not flowing (`inactive`), so the answer tells tapir the phone's media address
-    /// without any media being sent before the other side is there.
-    pub(crate) fn placeholder(&self, ip: IpAddr) -> Rendered {
+    /// A description for a dialog bridged with nothing: audio at tapir's address on the discard
+    /// port. With `flow` both ways it is the first offer of a call tapir places (the answer tells
+    /// where the phone's media is, and the phone starts its audio — some phones do not start it
+    /// later for a session that began `inactive`); with no flow it holds a dialog whose partner is
+    /// gone for now (a held original, a parked party), so no media goes to a party no longer there.
+    pub(crate) fn placeholder(&self, ip: IpAddr, flow: Flow) -> Rendered {
         let text = format!(
             "v=0\r\no=tapir 0 0 IN {fam} {ip}\r\ns=tapir\r\nc=IN {fam} {ip}\r\nt=0 0\r\n\
              m=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=inactive\r\n",
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na={}\r\n",
+            flow.direction(),
             fam = if ip.is_ipv4() { "IP4" } else { "IP6" },
         );
         match SessionDescription::parse(&BytesStr::from(text.as_str())) {
@@ -377,12 +380,15 @@ mod tests {
     }
 
     #[test]
-    fn the_placeholder_is_an_inactive_audio_offer() {
+    fn the_placeholder_is_audio_to_the_discard_port_flowing_as_asked() {
         let s = LocalSession::new(3);
-        let p = s.placeholder("127.0.0.1".parse().expect("ip")).text;
-        let parsed = Sdp::parse(p.as_bytes()).expect("the placeholder parses");
-        assert_eq!(parsed.direction(), Flow::NONE);
-        assert!(p.contains("PCMU/8000"));
+        let ip = "127.0.0.1".parse().expect("ip");
+        for flow in [Flow::BOTH, Flow::NONE] {
+            let p = s.placeholder(ip, flow).text;
+            let parsed = Sdp::parse(p.as_bytes()).expect("the placeholder parses");
+            assert_eq!(parsed.direction(), flow);
+            assert!(p.contains("m=audio 9 ") && p.contains("PCMU/8000"), "{p}");
+        }
     }
 
     #[test]

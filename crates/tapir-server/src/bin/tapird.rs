@@ -21,9 +21,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let filter = std::env::var("TAPIR_LOG").unwrap_or_else(|_| "info".into());
     let level: tracing::Level = filter.parse().unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
+    // The SIP stack logs every message it sends and receives at INFO: that is debugging detail
+    // here, shown from TAPIR_LOG=debug on.
+    let sip_stack = if level >= tracing::Level::DEBUG {
+        level
+    } else {
+        tracing::Level::WARN.min(level)
+    };
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::filter::Targets::new()
+                .with_default(level)
+                .with_target("rsipstack", sip_stack),
+        )
         .init();
 
     let mut config_path: Option<PathBuf> = None;

@@ -242,7 +242,7 @@ impl Switch {
                 Some((sdp, flow)) => c.local.relay(sdp, None, *flow),
                 None => {
                     c.placeholder = true;
-                    c.local.placeholder(self.local)
+                    c.local.placeholder(self.local, Flow::BOTH)
                 }
             };
             let sdp = c.local.sent(rendered);

@@ -229,7 +229,7 @@ impl Switch {
         }
         let r = match &media {
             Some((sdp, _)) => c.local.relay(sdp, None, flow),
-            None => c.local.placeholder(local),
+            None => c.local.placeholder(local, Flow::NONE),
         };
         if !r.changed {
             return false;

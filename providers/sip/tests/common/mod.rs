@@ -2,6 +2,7 @@
 //! on conditions with bounded time-outs.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod baresip;
 pub mod phone;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
