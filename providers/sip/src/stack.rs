@@ -57,16 +57,44 @@ enum Pending {
     Request(Box<Transaction>),
     /// A re-INVITE inside a dialog.
     Reoffer(TransactionHandle),
-    /// A REFER inside a dialog.
-    Refer(TransactionHandle),
+    /// A REFER inside the dialog of a channel.
+    Refer(TransactionHandle, ChannelId),
 }
 
 struct Chan {
     dialog: InviteDialog,
     outbound: bool,
     answered: bool,
-    /// A NOTIFY on its way: a BYE waits for it (the phone hears how its transfer went first).
-    notifying: Option<tokio::task::JoinHandle<()>>,
+    /// The last of the dialog's messages that must leave in order (a NOTIFY, then a BYE): the next
+    /// waits for it.
+    tail: Option<tokio::task::JoinHandle<()>>,
+    /// A REFER's response is on its way: what must follow it (its NOTIFY, a BYE) waits until the
+    /// dialog is confirmed again, which rsipstack reports once the response is sent.
+    after_refer: Option<Vec<Job>>,
+}
+
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Chan {
+    /// Queues `job` in order: behind the REFER's response if one is going out, else behind the
+    /// dialog's previous ordered message.
+    fn in_order(&mut self, job: impl std::future::Future<Output = ()> + Send + 'static) {
+        match self.after_refer.as_mut() {
+            Some(held) => held.push(Box::pin(job)),
+            None => self.ordered(job),
+        }
+    }
+
+    /// Runs `job` once the dialog's previous ordered message has gone.
+    fn ordered(&mut self, job: impl std::future::Future<Output = ()> + Send + 'static) {
+        let before = self.tail.take();
+        self.tail = Some(tokio::spawn(async move {
+            if let Some(b) = before {
+                let _ = b.await;
+            }
+            job.await;
+        }));
+    }
 }
 
 /// The SIP endpoint, its dialogs, and what waits for the switch.
@@ -155,6 +183,12 @@ async fn route_incoming(
             match layer.match_dialog(&tx) {
                 Some(Dialog::Invite(mut d)) => {
                     tokio::spawn(async move {
+                        if tx.original.method == Method::Invite && !settled(&d).await {
+                            // RFC 3261 §14.2: a re-INVITE while the last one is not finished.
+                            let retry = Header::RetryAfter("1".into());
+                            reply_with(&mut tx, 500, vec![retry]).await;
+                            return;
+                        }
                         if let Err(e) = d.handle(&mut tx).await {
                             debug!(error = %e, "in-dialog request");
                         }
@@ -183,6 +217,23 @@ async fn route_incoming(
             }
         }
     }
+}
+
+/// Waits (briefly) until `dialog` is confirmed again after an earlier re-INVITE, or over.
+///
+/// rsipstack confirms a dialog again when the task of the previous re-INVITE has taken its ACK; a
+/// re-INVITE that arrives right behind that ACK, handled by another task a moment earlier, would
+/// find the dialog unconfirmed, be taken for a first INVITE and never be answered. Waiting for the
+/// dialog to settle first keeps the second one answered. Returns whether it did.
+pub(crate) async fn settled(dialog: &InviteDialog) -> bool {
+    for _ in 0..100 {
+        let state = dialog.state();
+        if state.is_confirmed() || state.is_terminated() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 /// Answers a transaction with `status` and keeps it until it ends (an INVITE's final response
@@ -404,6 +455,13 @@ impl Stack {
             }),
             DialogState::Confirmed(_, resp) => {
                 let c = self.channels.get_mut(&ch)?;
+                if let Some(held) = c.after_refer.take() {
+                    // The REFER's response has gone: what waited for it may go now.
+                    for job in held {
+                        c.ordered(job);
+                    }
+                    return None;
+                }
                 if !c.outbound || c.answered {
                     // An inbound dialog's ACK, or the return to Confirmed after an in-dialog request.
                     return None;
@@ -471,7 +529,7 @@ impl Stack {
                     return None;
                 };
                 let tx = self.tx_id();
-                self.pending.insert(tx, Pending::Refer(handle));
+                self.pending.insert(tx, Pending::Refer(handle, ch));
                 Some(SipEvent::Refer {
                     ch,
                     tx,
@@ -606,7 +664,8 @@ impl Stack {
                                 dialog,
                                 outbound: false,
                                 answered: false,
-                                notifying: None,
+                                tail: None,
+                                after_refer: None,
                             },
                         );
                         self.watch(ch, states);
@@ -660,11 +719,7 @@ impl Stack {
             SipAction::Bye { ch } => {
                 if let Some(c) = self.channels.get_mut(&ch) {
                     let d = c.dialog.clone();
-                    let before = c.notifying.take();
-                    tokio::spawn(async move {
-                        if let Some(n) = before {
-                            let _ = n.await;
-                        }
+                    c.in_order(async move {
                         if let Err(e) = d.bye().await {
                             debug!(error = %e, "BYE");
                         }
@@ -672,7 +727,10 @@ impl Stack {
                 }
             }
             SipAction::AnswerRefer { tx, status } => {
-                if let Some(Pending::Refer(handle)) = self.pending.remove(&tx) {
+                if let Some(Pending::Refer(handle, ch)) = self.pending.remove(&tx) {
+                    if let Some(c) = self.channels.get_mut(&ch) {
+                        c.after_refer.get_or_insert_with(Vec::new);
+                    }
                     tokio::spawn(async move {
                         let _ = handle.reply(StatusCode::from(status)).await;
                     });
@@ -681,7 +739,7 @@ impl Stack {
             SipAction::Notify { ch, status } => {
                 if let Some(c) = self.channels.get_mut(&ch) {
                     let d = c.dialog.clone();
-                    c.notifying = Some(tokio::spawn(async move {
+                    c.in_order(async move {
                         // RFC 3515: the implicit subscription ends with the final result.
                         let state = if status >= 200 {
                             "terminated;reason=noresource"
@@ -691,7 +749,7 @@ impl Stack {
                         if let Err(e) = d.notify_refer(StatusCode::from(status), state).await {
                             debug!(error = %e, "NOTIFY");
                         }
-                    }));
+                    });
                 }
             }
             SipAction::Ping { ch } => {
@@ -818,7 +876,8 @@ impl Stack {
                         dialog,
                         outbound: true,
                         answered: false,
-                        notifying: None,
+                        tail: None,
+                        after_refer: None,
                     },
                 );
                 self.watch(ch, states);

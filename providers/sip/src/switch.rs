@@ -368,6 +368,8 @@ struct Op {
     waiting: u32,
     /// The first failure of one of them.
     failure: Option<String>,
+    /// It failed, and what it changed is being put back; it returns its failure once that is done.
+    undoing: bool,
 }
 
 impl Op {
@@ -376,6 +378,7 @@ impl Op {
             kind,
             waiting: 0,
             failure: None,
+            undoing: false,
         }
     }
 }

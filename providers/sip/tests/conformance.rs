@@ -23,6 +23,7 @@ struct SipHarness {
 
 impl SipHarness {
     async fn new() -> Self {
+        log();
         Self {
             alice: Phone::new(free_port(), Answering::WhenAsked).await,
             bob: Phone::new(free_port(), Answering::WhenAsked).await,

@@ -526,7 +526,9 @@ impl Switch {
             let offered = c.wants;
             c.answered(answer, offered);
         }
-        self.at(now + self.timing.keepalive, Timer::Keepalive(ch));
+        if matches!(link, Link::Phone(_)) {
+            self.at(now + self.timing.keepalive, Timer::Keepalive(ch));
+        }
         match link {
             Link::Phone(leg) => self.phone_answered(now, leg, ch),
             Link::Far(leg) => {
@@ -594,7 +596,9 @@ impl Switch {
         let sdp = c.local.sent(r);
         c.phase = Phase::Up;
         self.sip(SipAction::Answer { ch, sdp });
-        self.at(now + self.timing.keepalive, Timer::Keepalive(ch));
+        if matches!(self.links.get(&ch), Some(Link::Phone(_))) {
+            self.at(now + self.timing.keepalive, Timer::Keepalive(ch));
+        }
     }
 
     /// The phone of `leg` answered on `ch`.

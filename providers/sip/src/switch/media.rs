@@ -269,6 +269,11 @@ impl Switch {
     pub(super) fn op_settled(&mut self, op: OpId) {
         let Some(o) = self.ops.get(&op) else { return };
         let (kind, failure) = (o.kind, o.failure.clone());
+        if o.undoing {
+            // What the operation changed is back as it was: now it may say it failed.
+            let reason = failure.unwrap_or_else(|| "refused".into());
+            return self.done(op, Err(Error::OperationFailed { reason }));
+        }
         match (kind, failure) {
             (OpKind::Hold(leg), None) => {
                 self.set_state(leg, CallState::OnHold);
@@ -283,19 +288,17 @@ impl Switch {
                 self.set_state(held, CallState::Connected(ConnectedMode::Active));
                 self.done(op, Ok(Done::Unit));
             }
-            (OpKind::SwapHold { active, held }, Some(reason)) => {
+            (OpKind::SwapHold { active, held }, Some(_)) => {
                 for (leg, was) in [(active, false), (held, true)] {
                     if let Some(l) = self.legs.get_mut(&leg) {
                         l.held = was;
                     }
                 }
-                self.done(op, Err(Error::OperationFailed { reason }));
-                let now = self.last_now;
-                for leg in [active, held] {
-                    for c in self.bridge_channels(leg) {
-                        self.sync(c, now);
-                    }
-                }
+                let chans: Vec<ChannelId> = [active, held]
+                    .into_iter()
+                    .flat_map(|l| self.bridge_channels(l))
+                    .collect();
+                self.undo(op, chans);
             }
             (OpKind::SetupTransfer { original, consult }, None) => {
                 self.set_state(original, CallState::OnHoldPendingTransfer);
@@ -308,21 +311,33 @@ impl Switch {
                 self.end_phone(consult, 0);
                 self.set_state(consult, CallState::Idle);
             }
-            (OpKind::Hold(leg) | OpKind::Unhold(leg), Some(reason)) => {
+            (OpKind::Hold(leg) | OpKind::Unhold(leg), Some(_)) => {
                 // Put back what was there: the side that took the change is offered the old
                 // session again; the call's state never changed.
                 if let Some(l) = self.legs.get_mut(&leg) {
                     l.held = kind != OpKind::Hold(leg);
                 }
-                self.done(op, Err(Error::OperationFailed { reason }));
-                let chans: Vec<ChannelId> = self.bridge_channels(leg);
-                let now = self.last_now;
-                for c in chans {
-                    self.sync(c, now);
-                }
+                let chans = self.bridge_channels(leg);
+                self.undo(op, chans);
             }
             (_, Some(reason)) => self.done(op, Err(Error::OperationFailed { reason })),
             (_, None) => self.done(op, Ok(Done::Unit)),
+        }
+    }
+
+    /// `op` failed: re-offers `chans` what they had before, and fails once they have answered (the
+    /// call is as it was when the error comes back).
+    fn undo(&mut self, op: OpId, chans: Vec<ChannelId>) {
+        if let Some(o) = self.ops.get_mut(&op) {
+            o.undoing = true;
+            o.waiting = 0;
+        }
+        let now = self.last_now;
+        for c in chans {
+            self.sync_for(c, now, op);
+        }
+        if self.ops.get(&op).is_some_and(|o| o.waiting == 0) {
+            self.op_settled(op);
         }
     }
 

@@ -361,14 +361,8 @@ impl Switch {
         for d in digits.chars() {
             self.digit_heard(far, d);
         }
-        self.ops.insert(
-            op,
-            Op {
-                kind: OpKind::Digits,
-                waiting: 1,
-                failure: None,
-            },
-        );
+        // Done when the stack reports the digits delivered.
+        self.ops.insert(op, Op::new(OpKind::Digits));
         self.sip(SipAction::Digits {
             ch: far,
             digits: digits.to_owned(),

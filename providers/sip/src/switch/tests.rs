@@ -745,25 +745,30 @@ fn a_refused_hold_fails_with_a_typed_error_and_the_call_stays_as_it_was() {
         ch: trunk,
         result: Err(488),
     });
+    t.sip.clear();
     t.event(SipEvent::Reoffered {
         ch: phone,
         result: Ok(Some(sdp(7072, "inactive"))),
     });
+    // The side that took the hold is put back first...
+    let back = t.reoffers();
+    assert!(
+        back.len() == 1 && back[0].0 == phone && back[0].1.contains("a=sendrecv"),
+        "{back:#?}"
+    );
+    assert!(
+        t.result(op).is_none(),
+        "the error comes once the call is as it was"
+    );
+    t.event(SipEvent::Reoffered {
+        ch: phone,
+        result: Ok(Some(sdp(7072, "sendrecv"))),
+    });
+    // ...then the hold fails, typed, and the call was never reported held.
     assert!(
         matches!(t.result(op), Some(Err(Error::OperationFailed { reason })) if reason.contains("488"))
     );
-    assert_eq!(
-        t.states(leg),
-        vec![Offering, Connected],
-        "never reported held"
-    );
-    // The side that took the hold is put back.
-    let back = t.reoffers();
-    assert!(
-        back.iter()
-            .any(|(ch, s)| *ch == phone && s.contains("a=sendrecv")),
-        "{back:#?}"
-    );
+    assert_eq!(t.states(leg), vec![Offering, Connected]);
 }
 
 #[test]

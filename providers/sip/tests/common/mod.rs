@@ -13,6 +13,17 @@ use std::time::Duration;
 
 use tapir_provider::{EventLog, ProviderEvent};
 
+/// Logs to stderr when `TAPIR_TEST_LOG` names a level (`debug`, `trace`), for a failing test.
+pub fn log() {
+    if let Ok(level) = std::env::var("TAPIR_TEST_LOG") {
+        let level: tracing::Level = level.parse().unwrap_or(tracing::Level::DEBUG);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1 (as far as anyone can tell before binding it).
 pub fn free_port() -> u16 {
     loop {
@@ -66,6 +77,44 @@ impl Scratch {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
+    }
+}
+
+impl Scratch {
+    /// How many times sipp's message traces (`-trace_msg`) here hold `text`.
+    pub fn traced(&self, text: &str) -> usize {
+        std::fs::read_dir(&self.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+            .map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .matches(text)
+                    .count()
+            })
+            .sum()
+    }
+
+    /// What the peers wrote into it: sipp's error logs and last screens, for a failure's message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with("_errors.log") || name.ends_with("_screen.log") {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    out.push_str(&format!("== {name}\n"));
+                    for l in tail.into_iter().rev() {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

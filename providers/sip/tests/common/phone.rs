@@ -146,6 +146,18 @@ impl Phone {
                 if in_dialog {
                     if let Some(Dialog::Invite(mut d)) = phone.0.layer.match_dialog(&tx) {
                         tokio::spawn(async move {
+                            // As tapir's stack does: a re-INVITE right behind the last one's ACK
+                            // waits for the dialog to be confirmed again (rsipstack would take it
+                            // for a first INVITE and never answer it).
+                            if tx.original.method == Method::Invite {
+                                for _ in 0..100 {
+                                    let s = d.state();
+                                    if s.is_confirmed() || s.is_terminated() {
+                                        break;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                            }
                             let _ = d.handle(&mut tx).await;
                         });
                     } else {
