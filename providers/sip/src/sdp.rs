@@ -15,7 +15,9 @@ use ezk_sdp_types::{Direction, MediaDescription, MediaType, SessionDescription, 
 /// A session description a peer sent, parsed.
 #[derive(Clone, Debug)]
 pub(crate) struct Sdp {
-    desc: SessionDescription,
+    // Boxed: a parsed description is about half a kilobyte, and every channel keeps up to two
+    // (the last offer and the last answer) in the switch's table.
+    desc: Box<SessionDescription>,
 }
 
 /// A body that is not a session description tapir can carry.
@@ -33,7 +35,9 @@ impl Sdp {
         if desc.media_descriptions.is_empty() {
             return Err(SdpError("no media line".into()));
         }
-        Ok(Self { desc })
+        Ok(Self {
+            desc: Box::new(desc),
+        })
     }
 
     /// Whether this description (an offer) puts the sender's peer on hold: every live stream is
@@ -198,7 +202,7 @@ impl LocalSession {
         desc.media_descriptions = media;
         desc.direction = Direction::SendRecv;
         desc.name = BytesStr::from_static("tapir");
-        self.render(desc, layout)
+        self.render(*desc, layout)
     }
 
     /// A description for a dialog bridged with nothing: audio at tapir's address on the discard

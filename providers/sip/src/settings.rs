@@ -36,7 +36,8 @@ pub struct SipSettings {
 pub struct SipLine {
     /// The directory number; also the SIP user name the phone registers and authenticates with.
     pub number: String,
-    /// A name for people (the caller name on calls from this line).
+    /// A name for people (the caller name on calls from this line); the configuration gives the
+    /// number when it names none.
     pub name: String,
     /// The digest password of the account. A line without one cannot register.
     pub password: Option<String>,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rsipstack::EndpointBuilder;
 use rsipstack::dialog::dialog::{
-    Dialog, DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+    Dialog, DialogState, DialogStateSender, TerminatedReason, TransactionHandle,
 };
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
@@ -34,7 +34,7 @@ use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
 use tapir_core::Error;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::channel::ChannelId;
 use crate::digest::DigestResponse;
@@ -45,8 +45,8 @@ use crate::switch::{Invite, OpId, Party, SipAction, SipEvent, TxId};
 pub(crate) enum StackMsg {
     /// A request that starts something (REGISTER, INVITE).
     Request(Box<Transaction>),
-    /// A dialog's state changed.
-    Dialog(ChannelId, DialogState),
+    /// A dialog's state changed (every dialog reports on one channel).
+    Dialog(DialogState),
     /// Something the stack did on the switch's behalf finished.
     Event(SipEvent),
 }
@@ -107,8 +107,45 @@ pub(crate) struct Stack {
     local: SocketAddr,
     contact: Uri,
     channels: HashMap<ChannelId, Chan>,
+    /// Each dialog's channel, by its Call-ID and local tag (the part of its ID that never changes:
+    /// the remote tag of a dialog tapir starts arrives with the answer).
+    by_dialog: HashMap<(String, String), ChannelId>,
+    /// Where every dialog reports its state changes. One channel for all rather than one each: the
+    /// stack's channels allocate their first block of slots up front, kilobytes per dialog.
+    states: DialogStateSender,
     pending: HashMap<TxId, Pending>,
     next_tx: u64,
+}
+
+/// What the UDP socket asks of the kernel for each of its buffers. A burst of calls arrives faster
+/// than one task parses it; the system's default receive buffer (about 200 KiB on Linux, a few
+/// hundred datagrams) then overflows and the peers' retransmissions have to recover calls that a
+/// larger buffer would simply have queued. The kernel caps the request at `net.core.rmem_max`
+/// (`wmem_max` for sending).
+const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// The UDP socket on `listen`, with buffers sized for bursts.
+fn udp_socket(listen: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer than asked for is not a reason not to serve.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    let got = socket.recv_buffer_size().unwrap_or(0);
+    if got < UDP_BUFFER_BYTES {
+        info!(
+            bytes = got,
+            "the SIP socket's receive buffer is smaller than asked for; raise net.core.rmem_max \
+             for bursts of calls"
+        );
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&listen.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 /// Binds UDP and TCP on `listen` and starts serving.
@@ -120,7 +157,8 @@ pub(crate) async fn bind(
     };
     let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.child_token());
-    let udp = UdpConnection::create_connection(listen, None, Some(cancel.child_token()))
+    let socket = udp_socket(listen).map_err(|e| failed(&e))?;
+    let udp = UdpConnection::from_socket(Arc::new(socket), None, Some(cancel.child_token()))
         .await
         .map_err(|e| failed(&e))?;
     // The TCP listener binds when the endpoint starts serving; try the port first so that a port
@@ -147,6 +185,15 @@ pub(crate) async fn bind(
         }
     });
     tokio::spawn(route_incoming(incoming, layer.clone(), out.clone()));
+    let (states, mut states_rx) = layer.new_dialog_state_channel();
+    let forward = out.clone();
+    tokio::spawn(async move {
+        while let Some(state) = states_rx.recv().await {
+            if forward.send(StackMsg::Dialog(state)).is_err() {
+                break;
+            }
+        }
+    });
     let contact = Uri::try_from(format!("sip:{listen}").as_str()).map_err(|e| failed(&e))?;
     Ok((
         Stack {
@@ -157,6 +204,8 @@ pub(crate) async fn bind(
             local: listen,
             contact,
             channels: HashMap::new(),
+            by_dialog: HashMap::new(),
+            states,
             pending: HashMap::new(),
             next_tx: 1,
         },
@@ -165,7 +214,7 @@ pub(crate) async fn bind(
 }
 
 /// Sorts what arrives: requests inside a dialog go to that dialog (its state changes reach the
-/// provider's task through the dialog's forwarder); requests that start something go to the
+/// provider's task on the one state channel); requests that start something go to the
 /// provider's task; the rest is answered here.
 async fn route_incoming(
     mut incoming: rsipstack::transaction::TransactionReceiver,
@@ -329,7 +378,16 @@ impl Stack {
         match msg {
             StackMsg::Event(e) => Some(e),
             StackMsg::Request(tx) => self.request(tx),
-            StackMsg::Dialog(ch, state) => self.dialog_state(ch, state),
+            StackMsg::Dialog(state) => {
+                let id = state.id();
+                let key = (id.call_id.clone(), id.local_tag.clone());
+                let ch = *self.by_dialog.get(&key)?;
+                if let DialogState::Terminated(id, _) = &state {
+                    self.layer.remove_dialog(id);
+                    self.by_dialog.remove(&key);
+                }
+                self.dialog_state(ch, state)
+            }
         }
     }
 
@@ -589,20 +647,10 @@ impl Stack {
         Some((to, replaces))
     }
 
-    fn watch(&self, ch: ChannelId, mut states: DialogStateReceiver) {
-        let out = self.out.clone();
-        let layer = self.layer.clone();
-        tokio::spawn(async move {
-            while let Some(state) = states.recv().await {
-                let end = matches!(state, DialogState::Terminated(..));
-                if let DialogState::Terminated(id, _) = &state {
-                    layer.remove_dialog(id);
-                }
-                if out.send(StackMsg::Dialog(ch, state)).is_err() || end {
-                    break;
-                }
-            }
-        });
+    /// Files `dialog`'s state changes under `ch`.
+    fn watch(&mut self, ch: ChannelId, dialog: &InviteDialog) {
+        let id = dialog.id();
+        self.by_dialog.insert((id.call_id, id.local_tag), ch);
     }
 
     fn event_later(&self, e: SipEvent) {
@@ -644,10 +692,9 @@ impl Stack {
                 let Some(Pending::Request(mut t)) = self.pending.remove(&tx) else {
                     return;
                 };
-                let (sender, states) = self.layer.new_dialog_state_channel();
                 match self.layer.get_or_create_server_invite(
                     &t,
-                    sender,
+                    self.states.clone(),
                     None,
                     Some(self.contact.clone()),
                 ) {
@@ -658,6 +705,7 @@ impl Stack {
                                 debug!(error = %e, "inbound INVITE");
                             }
                         });
+                        self.watch(ch, &dialog);
                         self.channels.insert(
                             ch,
                             Chan {
@@ -668,7 +716,6 @@ impl Stack {
                                 after_refer: None,
                             },
                         );
-                        self.watch(ch, states);
                     }
                     Err(e) => {
                         warn!(error = %e, "could not take an INVITE as a dialog");
@@ -867,9 +914,9 @@ impl Stack {
             headers: (!headers.is_empty()).then_some(headers),
             ..Default::default()
         };
-        let (sender, states) = self.layer.new_dialog_state_channel();
-        match self.layer.do_invite_async(option, sender) {
+        match self.layer.do_invite_async(option, self.states.clone()) {
             Ok((dialog, _done)) => {
+                self.watch(ch, &dialog);
                 self.channels.insert(
                     ch,
                     Chan {
@@ -880,7 +927,6 @@ impl Stack {
                         after_refer: None,
                     },
                 );
-                self.watch(ch, states);
             }
             Err(e) => {
                 warn!(error = %e, "could not send an INVITE");
@@ -907,6 +953,7 @@ impl Stack {
             }
         }
         self.channels.clear();
+        self.by_dialog.clear();
         self.pending.clear();
         // Transactions wait on timers that stop with the endpoint: end them now, so that nothing
         // holds the sockets.

@@ -630,7 +630,11 @@ impl Switch {
                 };
                 a.auto_reconnect = true;
                 LineCaps {
-                    name: format!("{} ({})", l.name, l.number),
+                    name: if *l.name == *l.number {
+                        l.number.to_string()
+                    } else {
+                        format!("{} ({})", l.name, l.number)
+                    },
                     addresses: vec![a],
                     media_modes: MediaModes::INTERACTIVE_VOICE,
                     dial: Default::default(),

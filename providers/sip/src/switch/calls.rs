@@ -492,6 +492,11 @@ impl Switch {
         if c.way != Way::In || c.is_up() || c.is_ended() {
             return;
         }
+        if c.phase == Phase::Early && early.is_none() {
+            // The caller hears ringing already: a second ringing contact or a retransmitted 180
+            // tells it nothing (and some callers take a repeated 180 for a protocol error).
+            return;
+        }
         c.phase = Phase::Early;
         let sdp = match (early, c.unanswered.as_ref()) {
             (Some(e), Some(offer)) => {

@@ -462,6 +462,17 @@ fn a_trunk_call_rings_every_contact_and_the_first_to_answer_wins() {
         sdp: None,
     });
     assert!(t.has(|a| matches!(a, SipAction::Ring { ch, sdp: None } if *ch == trunk)));
+    // The other phone rings too, and the first rings again (its 180 retransmitted): the caller
+    // has heard ringing already and is told nothing twice.
+    t.sip.clear();
+    for ch in [invites[1].0, invites[0].0] {
+        t.event(SipEvent::Progress {
+            ch,
+            status: 180,
+            sdp: None,
+        });
+    }
+    assert!(!t.has(|a| matches!(a, SipAction::Ring { .. })));
     t.answer(invites[1].0, 7073);
     // The other phone stops ringing; the caller is answered with the winner's media.
     assert!(t.has(|a| matches!(a, SipAction::Cancel { ch } if *ch == invites[0].0)));
