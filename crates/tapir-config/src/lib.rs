@@ -782,7 +782,8 @@ struct SipServiceSettings {
 #[serde(deny_unknown_fields)]
 struct SipLineSettings {
     number: String,
-    name: String,
+    /// Shown for the line; its number when absent.
+    name: Option<String>,
     password: Option<String>,
     contact: Option<String>,
     #[serde(default)]
@@ -825,8 +826,8 @@ impl SipServiceSettings {
             .lines
             .into_iter()
             .map(|l| SipLine {
+                name: l.name.unwrap_or_else(|| l.number.clone()),
                 number: l.number,
-                name: l.name,
                 password: l.password,
                 contact: l.contact,
                 auto_answer: l.auto_answer,

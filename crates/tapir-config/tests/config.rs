@@ -287,6 +287,7 @@ lines = [
   {{ number = "2001", name = "Alice", password = "alice-secret" }},
   {{ number = "2002", name = "Bob",   password = "bob-secret" }},
   {{ number = "2009", name = "Lobby", contact = "sip:127.0.0.1:5099" }},
+  {{ number = "2010", contact = "sip:127.0.0.1:5098" }},
 ]
 trunk = "sip:127.0.0.1:5080"
 
@@ -310,14 +311,18 @@ async fn a_sip_service_starts_its_lines_and_those_with_no_phone_are_out_of_servi
         .expect("starts");
     let engine = &running.engine;
     let names: Vec<String> = engine.lines().iter().map(|l| l.caps.name.clone()).collect();
-    assert_eq!(names, ["Alice (2001)", "Bob (2002)", "Lobby (2009)"]);
+    // A line that names no name goes by its number.
+    assert_eq!(
+        names,
+        ["Alice (2001)", "Bob (2002)", "Lobby (2009)", "2010"]
+    );
     let row = engine
         .status()
         .into_iter()
         .find(|r| r.service == "office")
         .expect("a row for the SIP service");
-    // Alice and Bob have not registered; the lobby's fixed device is always there.
-    assert_eq!((row.lines, row.lines_out_of_service), (3, 2), "{row:?}");
+    // Alice and Bob have not registered; the fixed devices are always there.
+    assert_eq!((row.lines, row.lines_out_of_service), (4, 2), "{row:?}");
     assert_eq!(row.state, ServiceState::Available);
     assert!(
         row.last_error
