@@ -10,9 +10,11 @@
 //! otherwise). `docs/benchmarks.md` has the figures and the commands.
 //!
 //! With `--net` the same lifecycles go through `tapir-client` to a tapird over HTTP and WebSocket (see
-//! [`net`]).
+//! [`net`]); with `--net --url URL --watch` it places no calls and monitors a running tapird's lines
+//! while another tool places them (see [`watch`]).
 
 mod net;
+mod watch;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
@@ -96,6 +98,14 @@ pub(crate) struct Args {
     /// of an HTTP request each.
     #[arg(long, requires = "net")]
     ws_commands: bool,
+    /// Network mode with `--url`: place no calls; monitor every line the application may use and
+    /// deallocate each call's handle once it is idle, until `--calls` calls have gone idle (see
+    /// [`watch`]). For load placed by something else, such as sipp against a SIP service.
+    #[arg(long, requires = "url")]
+    watch: bool,
+    /// Watch mode: stop after this many seconds without an event (once calls have started).
+    #[arg(long, default_value_t = 10, requires = "watch")]
+    watch_quiet_secs: u64,
     /// Print the configuration `--net` gives the tapird it starts (for `--lines`, listening on
     /// 127.0.0.1:7979), to run that tapird as a process of its own, and exit.
     #[arg(long)]
@@ -129,7 +139,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let outcome = if args.net {
+    let outcome = if args.watch {
+        rt.block_on(watch::run(args))
+    } else if args.net {
         rt.block_on(net::run(args))
     } else {
         rt.block_on(run(args))

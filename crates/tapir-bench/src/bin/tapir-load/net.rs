@@ -119,6 +119,24 @@ secret = "{SECRET}"
     )
 }
 
+/// What the service still tracks (calls, call handles, sessions) by its own metrics, waiting up to
+/// two seconds for it to reach nothing after the last log-off.
+pub(crate) async fn leftovers(service: &Service) -> Result<HashMap<&'static str, f64>, String> {
+    let mut left = HashMap::new();
+    for _ in 0..200 {
+        let text = service.metrics().await.map_err(|e| e.to_string())?;
+        left = ["tapir_calls", "tapir_call_handles", "tapir_sessions"]
+            .into_iter()
+            .map(|m| (m, metric(&text, m)))
+            .collect();
+        if left.values().all(|v| *v == 0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(left)
+}
+
 /// A value of the service's Prometheus text (`name value` with no labels), 0 when absent.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -229,7 +247,8 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
 
     let concurrency = args.concurrency.unwrap_or(lines).clamp(1, lines);
     let net_lines = Arc::new(net_lines);
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    // (make → connected, drop → idle) of each lifecycle, in nanoseconds.
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<(u32, u32)>::new()));
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
@@ -297,18 +316,7 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
     }
-    let mut left = HashMap::new();
-    for _ in 0..200 {
-        let text = service.metrics().await.map_err(|e| e.to_string())?;
-        left = ["tapir_calls", "tapir_call_handles", "tapir_sessions"]
-            .into_iter()
-            .map(|m| (m, metric(&text, m)))
-            .collect();
-        if left.values().all(|v| *v == 0.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let left = leftovers(&service).await?;
     // With records on, wait for the store to take the queue, then count: every lifecycle is one
     // record (one engine call leg), none may be lost.
     let mut records = None;
@@ -335,12 +343,16 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
         let _ = server.stop().await;
     }
 
-    let mut latencies = std::mem::take(
+    let pairs = std::mem::take(
         &mut *latencies
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    let latency = Latency::of(&mut latencies);
+    let mut makes: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+    let mut drops: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+    let mut both: Vec<u32> = makes.iter().chain(&drops).copied().collect();
+    let latency = Latency::of(&mut both);
+    let (make_latency, drop_latency) = (Latency::of(&mut makes), Latency::of(&mut drops));
     let rate = completed as f64 / elapsed;
     let commands = completed as f64 * 3.0 / elapsed;
     let first_error = first_error
@@ -366,6 +378,8 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             "events_received": events_in_run,
             "events_per_sec": events_in_run as f64 / elapsed,
             "latency_us": latency.json(),
+            "make_to_connected_us": make_latency.json(),
+            "drop_to_idle_us": drop_latency.json(),
             "leak_check": { "clean": clean, "left": left },
             "cdr_written": records.map(|r| r.0),
             "cdr_lost": records.map(|r| r.1),
@@ -388,6 +402,8 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             events_in_run as f64 / elapsed
         );
         println!("command → event latency over WebSocket: {latency}");
+        println!("  make → connected: {make_latency}");
+        println!("  drop → idle: {drop_latency}");
         if let Some((written, lost)) = records {
             println!("call detail records: {written} written, {lost} lost");
         }
@@ -402,12 +418,13 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
     Ok(clean)
 }
 
-/// make → connected event → drop → idle event → deallocate; latencies in nanoseconds into `out`.
+/// make → connected event → drop → idle event → deallocate; the two latencies in nanoseconds into
+/// `out`.
 async fn lifecycle(
     c: &NetClient,
     line_handle: &str,
     destination: &str,
-    out: &mut Vec<u32>,
+    out: &mut Vec<(u32, u32)>,
 ) -> Result<(), String> {
     let since = |t: Instant| t.elapsed().as_nanos().min(u32::MAX as u128) as u32;
     let t0 = Instant::now();
@@ -418,14 +435,14 @@ async fn lifecycle(
         .map_err(|e| format!("make: {e}"))?
         .call;
     c.wait(&call, Wanted::Connected).await?;
-    out.push(since(t0));
+    let made = since(t0);
     let t1 = Instant::now();
     c.client
         .drop_call(&call)
         .await
         .map_err(|e| format!("drop: {e}"))?;
     c.wait(&call, Wanted::Idle).await?;
-    out.push(since(t1));
+    out.push((made, since(t1)));
     c.client
         .deallocate(&call)
         .await
