@@ -18,6 +18,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
+# The sipp scenarios are the SIP provider's test scenarios.
+scenarios="$root/providers/sip/tests/scenarios"
 mode="${1:-rate}"
 RATE="${RATE:-3000}"
 DURATION="${DURATION:-30}"
@@ -101,19 +103,19 @@ start_callee() {
 caller() {
   local target="$1" total="$2"
   shift 2
-  rm -f caller_*_screen.log caller_*_errors.log
-  sipp -sf "$here/caller.xml" "$target" -s 2009 -i 127.0.0.1 -p 5080 -bind_local \
+  rm -f caller_follows_routes_*_screen.log caller_follows_routes_*_errors.log
+  sipp -sf "$scenarios/caller_follows_routes.xml" "$target" -s 2009 -i 127.0.0.1 -p 5080 -bind_local \
     -buff_size "$SIPP_BUFFER" -r "$RATE" -m "$total" -nostdin -trace_screen -trace_err "$@" > caller.out 2>&1 || true
   local screen
-  screen="$(ls caller_*_screen.log)"
+  screen="$(ls caller_follows_routes_*_screen.log)"
   local ok failed rate
   ok=$(awk -F'|' '/Successful call/ {gsub(/ /, "", $3); v = $3} END {print v + 0}' "$screen")
   failed=$(awk -F'|' '/Failed call/ {gsub(/ /, "", $3); v = $3} END {print v + 0}' "$screen")
   rate=$(awk -F'|' '/Call Rate/ {gsub(/[ a-z]/, "", $3); v = $3} END {print v + 0}' "$screen")
   # Calls that failed because a provisional response came after the 200.
   local late=0
-  if ls caller_*_errors.log >/dev/null 2>&1; then
-    late=$(grep -c "while pausing (index 6), received 'SIP/2.0 1" caller_*_errors.log || true)
+  if ls caller_follows_routes_*_errors.log >/dev/null 2>&1; then
+    late=$(grep -c "while pausing (index 6), received 'SIP/2.0 1" caller_follows_routes_*_errors.log || true)
   fi
   echo "$ok $failed $rate $late"
 }
@@ -123,7 +125,7 @@ rate)
   total=$((RATE * DURATION))
   start_tapird '{ number = "2009", name = "Lobby", contact = "sip:127.0.0.1:5099" }' \
     "sip:127.0.0.1:5080"
-  start_callee -sf "$here/callee.xml"
+  start_callee -sf "$scenarios/callee_copies_routes.xml"
   kamailio -m 1024 -M 16 -f "$here/kamailio.cfg" -P "$scratch/kamailio.pid" -w "$scratch" -E -DD > kamailio.log 2>&1 &
   kamailio_main=$!
   pids+=("$kamailio_main")
@@ -160,7 +162,7 @@ rate)
 hold)
   start_tapird '{ number = "2009", name = "Lobby", contact = "sip:127.0.0.1:5099" }' \
     "sip:127.0.0.1:5080"
-  start_callee -sf "$here/callee.xml"
+  start_callee -sf "$scenarios/callee_copies_routes.xml"
   "$bin/tapir-load" --net --url "http://$api" --application load --secret load-secret \
     --watch --calls "$HOLD" --watch-quiet-secs 120 --quiet > watch.out 2>&1 &
   watcher=$!
@@ -185,7 +187,7 @@ latency)
     lines+="{ number = \"$n\", contact = \"sip:127.0.0.1:5099\" }, "
   done
   start_tapird "$lines" "sip:127.0.0.1:5099"
-  start_callee -sf "$here/phone.xml"
+  start_callee -sf "$scenarios/phone_answers_everything.xml"
   "$bin/tapir-load" --net --url "http://$api" --application load --secret load-secret \
     --destination 5550000 --calls "$CALLS" --lines 100 --clients 10 \
     --concurrency "$CONCURRENCY" --ws-commands --quiet
