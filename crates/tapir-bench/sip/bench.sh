@@ -120,6 +120,13 @@ caller() {
   echo "$ok $failed $rate $late"
 }
 
+# Keeps the caller's error log of a run (for KEEP=1) as errors-LABEL.log.
+keep_errors() {
+  if ls caller_follows_routes_*_errors.log >/dev/null 2>&1; then
+    cat caller_follows_routes_*_errors.log > "errors-$1.log"
+  fi
+}
+
 case "$mode" in
 rate)
   total=$((RATE * DURATION))
@@ -141,6 +148,7 @@ rate)
     before=$(cpu "$tapird")
     read -r ok failed rate late < <(caller 127.0.0.1:5060 "$total")
     after=$(cpu "$tapird")
+    keep_errors "tapir-$round"
     watched="watcher failed"
     if wait "$watcher"; then watched="watched"; fi
     printf '%-9s %5s %9s %7s %8.3f%% %9s %12.0f %s\n  %s\n' tapir "$round" "$ok" "$failed" \
@@ -154,6 +162,7 @@ rate)
     read -r ok failed rate late < <(caller 127.0.0.1:5070 "$total")
     # shellcheck disable=SC2086
     after=$(cpu $kids)
+    keep_errors "kamailio-$round"
     printf '%-9s %5s %9s %7s %8.3f%% %9s %12.0f %s\n' kamailio "$round" "$ok" "$failed" \
       "$(echo "scale=5; 100 * $ok / $total" | bc)" "$rate" \
       "$(echo "scale=3; ($after - $before) * 1000000 / $total" | bc)" "($late)"

@@ -309,18 +309,12 @@ async fn a_sip_service_starts_its_lines_and_those_with_no_phone_are_out_of_servi
         .start()
         .await
         .expect("starts");
-    let engine = &running.engine;
-    let names: Vec<String> = engine.lines().iter().map(|l| l.caps.name.clone()).collect();
+    let (names, row) = office_lines(&running.engine);
     // A line that names no name goes by its number.
     assert_eq!(
         names,
         ["Alice (2001)", "Bob (2002)", "Lobby (2009)", "2010"]
     );
-    let row = engine
-        .status()
-        .into_iter()
-        .find(|r| r.service == "office")
-        .expect("a row for the SIP service");
     // Alice and Bob have not registered; the fixed devices are always there.
     assert_eq!((row.lines, row.lines_out_of_service), (4, 2), "{row:?}");
     assert_eq!(row.state, ServiceState::Available);
@@ -330,7 +324,18 @@ async fn a_sip_service_starts_its_lines_and_those_with_no_phone_are_out_of_servi
             .is_some_and(|e| e.contains("no phone is registered")),
         "{row:?}"
     );
-    engine.shutdown().await;
+    running.engine.shutdown().await;
+}
+
+/// The names of the lines, and the SIP service's row of the status table.
+fn office_lines(engine: &tapir::Engine) -> (Vec<String>, tapir::StatusRow) {
+    let names = engine.lines().iter().map(|l| l.caps.name.clone()).collect();
+    let row = engine
+        .status()
+        .into_iter()
+        .find(|r| r.service == "office")
+        .expect("a row for the SIP service");
+    (names, row)
 }
 
 #[tokio::test]
@@ -378,4 +383,22 @@ async fn bad_sip_settings_are_refused_with_their_key_and_nothing_starts() {
     }
     // Nothing was left listening: the port is free again.
     std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the port was not taken");
+}
+
+/// The README's SIP quick start runs tapird on `examples/sip/office.toml`: it loads and starts as
+/// written (on a free port here, so that it cannot meet another SIP service of the machine).
+#[tokio::test]
+async fn the_sip_example_configuration_starts() {
+    let text = include_str!("../../../examples/sip/office.toml");
+    let text = text.replace("127.0.0.1:5060", &format!("127.0.0.1:{}", free_port()));
+    let running = Config::parse(&text)
+        .expect("parses")
+        .start()
+        .await
+        .expect("starts");
+    let (names, row) = office_lines(&running.engine);
+    assert_eq!(names, ["Alice (2001)", "Bob (2002)", "Lobby (2009)"]);
+    assert_eq!(row.display_name, "Office SIP phones");
+    assert_eq!((row.lines, row.lines_out_of_service), (3, 2), "{row:?}");
+    running.engine.shutdown().await;
 }

@@ -1068,8 +1068,13 @@ impl Inner {
         let mut row = lock(&p.status).row(&p.name, sessions as usize);
         let service = &self.services[p.service];
         let display = service.display_name.as_deref().unwrap_or(&service.name);
-        row.display_name = match self.lines().iter().find(|l| l.provider == p.id) {
-            Some(l) if service.providers.len() == 1 => format!("{display} ({})", l.caps.name),
+        // A provider of one line (a modem) is named by its line too; one of many lines by its
+        // service alone.
+        let mut own = self.lines().iter().filter(|l| l.provider == p.id);
+        row.display_name = match (own.next(), own.next()) {
+            (Some(l), None) if service.providers.len() == 1 => {
+                format!("{display} ({})", l.caps.name)
+            }
             _ => display.to_owned(),
         };
         row.service = service.name.clone();

@@ -2,9 +2,10 @@
 //! [`SipEvent`]s, and the switch's [`SipAction`]s carried out with them. Nothing of rsipstack leaves
 //! this module.
 //!
-//! rsipstack drives each transaction and dialog from tasks of its own; this module gives each dialog a
-//! small forwarding task that tags its state changes with the switch's channel and hands them to the
-//! provider's task, which owns this [`Stack`] (and the switch) and is the only one to change either.
+//! rsipstack drives each transaction and dialog from tasks of its own; every dialog reports its state
+//! changes on one shared channel to the provider's task, which owns this [`Stack`] (and the switch),
+//! is the only one to change either, and files each change under the switch's channel by the
+//! dialog's Call-ID and local tag.
 //! In-dialog requests (BYE, re-INVITE, INFO) are matched to their dialog right where they arrive and
 //! come back as that dialog's state changes; requests that start something (REGISTER, INVITE) come to
 //! the provider's task as they are.

@@ -202,18 +202,7 @@ impl Rig {
                 let _ = self.provider.drop_call(c.leg).await;
             }
         }
-        let mut quiet = false;
-        for _ in 0..200 {
-            if self.provider.is_quiet().await {
-                quiet = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(
-            quiet,
-            "the provider still holds a call, dialog or transaction"
-        );
+        assert_quiet(&self.provider).await;
         self.provider.stop().await;
         let _ = self.kamailio.start_kill();
     }

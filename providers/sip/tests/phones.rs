@@ -5,7 +5,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::phone::{Answering, Phone};
 use common::*;
@@ -76,17 +75,6 @@ async fn back_to_back_re_invites_from_a_phone_are_all_answered() {
     })
     .await;
     provider.drop_call(bob_leg).await.unwrap();
-    let mut quiet = false;
-    for _ in 0..200 {
-        if provider.is_quiet().await {
-            quiet = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(
-        quiet,
-        "the provider still holds a call, dialog or transaction"
-    );
+    assert_quiet(&provider).await;
     provider.stop().await;
 }

@@ -68,6 +68,18 @@ pub async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (up to 5 s) until the provider holds no call, dialog or transaction; fails the test if it
+/// still does.
+pub async fn assert_quiet(provider: &tapir_sip::SipProvider) {
+    for _ in 0..200 {
+        if provider.is_quiet().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the provider still holds a call, dialog or transaction");
+}
+
 /// A scratch directory for a test's peers, removed at the end.
 pub struct Scratch(pub PathBuf);
 
