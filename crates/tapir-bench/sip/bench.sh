@@ -91,6 +91,7 @@ cpu() {
 }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+peak_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
 # The answering sipp: `-sn uas` (the built-in callee) or `-sf SCENARIO`.
 start_callee() {
@@ -154,7 +155,7 @@ rate)
     printf '%-9s %5s %9s %7s %8.3f%% %9s %12.0f %s\n  %s\n' tapir "$round" "$ok" "$failed" \
       "$(echo "scale=5; 100 * $ok / $total" | bc)" "$rate" \
       "$(echo "scale=3; ($after - $before) * 1000000 / $total" | bc)" "($late)" \
-      "$watched: $(head -1 watch.out)"
+      "$watched: $(head -1 watch.out); tapird's peak RSS so far $(peak_kib "$tapird") KiB"
     # kamailio, the same caller and callee.
     kids=$(pgrep -d ' ' -f "kamailio.cfg" || true)
     # shellcheck disable=SC2086
