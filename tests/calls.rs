@@ -725,3 +725,88 @@ async fn with_tracing_on_each_call_leg_has_its_span_and_its_work_runs_in_it() {
     bob.deallocate(b).unwrap();
     tapir_tests::close_all(&pbx, [alice, bob]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_monitor_that_opens_after_a_call_began_takes_it_up_and_follows_it_to_the_end() {
+    let pbx = pbx().await;
+    let (alice, al) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (bob, _) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let (mut wa, mut wb) = (Watcher::new(&alice), Watcher::new(&bob));
+    let a = alice.make_call(al[0], Some("200")).await.unwrap();
+    let b = wb.new_call().await;
+    bob.answer(b).await.unwrap();
+    wa.state(a, K::Connected).await;
+    let call_id = alice.call_info(a).unwrap().call_id();
+
+    // The supervisor opens Alice's line while the call is up: the open alone announces nothing.
+    let (sup, sl) = pbx
+        .app("supervisor", &[("100", OpenOptions::monitor())])
+        .await;
+    let mut ws = Watcher::new(&sup);
+    assert!(sup.calls().is_empty());
+    assert!(sup.try_next_event().is_none());
+
+    let taken = sup.new_calls(sl[0]).unwrap();
+    assert_eq!(taken.len(), 1);
+    let m = taken[0];
+    // Announced before anything else names it, then its state as it is now.
+    let first = ws.until(|_| true).await;
+    assert!(
+        matches!(first, Event::NewCall { call, privilege: CallPrivilege::Monitor, call_id: id, .. }
+            if call == m && id == call_id),
+        "{first:?}"
+    );
+    assert_eq!(ws.state(m, K::Connected).await.kind(), K::Connected);
+    assert_eq!(
+        sup.call_status(m).unwrap().privilege,
+        CallPrivilege::Monitor
+    );
+    // Asking again gives nothing new: the session holds the call already.
+    assert!(sup.new_calls(sl[0]).unwrap().is_empty());
+    // A monitor may not change the call.
+    assert!(matches!(sup.hold(m).await, Err(Error::NotOwner)));
+
+    // The call's later events reach the new handle, in order, to the end.
+    alice.drop_call(a).await.unwrap();
+    ws.state(m, K::Idle).await;
+    // Alice's leg is idle but still held: an idle call is nobody's to take up.
+    let (late, ll) = pbx.app("late", &[("100", OpenOptions::monitor())]).await;
+    assert!(late.new_calls(ll[0]).unwrap().is_empty());
+    bob.drop_call(b).await.unwrap();
+    for (s, h) in [(&alice, a), (&bob, b), (&sup, m)] {
+        s.deallocate(h).unwrap();
+    }
+    wb.drain();
+    tapir_tests::close_all(&pbx, [alice, bob, sup, late]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn line_status_counts_each_address_calls_and_says_whether_the_line_is_in_service() {
+    let pbx = pbx().await;
+    let (alice, al) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (sup, sl) = pbx
+        .app("supervisor", &[("100", OpenOptions::monitor())])
+        .await;
+    let status = alice.line_status(al[0]).unwrap();
+    assert!(status.in_service, "{status:?}");
+    assert_eq!(status.opens, 2);
+    assert_eq!(status.addresses[0].number, "100");
+    assert_eq!(status.addresses[0].usage.active, 0);
+
+    let a = alice
+        .make_call(al[0], Some(numbers::ANSWERS_AT_ONCE))
+        .await
+        .unwrap();
+    tapir_tests::poll_state(&alice, a, K::Connected).await;
+    alice.hold(a).await.unwrap();
+    let held = sup.line_status(sl[0]).unwrap().addresses[0].usage;
+    assert_eq!((held.active, held.on_hold), (0, 1));
+    assert!(
+        matches!(alice.line_status(sl[0]), Err(Error::InvalidLineHandle)),
+        "another session's line handle is no handle here"
+    );
+
+    alice.drop_call(a).await.unwrap();
+    alice.deallocate(a).unwrap();
+    tapir_tests::close_all(&pbx, [alice, sup]).await;
+}

@@ -141,6 +141,30 @@ impl fmt::Display for CallOperation {
     }
 }
 
+/// A name that is no operation's (the text it was).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownOperation(pub String);
+
+impl fmt::Display for UnknownOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no operation is named {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownOperation {}
+
+impl std::str::FromStr for CallOperation {
+    type Err = UnknownOperation;
+
+    /// The operation of a [`name`](CallOperation::name): the inverse of `Display`, from the same table.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|op| op.name() == s)
+            .ok_or_else(|| UnknownOperation(s.to_owned()))
+    }
+}
+
 /// An operation on a line's address that creates or affects calls without naming one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -180,6 +204,66 @@ impl AddressOperation {
 }
 
 impl fmt::Display for AddressOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for AddressOperation {
+    type Err = UnknownOperation;
+
+    /// The operation of a [`name`](AddressOperation::name).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|op| op.name() == s)
+            .ok_or_else(|| UnknownOperation(s.to_owned()))
+    }
+}
+
+/// The other operations of the application API: not gated by a call's or an address's features
+/// (each checks its own rule), but named on the wire from here like the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SessionOperation {
+    /// Cancel a call-completion request a line made.
+    CancelCallCompletion,
+    /// Change this session's privilege on a call (monitor ↔ owner).
+    SetCallPrivilege,
+    /// List the calls of a conference.
+    ConferenceCalls,
+    /// Take up the calls on a line this session has no handle for (TAPI `lineGetNewCalls`).
+    NewCalls,
+    /// A line's status: service, opens and each address's calls.
+    LineStatus,
+    /// Release a call handle.
+    Deallocate,
+}
+
+impl SessionOperation {
+    /// Every one of them.
+    pub const ALL: [SessionOperation; 6] = [
+        Self::CancelCallCompletion,
+        Self::SetCallPrivilege,
+        Self::ConferenceCalls,
+        Self::NewCalls,
+        Self::LineStatus,
+        Self::Deallocate,
+    ];
+
+    /// A stable lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::CancelCallCompletion => "cancel-call-completion",
+            Self::SetCallPrivilege => "set-call-privilege",
+            Self::ConferenceCalls => "conference-calls",
+            Self::NewCalls => "new-calls",
+            Self::LineStatus => "line-status",
+            Self::Deallocate => "deallocate",
+        }
+    }
+}
+
+impl fmt::Display for SessionOperation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -530,6 +614,23 @@ pub fn check_address(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operation_name_reads_back_as_its_operation_and_names_are_unique() {
+        for op in CallOperation::ALL {
+            assert_eq!(op.name().parse::<CallOperation>(), Ok(op));
+        }
+        for op in AddressOperation::ALL {
+            assert_eq!(op.name().parse::<AddressOperation>(), Ok(op));
+        }
+        assert!("hang-up".parse::<CallOperation>().is_err());
+        let mut names: Vec<&str> = CallOperation::ALL.iter().map(|o| o.name()).collect();
+        names.extend(SessionOperation::ALL.iter().map(|o| o.name()));
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "two operations share a name");
+    }
     use crate::caps::{AddressFeatureSet, TransferModes};
 
     fn full_caps() -> AddressCaps {

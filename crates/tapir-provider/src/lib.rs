@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use tapir_core::Error;
 use tapir_core::caps::LineCaps;
 use tapir_core::dial::DialString;
+use tapir_core::gate::{AddressOperation, CallOperation, SessionOperation};
 use tapir_core::media::MediaModes;
 use tapir_core::params::{
     CompletionMode, DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId,
@@ -87,23 +88,23 @@ pub trait Provider: Send + Sync + 'static {
     /// Places a call. Returns once the call exists and its destination (if any) has been dialled — at the
     /// latest when it is proceeding — with the new call reported with `request.request` set.
     async fn make_call(&self, _request: MakeCall) -> Result<CallLegId> {
-        unavailable("make-call")
+        unavailable(AddressOperation::MakeCall.name())
     }
 
     /// Dials more digits on a call in dial tone or dialing. An empty, non-partial string ends a partial
     /// dial.
     async fn dial(&self, _leg: CallLegId, _digits: &DialString) -> Result<()> {
-        unavailable("dial")
+        unavailable(CallOperation::Dial.name())
     }
 
     /// Claims an offered call so that it alerts.
     async fn accept(&self, _leg: CallLegId) -> Result<()> {
-        unavailable("accept")
+        unavailable(CallOperation::Accept.name())
     }
 
     /// Answers an offered or accepted call.
     async fn answer(&self, _leg: CallLegId) -> Result<()> {
-        unavailable("answer")
+        unavailable(CallOperation::Answer.name())
     }
 
     /// Refuses an offered call. By default the same as dropping it.
@@ -113,38 +114,38 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Hangs up a call in any live state; it goes idle.
     async fn drop_call(&self, _leg: CallLegId) -> Result<()> {
-        unavailable("drop")
+        unavailable(CallOperation::Drop.name())
     }
 
     /// Deflects an offered call to `destination`; it goes idle here.
     async fn redirect(&self, _leg: CallLegId, _destination: &DialString) -> Result<()> {
-        unavailable("redirect")
+        unavailable(CallOperation::Redirect.name())
     }
 
     /// Holds a connected call.
     async fn hold(&self, _leg: CallLegId) -> Result<()> {
-        unavailable("hold")
+        unavailable(CallOperation::Hold.name())
     }
 
     /// Takes a held call off hold.
     async fn unhold(&self, _leg: CallLegId) -> Result<()> {
-        unavailable("unhold")
+        unavailable(CallOperation::Unhold.name())
     }
 
     /// Holds `active` and takes `held` off hold, as one step.
     async fn swap_hold(&self, _active: CallLegId, _held: CallLegId) -> Result<()> {
-        unavailable("swap-hold")
+        unavailable(CallOperation::SwapHold.name())
     }
 
     /// Transfers a connected call to `destination` without consultation; the call goes idle here.
     async fn blind_transfer(&self, _leg: CallLegId, _destination: &DialString) -> Result<()> {
-        unavailable("blind-transfer")
+        unavailable(CallOperation::BlindTransfer.name())
     }
 
     /// Holds `leg` pending transfer and creates a consultation call in dial tone (reported with
     /// `request`), whose leg is returned.
     async fn setup_transfer(&self, _leg: CallLegId, _request: RequestId) -> Result<CallLegId> {
-        unavailable("setup-transfer")
+        unavailable(CallOperation::SetupTransfer.name())
     }
 
     /// Completes a consultation transfer of `held` with `consultation`. In conference mode the new
@@ -156,7 +157,7 @@ pub trait Provider: Send + Sync + 'static {
         _mode: TransferMode,
         _request: RequestId,
     ) -> Result<Option<CallLegId>> {
-        unavailable("complete-transfer")
+        unavailable(CallOperation::CompleteTransfer.name())
     }
 
     /// Turns `leg` (or, with `None`, nothing) into a conference: returns the conference call and a
@@ -166,7 +167,7 @@ pub trait Provider: Send + Sync + 'static {
         _leg: Option<CallLegId>,
         _origin: Origin,
     ) -> Result<(CallLegId, CallLegId)> {
-        unavailable("setup-conference")
+        unavailable(CallOperation::SetupConference.name())
     }
 
     /// Holds the conference pending a new party and returns a consultation call reported with `request`.
@@ -175,7 +176,7 @@ pub trait Provider: Send + Sync + 'static {
         _conference: CallLegId,
         _request: RequestId,
     ) -> Result<CallLegId> {
-        unavailable("prepare-add-to-conference")
+        unavailable(CallOperation::PrepareAddToConference.name())
     }
 
     /// Adds `consultation` to `conference`.
@@ -184,27 +185,27 @@ pub trait Provider: Send + Sync + 'static {
         _conference: CallLegId,
         _consultation: CallLegId,
     ) -> Result<()> {
-        unavailable("add-to-conference")
+        unavailable(CallOperation::AddToConference.name())
     }
 
     /// Removes a party from its conference.
     async fn remove_from_conference(&self, _leg: CallLegId) -> Result<()> {
-        unavailable("remove-from-conference")
+        unavailable(CallOperation::RemoveFromConference.name())
     }
 
     /// Parks a connected call; returns the orbit it is parked in.
     async fn park(&self, _leg: CallLegId, _mode: &ParkMode) -> Result<String> {
-        unavailable("park")
+        unavailable(CallOperation::Park.name())
     }
 
     /// Retrieves the call parked in `orbit` to `origin`'s address; returns the new call.
     async fn unpark(&self, _origin: Origin, _orbit: &str) -> Result<CallLegId> {
-        unavailable("unpark")
+        unavailable(AddressOperation::Unpark.name())
     }
 
     /// Picks up a ringing call to `origin`'s address; returns the new call.
     async fn pickup(&self, _origin: Origin, _target: &PickupTarget) -> Result<CallLegId> {
-        unavailable("pickup")
+        unavailable(AddressOperation::Pickup.name())
     }
 
     /// Replaces the forwarding of an address (an empty [`Forwarding`] cancels it).
@@ -214,7 +215,7 @@ pub trait Provider: Send + Sync + 'static {
         _address: AddressId,
         _forwarding: &Forwarding,
     ) -> Result<()> {
-        unavailable("forward")
+        unavailable(AddressOperation::Forward.name())
     }
 
     /// Sends digits in-band on a connected call.
@@ -224,27 +225,27 @@ pub trait Provider: Send + Sync + 'static {
         _digits: &str,
         _mode: DigitMode,
     ) -> Result<()> {
-        unavailable("generate-digits")
+        unavailable(CallOperation::GenerateDigits.name())
     }
 
     /// Starts (`Some`) or stops (`None`) reporting digits detected on the call.
     async fn monitor_digits(&self, _leg: CallLegId, _mode: Option<DigitMode>) -> Result<()> {
-        unavailable("monitor-digits")
+        unavailable(CallOperation::MonitorDigits.name())
     }
 
     /// Secures the call against interruption for the rest of its life.
     async fn secure_call(&self, _leg: CallLegId) -> Result<()> {
-        unavailable("secure-call")
+        unavailable(CallOperation::SecureCall.name())
     }
 
     /// Asks the switch to complete a call to a busy or unanswered party later; returns a completion ID.
     /// When the party is free the requester is offered a call with reason *call completion*.
     async fn complete_call(&self, _leg: CallLegId, _mode: CompletionMode) -> Result<u32> {
-        unavailable("complete-call")
+        unavailable(CallOperation::CompleteCall.name())
     }
 
     /// Cancels a call-completion request made from `line`.
     async fn cancel_call_completion(&self, _line: LineId, _completion: u32) -> Result<()> {
-        unavailable("complete-call")
+        unavailable(SessionOperation::CancelCallCompletion.name())
     }
 }

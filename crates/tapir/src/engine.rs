@@ -786,6 +786,24 @@ pub(crate) struct Holder {
 }
 
 impl Holder {
+    /// A handle the session has been given (its events go straight to the session).
+    fn published(
+        session: Arc<SessionInner>,
+        handle: CallHandle,
+        line: LineHandle,
+        privilege: CallPrivilege,
+    ) -> Self {
+        Self {
+            session,
+            handle,
+            line,
+            privilege,
+            published: true,
+            digits: false,
+            held_back: None,
+        }
+    }
+
     fn deliver(&mut self, event: Event) {
         if self.published {
             self.session.push(event);
@@ -1749,19 +1767,72 @@ impl Inner {
                     state,
                     privilege: CallPrivilege::Owner,
                 });
-                rec.holders.push(Holder {
-                    session: session.clone(),
+                rec.holders.push(Holder::published(
+                    session.clone(),
                     handle,
                     line,
-                    privilege: CallPrivilege::Owner,
-                    published: true,
-                    digits: false,
-                    held_back: None,
-                });
+                    CallPrivilege::Owner,
+                ));
                 handle
             }
         };
         rec.announce_privileges(handle, InfoChange::NUM_OWNERS_INCREASED);
+    }
+
+    /// Gives `session` a monitor handle, through its open `open`, on each live call of `line` it
+    /// holds no handle for (TAPI `lineGetNewCalls`): each announced by `NewCall`, then its state,
+    /// before any other event names it. Returns the new handles in the order the calls arrived.
+    pub(crate) fn take_up_calls(
+        &self,
+        line: &Arc<LineSlot>,
+        session: &Arc<SessionInner>,
+        open: LineHandle,
+    ) -> Vec<CallHandle> {
+        // Collected before any record is locked: a new call is put in the table with its record
+        // locked, so locking records while walking the table could deadlock against it.
+        let mut entries: Vec<Arc<CallEntry>> = self
+            .calls_of(line.provider)
+            .iter()
+            .filter(|e| Arc::ptr_eq(&e.value().line, line))
+            .map(|e| e.value().clone())
+            .collect();
+        entries.sort_unstable_by_key(|e| e.key.1.0);
+        let mut handles = Vec::new();
+        for entry in entries {
+            let mut rec = lock(&entry.rec);
+            if rec.forgotten
+                || rec.state.is_idle()
+                || rec.holders.iter().any(|h| Arc::ptr_eq(&h.session, session))
+            {
+                continue;
+            }
+            let handle = self.mint_call_handle(session);
+            if !session.adopt(handle, &entry) {
+                break;
+            }
+            let state = rec.state;
+            session.push(Event::NewCall {
+                call: handle,
+                line: open,
+                address: entry.address,
+                call_id: rec.info.call_id,
+                privilege: CallPrivilege::Monitor,
+            });
+            session.push(Event::CallState {
+                call: handle,
+                state,
+                privilege: CallPrivilege::Monitor,
+            });
+            rec.holders.push(Holder::published(
+                session.clone(),
+                handle,
+                open,
+                CallPrivilege::Monitor,
+            ));
+            rec.announce_privileges(handle, InfoChange::NUM_MONITORS);
+            handles.push(handle);
+        }
+        handles
     }
 
     /// Records that `party` joined the conference `parent` (parent and party locked one at a time).

@@ -47,6 +47,6 @@ pub use profile::{LogonOptions, Profile, Service, SessionMode};
 pub use session::{
     CallInfoView, CallStatus, LineInfo, MakeCallParams, OpenOptions, Session, SessionId,
 };
-pub use status::{ServiceState, StatusRow};
+pub use status::{AddressStatus, LineStatus, ServiceState, StatusRow};
 pub use tapir_core::{self as core, CallId, Error};
 pub use tapir_provider as provider;

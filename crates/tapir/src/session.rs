@@ -1500,6 +1500,47 @@ impl Session {
         self.inner.calls.iter().map(|e| *e.key()).collect()
     }
 
+    /// Takes up the calls already on a line this session has open and holds no handle for (TAPI
+    /// `lineGetNewCalls`, JTAPI `getConnections`): a monitor handle on each live call, each announced
+    /// by [`Event::NewCall`](crate::Event::NewCall) and then its current state before any other event
+    /// names it. Opening a line does not do this by itself — calls that arrive after the open are
+    /// announced as they come (to monitors, and to the owner the call is offered to); the calls
+    /// already there are the application's to ask for. Raise a handle with
+    /// [`set_call_privilege`](Session::set_call_privilege) to control the call.
+    pub fn new_calls(&self, line: LineHandle) -> Result<Vec<CallHandle>, Error> {
+        self.alive()?;
+        let slot = self.open_line_slot(line)?;
+        Ok(self.engine.take_up_calls(&slot, &self.inner, line))
+    }
+
+    /// A line's status: whether it is in service (and why not), how many opens it has, and each
+    /// address's calls by class.
+    pub fn line_status(&self, line: LineHandle) -> Result<crate::LineStatus, Error> {
+        self.alive()?;
+        let slot = self.open_line_slot(line)?;
+        let reason = lock(&self.engine.provider(slot.provider).status).line_unusable(slot.local);
+        Ok(crate::LineStatus {
+            line: slot.id,
+            in_service: reason.is_none(),
+            reason,
+            opens: lock(&slot.openers).len(),
+            addresses: slot
+                .caps
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let address = AddressId(i as u32);
+                    crate::AddressStatus {
+                        address,
+                        number: a.address.clone(),
+                        usage: slot.usage(address),
+                    }
+                })
+                .collect(),
+        })
+    }
+
     /// The next event, waiting for one if need be. `None` once the session has ended and every event
     /// queued before the end has been read.
     pub async fn next_event(&self) -> Option<SessionEvent> {

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use tapir_core::LineId;
+use tapir_core::gate::AddressUsage;
+use tapir_core::{AddressId, LineId};
 
 /// The state of a service (a provider) or of the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +43,33 @@ pub struct StatusRow {
     pub sessions: usize,
     /// The last error it reported (kept after it recovers).
     pub last_error: Option<String>,
+}
+
+/// A line's status as one session sees it ([`Session::line_status`](crate::Session::line_status)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineStatus {
+    /// The line.
+    pub line: LineId,
+    /// Whether calls can be made and received on it now: its provider is available and the line is
+    /// in service.
+    pub in_service: bool,
+    /// Why it is not, when it is not.
+    pub reason: Option<String>,
+    /// Opens of the line, by every session.
+    pub opens: usize,
+    /// Each address's calls.
+    pub addresses: Vec<AddressStatus>,
+}
+
+/// An address's calls, counted as the gate counts them for its limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressStatus {
+    /// The address (its index on the line).
+    pub address: AddressId,
+    /// Its number.
+    pub number: String,
+    /// Live calls by class: active, on hold, pending transfer, pending conference.
+    pub usage: AddressUsage,
 }
 
 /// What the engine keeps per provider to make its row.
@@ -99,6 +127,20 @@ impl ProviderStatus {
             }
         }
         before != (self.state, self.reason.clone(), self.out_of_service.len())
+    }
+
+    /// Why a line of this provider cannot be used now, if it cannot.
+    pub(crate) fn line_unusable(&self, line: LineId) -> Option<String> {
+        match self.state {
+            ServiceState::Available | ServiceState::Failed => {
+                self.out_of_service.get(&line).cloned()
+            }
+            state => Some(
+                self.reason
+                    .clone()
+                    .unwrap_or_else(|| format!("{state:?}").to_lowercase()),
+            ),
+        }
     }
 
     pub(crate) fn row(&self, id: &str, sessions: usize) -> StatusRow {
