@@ -23,6 +23,11 @@
 use serde::{Deserialize, Serialize};
 
 pub mod cdr;
+pub mod vocab;
+
+pub use vocab::{
+    CallPrivilege, CompletionMode, DigitMode, ForwardCondition, LinePrivilege, TransferMode,
+};
 
 /// `POST /v1/sessions`: log on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -108,7 +113,8 @@ pub struct Line {
 pub struct OpenLineRequest {
     /// The line's ID.
     pub line: u32,
-    /// `owner`, `monitor`, `owner_monitor` or `none`.
+    /// `owner`, `monitor`, `owner_monitor` or `none` (anything else: 400 `invalid_privilege`).
+    #[cfg_attr(feature = "openapi", schema(value_type = LinePrivilege))]
     pub privilege: String,
     /// Owner priority (default 0).
     #[serde(default)]
@@ -142,9 +148,12 @@ pub struct MakeCallRequest {
 
 /// The body of `POST /v1/calls/{call}/{op}`: the fields the operation needs, none for most.
 ///
-/// `dial` and `generate-digits` take `digits`; `blind-transfer` and `redirect` `destination`;
-/// `swap-hold` `held`; `complete-transfer` and `complete-conference` `consultation`; `park` an optional
-/// `orbit`; `handoff` `application`.
+/// `dial` takes `digits`; `generate-digits` `digits` and an optional `digit_mode` (DTMF by default);
+/// `monitor-digits` an optional `digit_mode` (`enabled: false` stops); `blind-transfer` and
+/// `redirect` `destination`; `swap-hold` `held`; `complete-transfer` `consultation` and an optional
+/// `transfer_mode` (`complete-conference` is `complete-transfer` as a conference);
+/// `add-to-conference` `consultation`; `park` an optional `orbit`; `complete-call` a
+/// `completion_mode`; `handoff` `application`; `set-call-privilege` `privilege`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -167,6 +176,21 @@ pub struct CallOpRequest {
     /// The application to hand the call to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
+    /// How digits are sent or listened for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digit_mode: Option<DigitMode>,
+    /// `monitor-digits`: `false` stops reporting digits (default `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `complete-transfer`: as a transfer (default) or a conference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_mode: Option<TransferMode>,
+    /// `complete-call`: how the switch should complete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_mode: Option<CompletionMode>,
+    /// `set-call-privilege`: the session's new privilege on the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privilege: Option<CallPrivilege>,
 }
 
 impl CallOpRequest {
@@ -227,6 +251,114 @@ pub struct RetrieveRequest {
     /// Pickup: the pickup group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+}
+
+/// The body of `POST /v1/line-opens/{line_handle}/{op}`: the fields the operation needs.
+///
+/// `make-call` takes an optional `destination` and `translate`; `unpark` `orbit`; `pickup` `station`
+/// or `group`; `forward` `do_not_disturb` and `rules` (both empty: cancel forwarding);
+/// `cancel-call-completion` `completion`; `setup-conference` and `new-calls` nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LineOpRequest {
+    /// `make-call`: where to; absent leaves the call in dial tone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// `make-call`: translate a canonical destination with the session's location first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub translate: bool,
+    /// `unpark`: the orbit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orbit: Option<String>,
+    /// `pickup`: the ringing station.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
+    /// `pickup`: the pickup group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// `forward`: refuse every call (do not disturb); takes precedence over the rules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub do_not_disturb: bool,
+    /// `forward`: the rules, replacing any before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ForwardRule>,
+    /// `cancel-call-completion`: the completion ID `complete-call` returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<u32>,
+}
+
+/// A forwarding rule: when, and where to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    /// When it applies.
+    pub condition: ForwardCondition,
+    /// Where calls go.
+    pub destination: String,
+    /// `no_answer`: rings before forwarding (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rings: Option<u32>,
+}
+
+/// The answer to `setup-conference`: the conference's parent call (on hold pending a party) and the
+/// consultation call in dial tone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConferenceSetup {
+    /// The conference.
+    pub conference: Call,
+    /// The consultation call: dial it, then `add-to-conference`.
+    pub consultation: Call,
+}
+
+/// The answer to `complete-call`: the request's ID (for `cancel-call-completion`) and the call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompletionRequested {
+    /// The completion request's ID.
+    pub completion: u32,
+    /// The call, as it is now (absent when the handle is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
+}
+
+/// `GET /v1/line-opens/{line_handle}`: the line's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LineStatus {
+    /// The line open.
+    pub line_handle: String,
+    /// The line's ID.
+    pub line: u32,
+    /// Whether calls can be made and received on it now.
+    pub in_service: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Opens of the line, by every session.
+    pub opens: usize,
+    /// Each address's calls.
+    pub addresses: Vec<AddressStatus>,
+}
+
+/// An address's live calls by class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddressStatus {
+    /// The address's index on the line.
+    pub address: u32,
+    /// Its number.
+    pub number: String,
+    /// Calls that are not held.
+    pub active: u32,
+    /// Calls on hold.
+    pub on_hold: u32,
+    /// Calls on hold pending a transfer.
+    pub pending_transfer: u32,
+    /// Calls on hold pending a conference.
+    pub pending_conference: u32,
 }
 
 /// The answer to `park`: the orbit the call is parked in, and the parking call as it is now (absent

@@ -784,14 +784,19 @@ fn when(text: &str, now: std::time::SystemTime) -> Result<String, Failure> {
     Ok(tapir_api::cdr::format_time(then))
 }
 
-/// Call detail records as a table.
-fn cdrs_table(records: &[tapir_api::cdr::Cdr]) -> String {
-    let party = |p: &tapir_api::Party| match (&p.number, &p.name) {
+/// A party as people read it: `2002 (Bob)`, or what is known of it.
+fn party(p: &tapir_api::Party) -> String {
+    match (&p.number, &p.name) {
         (Some(n), Some(name)) => format!("{n} ({name})"),
         (Some(n), None) => n.clone(),
         (None, Some(name)) => name.clone(),
         (None, None) => "-".into(),
-    };
+    }
+}
+
+/// Call detail records as a table. TO is the called party; when the call was answered by someone
+/// else (forwarded, transferred, picked up), `→` and who.
+fn cdrs_table(records: &[tapir_api::cdr::Cdr]) -> String {
     let secs = |ms: u64| format!("{}s", (ms + 500) / 1000);
     table(
         &[
@@ -807,16 +812,23 @@ fn cdrs_table(records: &[tapir_api::cdr::Cdr]) -> String {
             "CALL ID",
         ],
         records.iter().map(|r| {
-            let to = if r.connected.number.is_some() || r.connected.name.is_some() {
-                &r.connected
+            let known = |p: &tapir_api::Party| p.number.is_some() || p.name.is_some();
+            let same = |a: &tapir_api::Party, b: &tapir_api::Party| {
+                a.number.is_some() && a.number == b.number
+            };
+            let to = if known(&r.connected)
+                && !same(&r.connected, &r.called)
+                && !same(&r.connected, &r.caller)
+            {
+                format!("{} → {}", party(&r.called), party(&r.connected))
             } else {
-                &r.called
+                party(&r.called)
             };
             vec![
                 r.started.get(..19).unwrap_or(&r.started).replace('T', " "),
                 r.line_name.clone(),
                 party(&r.caller),
-                party(to),
+                to,
                 r.disposition.clone(),
                 secs(r.ringing_ms),
                 secs(r.talking_ms),
@@ -847,12 +859,6 @@ fn calls_table(calls: &[Call]) -> String {
             "CAN",
         ],
         calls.iter().map(|c| {
-            let party = |p: &tapir_api::Party| match (&p.number, &p.name) {
-                (Some(n), Some(name)) => format!("{n} ({name})"),
-                (Some(n), None) => n.clone(),
-                (None, Some(name)) => name.clone(),
-                (None, None) => "-".to_owned(),
-            };
             vec![
                 short(&c.call),
                 c.call_id.clone(),

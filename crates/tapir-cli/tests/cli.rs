@@ -158,6 +158,12 @@ async fn the_tour_works_and_one_log_on_lasts_across_invocations() {
     assert_eq!(code, 0);
     assert!(table.starts_with("STARTED (UTC)"), "{table}");
     assert!(table.contains("answered"), "{table}");
+    for row in table.lines().skip(1) {
+        assert!(
+            row.contains("2001 (Alice)") && row.contains("2002 (Bob)") && !row.contains('→'),
+            "each leg of Alice's call to Bob reads FROM Alice TO Bob: {table}"
+        );
+    }
     let (code, csv, _) = cli.run(&["cdrs", "--format", "csv", "--all"]).await;
     assert_eq!(code, 0);
     assert!(csv.starts_with("id,call_id,related_call_ids,"), "{csv}");

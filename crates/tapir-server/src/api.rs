@@ -1,9 +1,10 @@
 //! Conversions between the engine's types and the wire types of `tapir-api`, and handle parsing.
 
+use axum::body::Bytes;
 use tapir::core::info::PartyId;
 use tapir::core::privilege::CallPrivilege;
 use tapir::core::state::CallState;
-use tapir::{CallHandle, Event, LineEvent, LineHandle, SessionEvent};
+use tapir::{CallHandle, Event, LineEvent, LineHandle, Session, SessionEvent};
 use tapir_api as wire;
 
 use crate::error::ApiError;
@@ -35,6 +36,57 @@ pub(crate) fn translated(t: tapir::translate::Translated) -> wire::Translated {
         dest_country: t.dest_country,
         flags,
     }
+}
+
+/// `v` as JSON bytes.
+pub(crate) fn to_json(v: &impl serde::Serialize) -> Bytes {
+    match serde_json::to_vec(v) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => Bytes::from(serde_json::json!({ "error": e.to_string() }).to_string()),
+    }
+}
+
+/// A call as JSON, read from the session after the operation.
+pub(crate) fn call_dto(s: &Session, call: CallHandle) -> Result<wire::Call, ApiError> {
+    let st = s.call_status(call)?;
+    let info = s.call_info(call)?;
+    Ok(wire::Call {
+        call: call.to_string(),
+        call_id: info.call_id().to_string(),
+        line_handle: info.line_handle.to_string(),
+        line: info.line.0,
+        state: state_name(&st.state),
+        state_detail: format!("{:?}", st.state),
+        privilege: privilege_name(st.privilege),
+        features: st.features.iter().map(|f| f.name().to_owned()).collect(),
+        caller: party(&info.info.caller),
+        called: party(&info.info.called),
+        connected: party(&info.info.connected),
+    })
+}
+
+/// A line open's status as JSON.
+pub(crate) fn line_status(s: &Session, line: LineHandle) -> Result<wire::LineStatus, ApiError> {
+    let st = s.line_status(line)?;
+    Ok(wire::LineStatus {
+        line_handle: line.to_string(),
+        line: st.line.0,
+        in_service: st.in_service,
+        reason: st.reason,
+        opens: st.opens,
+        addresses: st
+            .addresses
+            .into_iter()
+            .map(|a| wire::AddressStatus {
+                address: a.address.0,
+                number: a.number,
+                active: a.usage.active,
+                on_hold: a.usage.on_hold,
+                pending_transfer: a.usage.pending_transfer,
+                pending_conference: a.usage.pending_conference,
+            })
+            .collect(),
+    })
 }
 
 /// The wire form of a party.

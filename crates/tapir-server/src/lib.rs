@@ -11,6 +11,7 @@ pub mod api;
 pub mod error;
 pub mod journal;
 pub mod openapi;
+mod ops;
 pub mod server;
 pub mod store;
 

@@ -1,5 +1,12 @@
 //! The OpenAPI 3 document served at `/openapi.json`: the schemas are generated from the wire types
-//! of `tapir-api` (utoipa), the operations from [`ENDPOINTS`], one row per route of the router.
+//! of `tapir-api` (utoipa), the operations from [`endpoints`]: the fixed routes of [`ENDPOINTS`], and
+//! one path per operation of the gate's tables (`CallOperation`, `AddressOperation`,
+//! `SessionOperation`), each described by an exhaustive match so that a new operation needs its row.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use tapir::core::gate::{AddressOperation, CallOperation, SessionOperation};
 
 use utoipa::OpenApi;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
@@ -26,12 +33,12 @@ pub enum Answer {
 }
 
 /// One route of the API.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Endpoint {
     /// The HTTP method.
     pub method: &'static str,
     /// The path, with `{name}` parameters.
-    pub path: &'static str,
+    pub path: Cow<'static, str>,
     /// What it does.
     pub summary: &'static str,
     /// The request body's schema, if it takes one.
@@ -54,7 +61,7 @@ const fn ep(
 ) -> Endpoint {
     Endpoint {
         method,
-        path,
+        path: Cow::Borrowed(path),
         summary,
         body,
         status,
@@ -68,7 +75,7 @@ const fn open(mut e: Endpoint) -> Endpoint {
     e
 }
 
-/// Every route of the API.
+/// The routes of the API that are not one operation each (those come from the gate's tables).
 pub const ENDPOINTS: &[Endpoint] = &[
     open(ep(
         "GET",
@@ -191,14 +198,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Answer::Nothing,
     ),
     ep(
-        "POST",
-        "/v1/calls/{call}/{op}",
-        "A call operation, returning when done: answer, accept, reject, drop, hold, unhold, secure-call, \
-         dial, generate-digits, blind-transfer, redirect, swap-hold, setup-transfer, complete-transfer, \
-         complete-conference, park (answers a Parked), handoff.",
-        Some("CallOpRequest"),
+        "GET",
+        "/v1/line-opens/{handle}",
+        "The line's status: in service or why not, its opens, each address's calls by class.",
+        None,
         200,
-        Answer::One("Call"),
+        Answer::One("LineStatus"),
     ),
     ep(
         "GET",
@@ -289,6 +294,227 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
 ];
 
+/// Every route of the API: [`ENDPOINTS`], then a path for each operation on a call and on a line.
+pub fn endpoints() -> &'static [Endpoint] {
+    static ALL: OnceLock<Vec<Endpoint>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = ENDPOINTS.to_vec();
+        let call = |name: &str, (summary, status, answer): OpDoc| Endpoint {
+            method: "POST",
+            path: Cow::Owned(format!("/v1/calls/{{call}}/{name}")),
+            summary,
+            body: Some("CallOpRequest"),
+            status,
+            answer,
+            token: true,
+        };
+        all.extend(CallOperation::ALL.map(|op| call(op.name(), call_op_doc(op))));
+        all.push(call(
+            crate::ops::COMPLETE_CONFERENCE,
+            (
+                "Complete a consultation call as a three-way conference: complete-transfer with \
+                 transfer_mode conference. Returns the conference.",
+                200,
+                Answer::One("Call"),
+            ),
+        ));
+        let line = |name: &str, (summary, status, answer): OpDoc| Endpoint {
+            method: "POST",
+            path: Cow::Owned(format!("/v1/line-opens/{{handle}}/{name}")),
+            summary,
+            body: Some("LineOpRequest"),
+            status,
+            answer,
+            token: true,
+        };
+        all.extend(AddressOperation::ALL.map(|op| line(op.name(), address_op_doc(op))));
+        for op in SessionOperation::ALL {
+            let name = op.name();
+            match op {
+                SessionOperation::SetCallPrivilege => all.push(call(
+                    name,
+                    (
+                        "Change this session's privilege on the call (privilege: owner or \
+                         monitor); the sole owner of a live call may not become a monitor.",
+                        200,
+                        Answer::One("Call"),
+                    ),
+                )),
+                SessionOperation::ConferenceCalls => all.push(Endpoint {
+                    method: "GET",
+                    body: None,
+                    ..call(
+                        name,
+                        (
+                            "The calls of the conference this call is the parent or a party of, \
+                             that this session holds: the parent first, then the parties.",
+                            200,
+                            Answer::Many("Call"),
+                        ),
+                    )
+                }),
+                SessionOperation::NewCalls => all.push(Endpoint {
+                    body: None,
+                    ..line(
+                        name,
+                        (
+                            "Take up the calls already on the line that this session holds no \
+                             handle for: a monitor handle each, announced by new_call then its \
+                             state on the event stream (TAPI lineGetNewCalls).",
+                            200,
+                            Answer::Many("Call"),
+                        ),
+                    )
+                }),
+                SessionOperation::CancelCallCompletion => all.push(line(
+                    name,
+                    (
+                        "Cancel a call-completion request of this line (completion: the ID \
+                         complete-call returned).",
+                        204,
+                        Answer::Nothing,
+                    ),
+                )),
+                // Routes of their own, among ENDPOINTS.
+                SessionOperation::LineStatus | SessionOperation::Deallocate => {}
+            }
+        }
+        all
+    })
+}
+
+/// What an operation's row says: summary, success status, success body.
+type OpDoc = (&'static str, u16, Answer);
+
+fn call_op_doc(op: CallOperation) -> OpDoc {
+    use CallOperation as Op;
+    let call = Answer::One("Call");
+    match op {
+        Op::Accept => ("Claim an offered call so that it alerts.", 200, call),
+        Op::Answer => (
+            "Answer an offered or accepted call; returns it connected.",
+            200,
+            call,
+        ),
+        Op::Reject => ("Refuse an offered call.", 200, call),
+        Op::Redirect => (
+            "Send an offered call elsewhere before answering (destination).",
+            200,
+            call,
+        ),
+        Op::Drop => ("Hang up; returns the call idle.", 200, call),
+        Op::Dial => (
+            "Dial (more) digits on a call in dial tone or dialing (digits).",
+            200,
+            call,
+        ),
+        Op::Hold => (
+            "Put the call on hold; returns once the switch has held it.",
+            200,
+            call,
+        ),
+        Op::Unhold => ("Take the call off hold.", 200, call),
+        Op::SwapHold => ("Swap this active call with a held one (held).", 200, call),
+        Op::BlindTransfer => (
+            "Transfer the call without consultation (destination).",
+            200,
+            call,
+        ),
+        Op::SetupTransfer => (
+            "Hold the call pending transfer and make a consultation call in dial tone; returns \
+             the consultation call.",
+            201,
+            call,
+        ),
+        Op::CompleteTransfer => (
+            "Complete a consultation transfer (consultation; transfer_mode transfer, the default, \
+             or conference, which returns the conference).",
+            200,
+            call,
+        ),
+        Op::SetupConference => (
+            "Turn the call into a conference: returns the conference (on hold pending a party) \
+             and a consultation call in dial tone; dial it, then add-to-conference.",
+            201,
+            Answer::One("ConferenceSetup"),
+        ),
+        Op::PrepareAddToConference => (
+            "Hold the conference pending a new party and make a consultation call; returns it.",
+            201,
+            call,
+        ),
+        Op::AddToConference => (
+            "Add the consultation call (consultation) to the conference.",
+            200,
+            call,
+        ),
+        Op::RemoveFromConference => ("Take this party out of its conference.", 200, call),
+        Op::Park => (
+            "Park the call (orbit; absent: the switch chooses); answers the orbit and the call.",
+            200,
+            Answer::One("Parked"),
+        ),
+        Op::CompleteCall => (
+            "Ask the switch to complete a call to a busy or unanswered party later \
+             (completion_mode); answers the request's ID.",
+            200,
+            Answer::One("CompletionRequested"),
+        ),
+        Op::GenerateDigits => (
+            "Send digits in-band (digits; digit_mode, DTMF by default).",
+            200,
+            call,
+        ),
+        Op::MonitorDigits => (
+            "Report the digits detected on the call as digit events on this session's stream \
+             (digit_mode; enabled false stops). Monitors may do it too.",
+            200,
+            call,
+        ),
+        Op::SecureCall => ("Secure the call against interruption.", 200, call),
+        Op::Handoff => (
+            "Give the call to another application with the line open (application).",
+            200,
+            call,
+        ),
+    }
+}
+
+fn address_op_doc(op: AddressOperation) -> OpDoc {
+    use AddressOperation as Op;
+    match op {
+        Op::MakeCall => (
+            "Make a call from this line (destination, absent: dial tone; translate); returns when \
+             the switch has it. The same as POST /v1/calls.",
+            201,
+            Answer::One("Call"),
+        ),
+        Op::Unpark => (
+            "Take a parked call from its orbit (orbit).",
+            201,
+            Answer::One("Call"),
+        ),
+        Op::Pickup => (
+            "Pick up a call ringing at a station (station) or in a group (group).",
+            201,
+            Answer::One("Call"),
+        ),
+        Op::Forward => (
+            "Replace the address's forwarding: do_not_disturb and rules (condition unconditional, \
+             busy or no_answer with rings; destination). Both empty cancel it. Returns the line's \
+             status.",
+            200,
+            Answer::One("LineStatus"),
+        ),
+        Op::SetupConference => (
+            "Set up a conference without a call: returns the conference and a consultation call \
+             in dial tone.",
+            201,
+            Answer::One("ConferenceSetup"),
+        ),
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -307,6 +533,18 @@ pub const ENDPOINTS: &[Endpoint] = &[
         tapir_api::LineOpen,
         tapir_api::MakeCallRequest,
         tapir_api::CallOpRequest,
+        tapir_api::LineOpRequest,
+        tapir_api::ForwardRule,
+        tapir_api::ConferenceSetup,
+        tapir_api::CompletionRequested,
+        tapir_api::LineStatus,
+        tapir_api::AddressStatus,
+        tapir_api::DigitMode,
+        tapir_api::CompletionMode,
+        tapir_api::ForwardCondition,
+        tapir_api::CallPrivilege,
+        tapir_api::LinePrivilege,
+        tapir_api::TransferMode,
         tapir_api::RetrieveRequest,
         tapir_api::Parked,
         tapir_api::RouteRequest,
@@ -356,7 +594,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
-    for e in ENDPOINTS {
+    for e in endpoints() {
         let mut op = OperationBuilder::new().summary(Some(e.summary));
         for name in e
             .path
@@ -425,7 +663,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         }
         if let Some(body) = e.body {
             // The operations' body is optional (most need none).
-            let required = if body == "CallOpRequest" {
+            let required = if matches!(body, "CallOpRequest" | "LineOpRequest") {
                 Required::False
             } else {
                 Required::True
@@ -473,7 +711,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
             op = op.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
         }
         doc.paths
-            .add_path_operation(e.path, vec![method(e.method)], op.build());
+            .add_path_operation(e.path.as_ref(), vec![method(e.method)], op.build());
     }
     doc
 }

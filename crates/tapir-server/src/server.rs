@@ -7,12 +7,13 @@ use std::time::UNIX_EPOCH;
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use dashmap::DashMap;
 use futures_util::stream::FuturesUnordered;
@@ -22,26 +23,25 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tapir::core::LineId;
-use tapir::core::params::{ParkMode, PickupTarget, TransferMode};
+use tapir::core::gate::AddressOperation;
 use tapir::core::route::DefaultRoute;
 use tapir::profile::LogonOptions;
 use tapir::translate::TranslateOptions;
-use tapir::{CallHandle, Engine, MakeCallParams, OpenOptions, Session};
+use tapir::{Engine, OpenOptions, Session};
 use tapir_config::{ApplicationSettings, Config};
 use tokio::sync::OnceCell;
 use tower::ServiceExt;
 use tracing::{debug, info};
 
-use crate::api::{
-    event, parse_call, parse_line, party, privilege_name, state_name, status_row, translated,
-};
+use crate::api::{call_dto, event, parse_call, parse_line, status_row, to_json, translated};
 use crate::error::ApiError;
 use crate::journal::Journal;
+use crate::ops;
 use crate::store::{Read, RouteChange, Store};
 use tapir_api as wire;
 use tapir_api::{
-    CallOpRequest, DefaultRouteRequest, LogonRequest, LogonResponse, MakeCallRequest,
-    OpenLineRequest, RetrieveRequest, RouteRequest, TranslateRequest,
+    CallOpRequest, DefaultRouteRequest, LineOpRequest, LogonRequest, LogonResponse,
+    MakeCallRequest, OpenLineRequest, RetrieveRequest, RouteRequest, TranslateRequest,
 };
 
 /// How many request IDs a log-on remembers for retried requests.
@@ -108,14 +108,6 @@ struct Requests {
 /// A reply body, serialized once: straight from the typed value, and shared as is by a repeated request.
 type CachedReply = (StatusCode, Bytes);
 type Reply = Result<(StatusCode, Bytes), ApiError>;
-
-/// `v` as JSON bytes.
-fn to_json(v: &impl serde::Serialize) -> Bytes {
-    match serde_json::to_vec(v) {
-        Ok(b) => Bytes::from(b),
-        Err(e) => Bytes::from(json!({ "error": e.to_string() }).to_string()),
-    }
-}
 
 /// A JSON response from serialized bytes.
 fn json_response(status: StatusCode, body: Bytes) -> Response {
@@ -234,12 +226,16 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v1/session", get(session_info).delete(logoff))
         .route("/v1/lines", get(lines))
         .route("/v1/line-opens", post(open_line))
-        .route("/v1/line-opens/{handle}", delete(close_line))
+        .route(
+            "/v1/line-opens/{handle}",
+            get(line_status).delete(close_line),
+        )
+        .route("/v1/line-opens/{handle}/{op}", post(line_op))
         .route("/v1/calls", get(calls).post(make_call))
         .route("/v1/calls/unpark", post(unpark))
         .route("/v1/calls/pickup", post(pickup))
         .route("/v1/calls/{call}", get(call).delete(deallocate))
-        .route("/v1/calls/{call}/{op}", post(call_op))
+        .route("/v1/calls/{call}/{op}", post(call_op).get(call_read))
         .route("/v1/status", get(status))
         .route("/v1/routes", get(routes))
         .route("/v1/routes/default", put(set_default_route))
@@ -254,6 +250,13 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v1/cdrs", get(cdrs))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the endpoint does not take this method",
+            )
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -735,16 +738,19 @@ async fn open_line(
 ) -> Response {
     let c2 = c.clone();
     c.once(&headers, || async move {
-        let options = match req.privilege.as_str() {
-            "owner" => OpenOptions::owner(),
-            "monitor" => OpenOptions::monitor(),
-            "owner_monitor" => OpenOptions::owner_monitor(),
-            "none" => OpenOptions::none(),
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "privilege {other:?}: expected owner, monitor, owner_monitor or none"
-                )));
-            }
+        let privilege: wire::LinePrivilege = req.privilege.parse().map_err(|e| {
+            let status = crate::error::status_of(&tapir::Error::InvalidPrivilege);
+            ApiError::new(
+                status,
+                tapir::Error::InvalidPrivilege.code(),
+                format!("{e}"),
+            )
+        })?;
+        let options = match privilege {
+            wire::LinePrivilege::Owner => OpenOptions::owner(),
+            wire::LinePrivilege::Monitor => OpenOptions::monitor(),
+            wire::LinePrivilege::OwnerMonitor => OpenOptions::owner_monitor(),
+            wire::LinePrivilege::None => OpenOptions::none(),
         }
         .priority(req.priority);
         let h = counted(
@@ -785,25 +791,6 @@ async fn close_line(
     reply(r.await)
 }
 
-/// A call as JSON, read from the session after the operation.
-fn call_dto(s: &Session, call: CallHandle) -> Result<wire::Call, ApiError> {
-    let st = s.call_status(call)?;
-    let info = s.call_info(call)?;
-    Ok(wire::Call {
-        call: call.to_string(),
-        call_id: info.call_id().to_string(),
-        line_handle: info.line_handle.to_string(),
-        line: info.line.0,
-        state: state_name(&st.state),
-        state_detail: format!("{:?}", st.state),
-        privilege: privilege_name(st.privilege),
-        features: st.features.iter().map(|f| f.name().to_owned()).collect(),
-        caller: party(&info.info.caller),
-        called: party(&info.info.called),
-        connected: party(&info.info.connected),
-    })
-}
-
 async fn calls(Authed(c): Authed) -> Response {
     let calls: Vec<wire::Call> = c
         .session
@@ -837,22 +824,17 @@ async fn make_call(
     Authed(c): Authed,
     Body(req): Body<MakeCallRequest>,
 ) -> Response {
-    let c2 = c.clone();
-    c.once(&headers, || async move {
-        let line = parse_line(&req.line_handle)?;
-        let params = MakeCallParams {
-            destination: req.destination,
-            translate: req.translate,
-            ..MakeCallParams::default()
-        };
-        let call = counted(&state, c2.session.make_call_with(line, params).await)?;
-        created(call_dto(&c2.session, call)?)
-    })
-    .await
+    let body = LineOpRequest {
+        destination: req.destination,
+        translate: req.translate,
+        ..LineOpRequest::default()
+    };
+    let op = AddressOperation::MakeCall.name();
+    run_line_op(&state, &headers, c, &req.line_handle, op, body).await
 }
 
-/// `POST /v1/calls/{call}/{op}`: the operations on one call. Each returns when done, with the call as
-/// it is then (or, for operations that create a call, the new call).
+/// `POST /v1/calls/{call}/{op}`: the operations on one call (`ops::call_op`). Each returns when
+/// done, with the call as it is then (or what the operation made).
 async fn call_op(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -862,92 +844,99 @@ async fn call_op(
 ) -> Response {
     let c2 = c.clone();
     c.once(&headers, || async move {
-        let s = &c2.session;
         let h = parse_call(&call)?;
-        let body: CallOpRequest = if body.iter().all(u8::is_ascii_whitespace) {
-            CallOpRequest::default()
-        } else {
-            serde_json::from_slice(&body).map_err(|e| {
-                let (status, code) = if e.is_data() {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
-                } else {
-                    (StatusCode::BAD_REQUEST, "bad_request")
-                };
-                ApiError::new(status, code, format!("{op}: {e}"))
-            })?
-        };
-        let field = |value: &Option<String>, name: &str| -> Result<String, ApiError> {
-            value.clone().ok_or_else(|| {
-                ApiError::bad_request(format!("{op}: the body needs a string field {name:?}"))
-            })
-        };
-        let r: Result<CallHandle, tapir::Error> = match op.as_str() {
-            "answer" => s.answer(h).await.map(|()| h),
-            "accept" => s.accept(h).await.map(|()| h),
-            "reject" => s.reject(h).await.map(|()| h),
-            "drop" => s.drop_call(h).await.map(|()| h),
-            "hold" => s.hold(h).await.map(|()| h),
-            "unhold" => s.unhold(h).await.map(|()| h),
-            "secure-call" => s.secure_call(h).await.map(|()| h),
-            "dial" => s.dial(h, &field(&body.digits, "digits")?).await.map(|()| h),
-            "generate-digits" => s
-                .generate_digits(
-                    h,
-                    &field(&body.digits, "digits")?,
-                    tapir::core::params::DigitMode::Dtmf,
-                )
-                .await
-                .map(|()| h),
-            "blind-transfer" => s
-                .blind_transfer(h, &field(&body.destination, "destination")?)
-                .await
-                .map(|()| h),
-            "redirect" => s
-                .redirect(h, &field(&body.destination, "destination")?)
-                .await
-                .map(|()| h),
-            "swap-hold" => {
-                let held = parse_call(&field(&body.held, "held")?)?;
-                s.swap_hold(h, held).await.map(|()| h)
-            }
-            "setup-transfer" => s.setup_transfer(h).await,
-            "complete-transfer" | "complete-conference" => {
-                let consultation = parse_call(&field(&body.consultation, "consultation")?)?;
-                let mode = if op == "complete-transfer" {
-                    TransferMode::Transfer
-                } else {
-                    TransferMode::Conference
-                };
-                s.complete_transfer(h, consultation, mode)
-                    .await
-                    .map(|parent| parent.unwrap_or(h))
-            }
-            "park" => {
-                let mode = match body.orbit {
-                    Some(o) => ParkMode::Directed(o),
-                    None => ParkMode::NonDirected,
-                };
-                let orbit = counted(&state, s.park(h, mode).await)?;
-                return ok(wire::Parked {
-                    orbit,
-                    call: call_dto(s, h).ok(),
-                });
-            }
-            "handoff" => s
-                .handoff(h, &field(&body.application, "application")?)
-                .map(|()| h),
-            other => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no call operation {other:?}"),
-                ));
-            }
-        };
-        let result = counted(&state, r)?;
-        ok(call_dto(s, result)?)
+        let body: CallOpRequest = op_body(&op, &body)?;
+        counted_op(&state, ops::call_op(&c2.session, h, &op, body).await)
     })
     .await
+}
+
+/// `GET /v1/calls/{call}/{op}`: what can be read of a call beyond itself (`conference-calls`).
+async fn call_read(
+    State(state): State<Arc<AppState>>,
+    Authed(c): Authed,
+    Path((call, op)): Path<(String, String)>,
+) -> Response {
+    let r = parse_call(&call).and_then(|h| counted_op(&state, ops::call_read(&c.session, h, &op)));
+    reply(r)
+}
+
+/// `POST /v1/line-opens/{line_handle}/{op}`: the operations on a line open (`ops::line_op`).
+async fn line_op(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Authed(c): Authed,
+    Path((line, op)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    match op_body::<LineOpRequest>(&op, &body) {
+        Ok(body) => run_line_op(&state, &headers, c, &line, &op, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run_line_op(
+    state: &AppState,
+    headers: &HeaderMap,
+    c: Arc<Client>,
+    line: &str,
+    op: &str,
+    body: LineOpRequest,
+) -> Response {
+    let c2 = c.clone();
+    c.once(headers, || async move {
+        let line = parse_line(line)?;
+        counted_op(state, ops::line_op(&c2.session, line, op, body).await)
+    })
+    .await
+}
+
+/// `GET /v1/line-opens/{line_handle}`: the line's status.
+async fn line_status(Authed(c): Authed, Path(line): Path<String>) -> Response {
+    reply(
+        parse_line(&line)
+            .and_then(|h| crate::api::line_status(&c.session, h))
+            .and_then(ok),
+    )
+}
+
+/// An operation's body: empty is the default; otherwise JSON of the operation's shape, a field of
+/// the wrong type named in the error.
+fn op_body<T: DeserializeOwned + Default>(op: &str, body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let (status, code) = if inner.is_data() {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        } else {
+            (StatusCode::BAD_REQUEST, "bad_request")
+        };
+        let message = if path == "." || !inner.is_data() {
+            format!("{op}: {inner}")
+        } else {
+            format!("{op}: {path}: {inner}")
+        };
+        ApiError::new(status, code, message)
+    })
+}
+
+/// An operation's outcome as a reply, counted in the metrics when the engine decided it.
+fn counted_op(state: &AppState, done: ops::Done) -> Reply {
+    match done {
+        Ok(ok) => {
+            state.metrics.operation("ok");
+            Ok(ok)
+        }
+        Err(ops::Failure::Engine(e)) => {
+            state.metrics.operation(e.code());
+            Err(e.into())
+        }
+        Err(ops::Failure::Request(e)) => Err(e),
+    }
 }
 
 async fn unpark(
@@ -956,16 +945,12 @@ async fn unpark(
     Authed(c): Authed,
     Body(req): Body<RetrieveRequest>,
 ) -> Response {
-    let c2 = c.clone();
-    c.once(&headers, || async move {
-        let line = parse_line(&req.line_handle)?;
-        let orbit = req
-            .orbit
-            .ok_or_else(|| ApiError::bad_request("unpark needs an orbit"))?;
-        let call = counted(&state, c2.session.unpark(line, &orbit).await)?;
-        created(call_dto(&c2.session, call)?)
-    })
-    .await
+    let body = LineOpRequest {
+        orbit: req.orbit,
+        ..LineOpRequest::default()
+    };
+    let op = AddressOperation::Unpark.name();
+    run_line_op(&state, &headers, c, &req.line_handle, op, body).await
 }
 
 async fn pickup(
@@ -974,22 +959,13 @@ async fn pickup(
     Authed(c): Authed,
     Body(req): Body<RetrieveRequest>,
 ) -> Response {
-    let c2 = c.clone();
-    c.once(&headers, || async move {
-        let line = parse_line(&req.line_handle)?;
-        let target = match (req.station, req.group) {
-            (Some(s), None) => PickupTarget::Directed(s),
-            (None, Some(g)) => PickupTarget::Group(g),
-            _ => {
-                return Err(ApiError::bad_request(
-                    "pickup needs exactly one of station and group",
-                ));
-            }
-        };
-        let call = counted(&state, c2.session.pickup(line, target).await)?;
-        created(call_dto(&c2.session, call)?)
-    })
-    .await
+    let body = LineOpRequest {
+        station: req.station,
+        group: req.group,
+        ..LineOpRequest::default()
+    };
+    let op = AddressOperation::Pickup.name();
+    run_line_op(&state, &headers, c, &req.line_handle, op, body).await
 }
 
 async fn status(Authed(c): Authed) -> Response {
@@ -1214,25 +1190,53 @@ async fn events(
     State(state): State<Arc<AppState>>,
     Token(token): Token,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // The token first: a wrong one is 401 whatever else is wrong with the request.
+    enum Source {
+        Live(Arc<Client>),
+        Stored(i64),
+    }
+    let live = state.clients.get(&token).map(|c| c.value().clone());
+    let source = match live {
+        Some(c) => Source::Live(c),
+        None => match state.store.find(&token).await {
+            Ok(Some(logon)) if logon.end_reason.is_some() => Source::Stored(logon.id),
+            _ => return ApiError::unauthorized().into_response(),
+        },
+    };
     let Ok(Query(q)) = query else {
         return ApiError::bad_request("after must be a sequence number").into_response();
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => return ws_rejection(r).into_response(),
     };
     // Clients send nothing but the odd ping and close: a small read buffer, because the socket library
     // zeroes the whole buffer before every read (at its 128 KiB default that was the largest single
     // cost of a busy stream; docs/benchmarks.md).
     let ws = ws.read_buffer_size(WS_READ_BUFFER);
-    let live = state.clients.get(&token).map(|c| c.value().clone());
-    if let Some(c) = live {
-        return ws.on_upgrade(move |socket| stream_events(socket, state, c, q.after));
-    }
-    match state.store.find(&token).await {
-        Ok(Some(logon)) if logon.end_reason.is_some() => {
-            ws.on_upgrade(move |socket| stream_stored(socket, state, logon.id, q.after))
+    match source {
+        Source::Live(c) => ws.on_upgrade(move |socket| stream_events(socket, state, c, q.after)),
+        Source::Stored(id) => {
+            ws.on_upgrade(move |socket| stream_stored(socket, state, id, q.after))
         }
-        _ => ApiError::unauthorized().into_response(),
     }
+}
+
+/// A request to a WebSocket endpoint that is no WebSocket upgrade, as the API's JSON error.
+fn ws_rejection(r: WebSocketUpgradeRejection) -> ApiError {
+    let status = r.status();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+        _ => "bad_request",
+    };
+    ApiError::new(
+        status,
+        code,
+        format!("this endpoint is a WebSocket: {}", r.body_text()),
+    )
 }
 
 /// The read buffer of an event stream's socket (bytes).
@@ -1351,9 +1355,13 @@ const COMMANDS_IN_FLIGHT: usize = 256;
 async fn commands(
     State(state): State<Arc<AppState>>,
     Authed(c): Authed,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body_limit: usize,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => return ws_rejection(r).into_response(),
+    };
     // A request carries at most a body; the frame may be somewhat larger for the envelope.
     let ws = ws
         .read_buffer_size(WS_READ_BUFFER)

@@ -347,6 +347,14 @@ async fn two_applications_call_each_other_with_their_own_handles_and_one_call_id
     let (_, b) = svc.get(&format!("/v1/calls/{bob_call}"), &bob).await;
     assert_ne!(a["call"], b["call"], "each session has its own handle");
     assert_eq!(a["call_id"], b["call_id"], "one call ID for both");
+    assert_eq!(
+        (&a["called"], &b["called"]),
+        (
+            &json!({ "number": "2002", "name": "Bob" }),
+            &json!({ "number": "2002", "name": "Bob" })
+        ),
+        "both ends name the called party as the switch knows it"
+    );
     assert!(
         a["features"]
             .as_array()
@@ -482,6 +490,9 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
     let answer_path = format!("/v1/calls/{call}/answer");
     let dial_path = format!("/v1/calls/{call}/dial");
     let fly_path = format!("/v1/calls/{call}/fly");
+    let digits_path = format!("/v1/calls/{call}/generate-digits");
+    let forward_path = format!("/v1/line-opens/{line}/forward");
+    let fly_line_path = format!("/v1/line-opens/{line}/fly");
     /// (what, expected status, expected code, (method, path, token, body))
     type Case<'a> = (
         &'a str,
@@ -620,7 +631,7 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
         (
             "bad privilege",
             400,
-            "bad_request",
+            "invalid_privilege",
             (
                 "POST",
                 "/v1/line-opens",
@@ -674,6 +685,69 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
             ),
         ),
         (
+            "a wrong token on the event stream, without upgrade headers",
+            401,
+            "unauthorized",
+            ("GET", "/v1/events", Some("not-a-token"), None),
+        ),
+        (
+            "the command socket without upgrade headers",
+            400,
+            "bad_request",
+            ("GET", "/v1/commands", Some(&alice), None),
+        ),
+        (
+            "a method the endpoint does not take",
+            405,
+            "method_not_allowed",
+            ("DELETE", "/v1/lines", Some(&alice), None),
+        ),
+        (
+            "a bad digit mode",
+            422,
+            "invalid_body",
+            (
+                "POST",
+                &digits_path,
+                Some(&alice),
+                Some(json!({ "digits": "1", "digit_mode": "ring" }).to_string()),
+            ),
+        ),
+        (
+            "a bad forwarding condition",
+            422,
+            "invalid_body",
+            (
+                "POST",
+                &forward_path,
+                Some(&alice),
+                Some(
+                    json!({ "rules": [{ "condition": "sometimes", "destination": "2002" }] })
+                        .to_string(),
+                ),
+            ),
+        ),
+        (
+            "a forwarding destination that is no dial string",
+            400,
+            "invalid_dial_string",
+            (
+                "POST",
+                &forward_path,
+                Some(&alice),
+                Some(
+                    json!({ "rules": [{ "condition": "busy", "destination": "20x2" }] })
+                        .to_string(),
+                ),
+            ),
+        ),
+        (
+            "no line operation of that name",
+            404,
+            "not_found",
+            ("POST", &fly_line_path, Some(&alice), None),
+        ),
+        (
             "bad address",
             400,
             "invalid_address",
@@ -696,6 +770,25 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
             err["message"].as_str().is_some_and(|m| !m.is_empty()),
             "{what}"
         );
+    }
+    // A field of the wrong type is named, for the operations' bodies as for the others.
+    for (path, body, field) in [
+        (&dial_path, json!({ "digits": 5 }), "digits"),
+        (
+            &forward_path,
+            json!({ "do_not_disturb": "yes" }),
+            "do_not_disturb",
+        ),
+        (
+            &"/v1/calls".to_owned(),
+            json!({ "line_handle": 5 }),
+            "line_handle",
+        ),
+    ] {
+        let (got, err) = svc.post(path, &alice, body).await;
+        assert_eq!(got, 422, "{err}");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{path}: {message}");
     }
     assert_eq!(
         svc.get("/v1/calls", &alice).await,
@@ -822,13 +915,15 @@ async fn the_openapi_document_is_served_without_a_token_and_every_route_it_lists
                 )
                 .await;
             assert_ne!(status, 405, "{method} {path} is routed");
+            let message = body["message"].as_str().unwrap_or_default();
             assert!(
-                !(status == 404 && body["message"] == "no such endpoint"),
-                "{method} {path} is routed"
+                !(status == 404
+                    && (message == "no such endpoint" || message.contains(" operation \""))),
+                "{method} {path} is routed: {body}"
             );
         }
     }
-    assert_eq!(operations, tapir_server::openapi::ENDPOINTS.len());
+    assert_eq!(operations, tapir_server::openapi::endpoints().len());
     svc.stop().await;
 }
 
@@ -958,5 +1053,359 @@ async fn the_command_socket_answers_as_http_does_and_refuses_what_is_not_a_reque
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!("expected 401, got {other:?}"),
     }
+    svc.stop().await;
+}
+
+/// A second log-on of `app` that opens the line of `number` as monitor and takes up its calls: the
+/// token, the line handle and the monitor handles.
+async fn monitor_taking_up(
+    svc: &Service,
+    app: &str,
+    secret: &str,
+    number: &str,
+) -> (String, String, Vec<String>) {
+    let token = svc.logon(app, secret).await;
+    let (_, lines) = svc.get("/v1/lines", &token).await;
+    let id = lines
+        .as_array()
+        .expect("lines")
+        .iter()
+        .find(|l| l["addresses"][0] == number)
+        .expect("line")["id"]
+        .clone();
+    let (status, open) = svc
+        .post(
+            "/v1/line-opens",
+            &token,
+            json!({ "line": id, "privilege": "monitor" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{open}");
+    let line = open["line_handle"].as_str().expect("handle").to_owned();
+    let (_, before) = svc.get("/v1/calls", &token).await;
+    assert_eq!(before, json!([]), "opening announces nothing by itself");
+    let (status, taken) = svc
+        .post(
+            &format!("/v1/line-opens/{line}/new-calls"),
+            &token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{taken}");
+    let handles = taken
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| c["call"].as_str().expect("handle").to_owned())
+        .collect();
+    (token, line, handles)
+}
+
+#[tokio::test]
+async fn a_monitor_opening_a_busy_line_takes_up_its_call_over_http_and_follows_it() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    let call = svc.connected_call(&alice, &line, "5551000").await;
+    let (_, mine) = svc.get(&format!("/v1/calls/{call}"), &alice).await;
+
+    let (sup, _, taken) = monitor_taking_up(&svc, "alice", "a-secret", "2001").await;
+    assert_eq!(taken.len(), 1, "the call in progress");
+    let m = &taken[0];
+    let (_, theirs) = svc.get(&format!("/v1/calls/{m}"), &sup).await;
+    assert_eq!(theirs["call_id"], mine["call_id"], "the same call");
+    assert_eq!(theirs["state"], "connected");
+    assert_eq!(theirs["privilege"], "monitor");
+    assert_eq!(theirs["features"], json!(["monitor-digits"]), "a monitor's");
+
+    // On the stream: new_call before anything else names the handle, then its state now, then
+    // what happens to the call afterwards.
+    let mut events = svc.events(&sup, 0).await;
+    let first = events.next().await;
+    assert_eq!(
+        (&first["type"], &first["call"]),
+        (&json!("new_call"), &json!(m)),
+        "{first}"
+    );
+    assert_eq!(first["privilege"], "monitor");
+    events.until(is_state(m, "connected")).await;
+    let (status, _) = svc
+        .post(&format!("/v1/calls/{call}/drop"), &alice, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    events.until(is_state(m, "idle")).await;
+
+    // A monitor may become an owner of its call, and an owner a monitor once nobody needs it.
+    let (status, raised) = svc
+        .post(
+            &format!("/v1/calls/{m}/set-call-privilege"),
+            &sup,
+            json!({ "privilege": "owner" }),
+        )
+        .await;
+    assert_eq!(
+        (status, raised["privilege"].as_str()),
+        (200, Some("owner")),
+        "{raised}"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn every_operation_of_the_gates_tables_is_reachable_over_http_and_the_command_socket() {
+    use tapir::core::gate::{AddressOperation, CallOperation, SessionOperation};
+
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    svc.connected_call(&alice, &line, "5551000").await;
+    // A monitor's handles: every owner's operation reaches the gate and is refused there, so none
+    // changes the call while each is shown to be routed.
+    let (sup, sup_line, taken) = monitor_taking_up(&svc, "alice", "a-secret", "2001").await;
+    let m = &taken[0];
+    let mut cmd = Commands::open(&svc, &sup).await;
+    let mut id = 0;
+    let mut both = async |method: &str, path: String, body: Value| {
+        let over_http = svc
+            .call(method, &path, Some(&sup), &[], Some(&body.to_string()))
+            .await;
+        id += 1;
+        let over_socket = cmd.request(id, method, &path, Some(body)).await;
+        assert_eq!(over_http.0, over_socket.0, "{path}: one answer either way");
+        let message = over_http.1["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !(over_http.0 == 404 && over_http.1["code"] == "not_found"),
+            "{method} {path} is no operation: {message}"
+        );
+        over_http
+    };
+
+    for op in CallOperation::ALL {
+        let (status, body) = both("POST", format!("/v1/calls/{m}/{}", op.name()), json!({})).await;
+        if op.requires_owner() {
+            // Refused for what it is: the body's missing field, or the monitor's privilege.
+            assert!(
+                (status, body["code"].as_str()) == (403, Some("not_owner"))
+                    || (status, body["code"].as_str()) == (400, Some("bad_request")),
+                "{op}: {status} {body}"
+            );
+        } else {
+            assert_eq!(status, 200, "{op}: {body}");
+        }
+    }
+    for op in AddressOperation::ALL {
+        // Bodies that fail their own check, so nothing is made: the answer shows the route.
+        let (body, expected) = match op {
+            AddressOperation::MakeCall => (json!({ "destination": "20x1" }), "invalid_dial_string"),
+            AddressOperation::Unpark | AddressOperation::Pickup => (json!({}), "bad_request"),
+            AddressOperation::Forward => (
+                json!({ "rules": [{ "condition": "busy", "destination": "20x1" }] }),
+                "invalid_dial_string",
+            ),
+            AddressOperation::SetupConference => (json!({ "orbit": 5 }), "invalid_body"),
+        };
+        let path = format!("/v1/line-opens/{sup_line}/{}", op.name());
+        let (status, answer) = both("POST", path, body).await;
+        assert_eq!(answer["code"], expected, "{op}: {status} {answer}");
+    }
+    for op in SessionOperation::ALL {
+        let (method, path, body) = match op {
+            SessionOperation::CancelCallCompletion => (
+                "POST",
+                format!("/v1/line-opens/{sup_line}/{}", op.name()),
+                json!({}),
+            ),
+            SessionOperation::NewCalls => (
+                "POST",
+                format!("/v1/line-opens/{sup_line}/{}", op.name()),
+                json!({}),
+            ),
+            SessionOperation::SetCallPrivilege => (
+                "POST",
+                format!("/v1/calls/{m}/{}", op.name()),
+                json!({ "privilege": 7 }),
+            ),
+            SessionOperation::ConferenceCalls => {
+                ("GET", format!("/v1/calls/{m}/{}", op.name()), json!({}))
+            }
+            SessionOperation::LineStatus => {
+                ("GET", format!("/v1/line-opens/{sup_line}"), json!({}))
+            }
+            SessionOperation::Deallocate => (
+                "DELETE",
+                "/v1/calls/call:0123456789abcdef".to_owned(),
+                json!({}),
+            ),
+        };
+        let (status, answer) = both(method, path, body).await;
+        assert!(status < 500, "{op}: {status} {answer}");
+    }
+    // Nothing above changed the call.
+    let (_, calls) = svc.get("/v1/calls", &alice).await;
+    assert_eq!(calls[0]["state"], "connected", "{calls}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_three_way_conference_over_http_then_a_party_hangs_up() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    svc.open(&bob, "2002").await;
+    let call = svc.connected_call(&alice, &line, "5551000").await;
+
+    let (status, setup) = svc
+        .post(
+            &format!("/v1/calls/{call}/setup-conference"),
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{setup}");
+    let conference = setup["conference"]["call"]
+        .as_str()
+        .expect("conference")
+        .to_owned();
+    let consultation = setup["consultation"]["call"]
+        .as_str()
+        .expect("consultation")
+        .to_owned();
+    assert_eq!(setup["consultation"]["state"], "dial_tone", "{setup}");
+    let (status, dialled) = svc
+        .post(
+            &format!("/v1/calls/{consultation}/dial"),
+            &alice,
+            json!({ "digits": "2002" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{dialled}");
+    // Bob answers the consultation call.
+    let mut offered = None;
+    for _ in 0..500 {
+        let (_, calls) = svc.get("/v1/calls", &bob).await;
+        if let Some(c) = calls.as_array().and_then(|c| c.first()) {
+            offered = c["call"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let bob_call = offered.expect("bob is offered the consultation call");
+    svc.until_state(&bob, &bob_call, "offering").await;
+    let (status, _) = svc
+        .post(&format!("/v1/calls/{bob_call}/answer"), &bob, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    svc.until_state(&alice, &consultation, "connected").await;
+
+    let (status, joined) = svc
+        .post(
+            &format!("/v1/calls/{conference}/add-to-conference"),
+            &alice,
+            json!({ "consultation": consultation }),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    let (status, parties) = svc
+        .get(&format!("/v1/calls/{conference}/conference-calls"), &alice)
+        .await;
+    assert_eq!(status, 200, "{parties}");
+    let handles: Vec<&str> = parties
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter_map(|c| c["call"].as_str())
+        .collect();
+    assert_eq!(
+        handles,
+        [conference.as_str(), call.as_str(), consultation.as_str()]
+    );
+    assert_eq!(parties[0]["state"], "connected", "{parties}");
+    assert_eq!(parties[1]["state"], "conferenced");
+    assert_eq!(parties[2]["state"], "conferenced");
+
+    // Bob hangs up: his party of the conference is disconnected; Alice's outside party stays.
+    let (status, _) = svc
+        .post(&format!("/v1/calls/{bob_call}/drop"), &bob, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    svc.until_state(&alice, &consultation, "disconnected").await;
+    let (_, first) = svc.get(&format!("/v1/calls/{call}"), &alice).await;
+    assert_eq!(first["state"], "conferenced", "{first}");
+
+    let (status, dropped) = svc
+        .post(&format!("/v1/calls/{conference}/drop"), &alice, json!({}))
+        .await;
+    assert_eq!(
+        (status, dropped["state"].as_str()),
+        (200, Some("idle")),
+        "{dropped}"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn do_not_disturb_and_forwarding_over_http() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    let bob_line = svc.open(&bob, "2002").await;
+
+    let (status, st) = svc
+        .post(
+            &format!("/v1/line-opens/{bob_line}/forward"),
+            &bob,
+            json!({ "do_not_disturb": true }),
+        )
+        .await;
+    assert_eq!(status, 200, "{st}");
+    assert_eq!(st["in_service"], true, "{st}");
+    let (status, call) = svc
+        .post(
+            "/v1/calls",
+            &alice,
+            json!({ "line_handle": line, "destination": "2002" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let c = call["call"].as_str().expect("handle");
+    svc.until_state(&alice, c, "disconnected").await;
+    let (_, refused) = svc.get(&format!("/v1/calls/{c}"), &alice).await;
+    assert_eq!(
+        refused["state_detail"], "Disconnected(DoNotDisturb)",
+        "{refused}"
+    );
+    svc.post(&format!("/v1/calls/{c}/drop"), &alice, json!({}))
+        .await;
+    let (_, offered) = svc.get("/v1/calls", &bob).await;
+    assert_eq!(offered, json!([]), "bob was not offered the call");
+
+    // Forward everything to the outside number: Alice's call to Bob is answered there.
+    let (status, st) = svc
+        .post(
+            &format!("/v1/line-opens/{bob_line}/forward"),
+            &bob,
+            json!({ "rules": [{ "condition": "unconditional", "destination": "5551000" }] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{st}");
+    let forwarded = svc.connected_call(&alice, &line, "2002").await;
+    let (_, c) = svc.get(&format!("/v1/calls/{forwarded}"), &alice).await;
+    assert_eq!(c["connected"]["number"], "5551000", "{c}");
+    let (_, offered) = svc.get("/v1/calls", &bob).await;
+    assert_eq!(offered, json!([]), "bob's phone never rang");
+    // An empty body cancels forwarding.
+    let (status, _) = svc
+        .post(
+            &format!("/v1/line-opens/{bob_line}/forward"),
+            &bob,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
     svc.stop().await;
 }

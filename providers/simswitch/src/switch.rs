@@ -979,7 +979,12 @@ impl State {
         let call_id = leg.info.call_id;
         // One copy of the number for the call's information and the outside party it reaches.
         let called: Arc<str> = number.as_str().into();
-        self.set_info(sink, id, |i| i.called = PartyId::number(called.clone()));
+        // The called party as the switch knows it: an extension's name too, not just the digits.
+        let party = match self.extension_index(&number) {
+            Some(line) => self.party(line),
+            None => PartyId::number(called.clone()),
+        };
+        self.set_info(sink, id, |i| i.called = party);
         self.set_state(sink, id, CallState::Proceeding);
         let mut reason = CallReason::Direct;
         let mut redirecting = PartyId::default();
