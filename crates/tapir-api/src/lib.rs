@@ -584,7 +584,9 @@ pub enum EventKind {
     CallInfo {
         /// The session's handle.
         call: String,
-        /// Which information.
+        /// Which fields, by name, joined by `|`: `caller-id`, `called-id`, `connected-id`,
+        /// `redirecting-id`, `redirection-id`, `related-call-id`, `call-id`, `origin`, `reason`,
+        /// `media-mode`, `owners+`, `owners-`, `monitors`, `secure`.
         changed: String,
     },
     /// A digit was detected on a call.
@@ -644,11 +646,30 @@ pub enum LineEvent {
         /// Why.
         reason: String,
     },
-    /// Anything else.
-    Other {
-        /// What, for people.
-        detail: String,
+    /// An address's forwarding changed (`forward`).
+    ForwardingChanged {
+        /// The address.
+        address: u32,
     },
+    /// A call from this line was parked in `orbit`.
+    Parked {
+        /// The orbit.
+        orbit: String,
+        /// The parked call's ID.
+        call_id: String,
+    },
+    /// The call this line parked left its orbit: retrieved, recalled or abandoned.
+    Unparked {
+        /// The orbit.
+        orbit: String,
+        /// The call's ID.
+        call_id: String,
+    },
+    /// The line's capabilities changed.
+    CapsChanged,
+    /// A kind this version of the types does not know (sent by a newer service).
+    #[serde(other)]
+    Other,
 }
 
 /// A message of the event stream that is not an event.

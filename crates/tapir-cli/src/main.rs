@@ -10,7 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use tapir_api::{Call, EventKind, LineEvent, LogonRequest, MakeCallRequest, TranslateRequest};
+use tapir_api::{
+    Call, CallPrivilege, CompletionMode, DigitMode, EventKind, ForwardCondition, ForwardRule,
+    LineEvent, LogonRequest, MakeCallRequest, TranslateRequest,
+};
 use tapir_client::{Client, ClientError, Pickup, StreamItem};
 
 /// What the exit code says.
@@ -198,6 +201,179 @@ enum Command {
         /// The line to take it on.
         #[arg(long)]
         line: Option<String>,
+    },
+    /// Accepts an offered call (this application will handle it; it alerts).
+    Accept {
+        /// The call.
+        call: String,
+    },
+    /// Rejects an offered call.
+    Reject {
+        /// The call.
+        call: String,
+    },
+    /// Sends an offered call elsewhere before answering.
+    Redirect {
+        /// The call.
+        call: String,
+        /// Where to.
+        destination: String,
+    },
+    /// Dials (more) digits on a call in dial tone or dialing.
+    Dial {
+        /// The call.
+        call: String,
+        /// The digits.
+        digits: String,
+    },
+    /// Sends digits in-band on a connected call.
+    Digits {
+        /// The call.
+        call: String,
+        /// The digits (`0-9 A-D * #`).
+        digits: String,
+        /// As pulses instead of DTMF.
+        #[arg(long)]
+        pulse: bool,
+    },
+    /// Swaps the active call with a held one.
+    Swap {
+        /// The active call.
+        active: String,
+        /// The held call.
+        held: String,
+    },
+    /// Holds a connected call pending transfer and calls NUMBER to consult.
+    Consult {
+        /// Who to consult.
+        number: String,
+        /// The call (default: the one connected call, on --line if given).
+        #[arg(long)]
+        call: Option<String>,
+        /// The line whose connected call it is.
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// Completes a consultation transfer: the held call and the consultation call are joined.
+    Complete {
+        /// The held call.
+        held: String,
+        /// The consultation call.
+        consultation: String,
+        /// Make the three a conference instead.
+        #[arg(long)]
+        conference: bool,
+    },
+    /// Makes a connected call a conference and calls NUMBER to add (then `join`).
+    Conference {
+        /// Who to add (absent: the consultation call waits in dial tone; `dial` it).
+        number: Option<String>,
+        /// The call (default: the one connected call, on --line if given).
+        #[arg(long)]
+        call: Option<String>,
+        /// The line whose connected call it is.
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// Adds another party to a conference: holds it and calls NUMBER (then `join`).
+    Prepare {
+        /// Who to add.
+        number: String,
+        /// The conference (default: the one conference, on --line if given).
+        #[arg(long)]
+        conference: Option<String>,
+        /// The line of the conference.
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// Joins the answered consultation call to its conference.
+    Join {
+        /// The conference (default: the one waiting for a party, on --line if given).
+        #[arg(long)]
+        conference: Option<String>,
+        /// The consultation call (default: the conference line's connected call that is no party).
+        #[arg(long)]
+        consultation: Option<String>,
+        /// The line of the conference.
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// The calls of a conference: the conference first, then its parties.
+    Parties {
+        /// A call of the conference (default: the one conference, on --line if given).
+        call: Option<String>,
+        /// The line of the conference.
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// Takes a party out of its conference.
+    Remove {
+        /// The party's call.
+        call: String,
+    },
+    /// Sets or cancels a line's forwarding, or do-not-disturb.
+    Forward {
+        /// The line.
+        line: String,
+        /// Forward to this number.
+        #[arg(long, conflicts_with_all = ["dnd", "cancel"], required_unless_present_any = ["dnd", "cancel"])]
+        to: Option<String>,
+        /// When: unconditional, busy or no_answer.
+        #[arg(long, default_value = "unconditional")]
+        when: String,
+        /// Rings before forwarding on no answer.
+        #[arg(long)]
+        rings: Option<u32>,
+        /// Do not disturb: refuse every call.
+        #[arg(long, conflicts_with = "cancel")]
+        dnd: bool,
+        /// Cancel forwarding and do-not-disturb.
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// A line's status: in service, its opens, each address's calls.
+    Line {
+        /// The line.
+        line: String,
+    },
+    /// Takes up the calls already on an open line (a monitor handle each).
+    TakeUp {
+        /// The line (opened as monitor if it is not open).
+        line: String,
+    },
+    /// Changes this log-on's privilege on a call: owner or monitor.
+    Privilege {
+        /// The call.
+        call: String,
+        /// owner or monitor.
+        privilege: String,
+    },
+    /// Gives a call to another application that has its line open.
+    Handoff {
+        /// The call.
+        call: String,
+        /// The application.
+        application: String,
+    },
+    /// Secures a call against interruption.
+    Secure {
+        /// The call.
+        call: String,
+    },
+    /// Asks the switch to complete a call to a busy or unanswered party later; prints its ID.
+    Callback {
+        /// The call.
+        call: String,
+        /// camp_on, callback, intrude or message.
+        #[arg(long, default_value = "callback")]
+        mode: String,
+    },
+    /// Cancels a call-completion request of a line.
+    CancelCallback {
+        /// The line.
+        line: String,
+        /// The ID `callback` printed.
+        completion: u32,
     },
     /// The route table, or a change to it.
     Routes {
@@ -543,6 +719,214 @@ async fn run(cli: Cli) -> Outcome {
             let call = c.pickup(&line_handle, target).await?;
             print(g, &call, || calls_table(std::slice::from_ref(&call)))
         }
+        Command::Accept { call } => {
+            let call = c.accept(&find_call(&c, &call).await?).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Reject { call } => {
+            let call = c.reject(&find_call(&c, &call).await?).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Redirect { call, destination } => {
+            let call = c
+                .redirect(&find_call(&c, &call).await?, &destination)
+                .await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Dial { call, digits } => {
+            let call = c.dial(&find_call(&c, &call).await?, &digits).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Digits {
+            call,
+            digits,
+            pulse,
+        } => {
+            let mode = if pulse {
+                DigitMode::Pulse
+            } else {
+                DigitMode::Dtmf
+            };
+            let call = c
+                .generate_digits_as(&find_call(&c, &call).await?, &digits, mode)
+                .await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Swap { active, held } => {
+            let active = find_call(&c, &active).await?;
+            let call = c.swap_hold(&active, &find_call(&c, &held).await?).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Consult { number, call, line } => {
+            let held = pick_call(&c, call, line, &["connected"], "connected call").await?;
+            let consultation = c.setup_transfer(&held).await?;
+            let consultation = c.dial(&consultation.call, &number).await?;
+            print(g, &consultation, || {
+                calls_table(std::slice::from_ref(&consultation))
+            })
+        }
+        Command::Complete {
+            held,
+            consultation,
+            conference,
+        } => {
+            let held = find_call(&c, &held).await?;
+            let consultation = find_call(&c, &consultation).await?;
+            let call = if conference {
+                c.complete_conference(&held, &consultation).await?
+            } else {
+                c.complete_transfer(&held, &consultation).await?
+            };
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Conference { number, call, line } => {
+            let call = pick_call(&c, call, line, &["connected"], "connected call").await?;
+            let mut setup = c.setup_conference(&call).await?;
+            if let Some(n) = number {
+                setup.consultation = c.dial(&setup.consultation.call, &n).await?;
+            }
+            print(g, &setup, || {
+                calls_table(&[setup.conference.clone(), setup.consultation.clone()])
+            })
+        }
+        Command::Prepare {
+            number,
+            conference,
+            line,
+        } => {
+            let conference = pick_conference(&c, conference, line, &["connected"]).await?;
+            let consultation = c.prepare_add_to_conference(&conference).await?;
+            let consultation = c.dial(&consultation.call, &number).await?;
+            print(g, &consultation, || {
+                calls_table(std::slice::from_ref(&consultation))
+            })
+        }
+        Command::Join {
+            conference,
+            consultation,
+            line,
+        } => {
+            let conference =
+                pick_conference(&c, conference, line, &["on_hold_pending_conference"]).await?;
+            let consultation = match consultation {
+                Some(k) => find_call(&c, &k).await?,
+                None => {
+                    // The conference line's connected call that is not yet one of its calls.
+                    let of = c.call(&conference).await?;
+                    let members = c.conference_calls(&conference).await?;
+                    let candidates: Vec<Call> = c
+                        .calls()
+                        .await?
+                        .into_iter()
+                        .filter(|k| {
+                            k.line == of.line
+                                && k.state == "connected"
+                                && members.iter().all(|m| m.call != k.call)
+                        })
+                        .collect();
+                    one_of(candidates, "answered consultation call")?
+                }
+            };
+            c.add_to_conference(&conference, &consultation).await?;
+            let calls = c.conference_calls(&conference).await?;
+            print(g, &calls, || calls_table(&calls))
+        }
+        Command::Parties { call, line } => {
+            let call = match call {
+                Some(h) => find_call(&c, &h).await?,
+                None => {
+                    pick_conference(
+                        &c,
+                        None,
+                        line,
+                        &["connected", "on_hold", "on_hold_pending_conference"],
+                    )
+                    .await?
+                }
+            };
+            let calls = c.conference_calls(&call).await?;
+            print(g, &calls, || calls_table(&calls))
+        }
+        Command::Remove { call } => {
+            let call = c
+                .remove_from_conference(&find_call(&c, &call).await?)
+                .await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Forward {
+            line,
+            to,
+            when,
+            rings,
+            dnd,
+            cancel: _,
+        } => {
+            let line_handle = line_open(&c, Some(&line)).await?;
+            let rules = match to {
+                Some(destination) => {
+                    let condition = when
+                        .parse::<ForwardCondition>()
+                        .map_err(|e| usage(e.to_string()))?;
+                    vec![ForwardRule {
+                        condition,
+                        destination,
+                        rings,
+                    }]
+                }
+                None => Vec::new(),
+            };
+            let st = c.forward(&line_handle, dnd, rules).await?;
+            print(g, &st, || line_status_text(&st))
+        }
+        Command::Line { line } => {
+            let line_handle = line_open(&c, Some(&line)).await?;
+            let st = c.line_status(&line_handle).await?;
+            print(g, &st, || line_status_text(&st))
+        }
+        Command::TakeUp { line } => {
+            let id = line_id(&c, &line).await?;
+            let opens = c.snapshot().await?.lines;
+            let line_handle = match opens.iter().find(|o| o.line == id) {
+                Some(o) => o.line_handle.clone(),
+                None => c.open_line(id, "monitor").await?.line_handle,
+            };
+            let calls = c.new_calls(&line_handle).await?;
+            print(g, &calls, || calls_table(&calls))
+        }
+        Command::Privilege { call, privilege } => {
+            let privilege = privilege
+                .parse::<CallPrivilege>()
+                .map_err(|e| usage(e.to_string()))?;
+            let call = c
+                .set_call_privilege(&find_call(&c, &call).await?, privilege)
+                .await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Handoff { call, application } => {
+            let call = c
+                .handoff(&find_call(&c, &call).await?, &application)
+                .await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Secure { call } => {
+            let call = c.secure_call(&find_call(&c, &call).await?).await?;
+            print(g, &call, || calls_table(std::slice::from_ref(&call)))
+        }
+        Command::Callback { call, mode } => {
+            let mode = mode
+                .parse::<CompletionMode>()
+                .map_err(|e| usage(e.to_string()))?;
+            let done = c.complete_call(&find_call(&c, &call).await?, mode).await?;
+            print(g, &done, || format!("completion {}\n", done.completion))
+        }
+        Command::CancelCallback { line, completion } => {
+            let line_handle = line_open(&c, Some(&line)).await?;
+            c.cancel_call_completion(&line_handle, completion).await?;
+            if !g.json {
+                println!("cancelled completion {completion}");
+            }
+            Ok(())
+        }
         Command::Cdrs {
             since,
             until,
@@ -736,7 +1120,17 @@ fn describe(k: &EventKind) -> String {
             LineEvent::OutOfService { reason } => {
                 format!("line {line_handle} out of service: {reason}")
             }
-            LineEvent::Other { detail } => format!("line {line_handle} {detail}"),
+            LineEvent::ForwardingChanged { address } => {
+                format!("line {line_handle} forwarding changed (address {address})")
+            }
+            LineEvent::Parked { orbit, call_id } => {
+                format!("line {line_handle} parked {call_id} in orbit {orbit}")
+            }
+            LineEvent::Unparked { orbit, call_id } => {
+                format!("line {line_handle} {call_id} left orbit {orbit}")
+            }
+            LineEvent::CapsChanged => format!("line {line_handle} capabilities changed"),
+            LineEvent::Other => format!("line {line_handle}: an event this tool does not know"),
         },
         EventKind::LineClosed { line_handle } => format!("line {line_handle} closed"),
         EventKind::Status { row } => format!("status {} {}", row.id, row.state),
@@ -943,6 +1337,120 @@ async fn line_id(c: &Client, given: &str) -> Result<u32, Failure> {
         })
         .map(|l| l.id)
         .ok_or_else(|| not_found(format!("no line {given:?} in this log-on's profile")))
+}
+
+/// The call given, or else the one call in one of `states` (on `line`, if given).
+async fn pick_call(
+    c: &Client,
+    given: Option<String>,
+    line: Option<String>,
+    states: &[&str],
+    what: &str,
+) -> Result<String, Failure> {
+    if let Some(h) = given {
+        return find_call(c, &h).await;
+    }
+    let line = match line {
+        Some(l) => Some(line_id(c, &l).await?),
+        None => None,
+    };
+    let candidates: Vec<Call> = c
+        .calls()
+        .await?
+        .into_iter()
+        .filter(|k| states.contains(&k.state.as_str()) && line.is_none_or(|l| k.line == l))
+        .collect();
+    one_of(candidates, what)
+}
+
+/// The conference given, or the one conference (a call whose conference it heads) in one of
+/// `states`, on `line` if given.
+async fn pick_conference(
+    c: &Client,
+    given: Option<String>,
+    line: Option<String>,
+    states: &[&str],
+) -> Result<String, Failure> {
+    if let Some(h) = given {
+        return find_call(c, &h).await;
+    }
+    let line = match line {
+        Some(l) => Some(line_id(c, &l).await?),
+        None => None,
+    };
+    let mut conferences = Vec::new();
+    for k in c.calls().await? {
+        if !states.contains(&k.state.as_str()) || line.is_some_and(|l| k.line != l) {
+            continue;
+        }
+        // A conference's parent is the first of its conference's calls.
+        let heads = c
+            .conference_calls(&k.call)
+            .await
+            .ok()
+            .and_then(|calls| calls.first().map(|f| f.call == k.call))
+            .unwrap_or(false);
+        if heads {
+            conferences.push(k);
+        }
+    }
+    one_of(conferences, "conference")
+}
+
+/// The one call of `calls`, or a usage error naming them.
+fn one_of(calls: Vec<Call>, what: &str) -> Result<String, Failure> {
+    match calls.as_slice() {
+        [one] => Ok(one.call.clone()),
+        [] => Err(not_found(format!("no {what} in this log-on"))),
+        _ => Err(usage(format!(
+            "{} calls could be the {what}; name one: {}",
+            calls.len(),
+            calls
+                .iter()
+                .map(|k| short(&k.call))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn line_status_text(st: &tapir_api::LineStatus) -> String {
+    let mut out = format!(
+        "line {} ({}): {}, {} open{}\n",
+        st.line,
+        st.line_handle,
+        if st.in_service {
+            "in service".to_owned()
+        } else {
+            format!(
+                "out of service ({})",
+                st.reason.as_deref().unwrap_or("no reason given")
+            )
+        },
+        st.opens,
+        if st.opens == 1 { "" } else { "s" }
+    );
+    out.push_str(&table(
+        &[
+            "ADDRESS",
+            "NUMBER",
+            "ACTIVE",
+            "ON HOLD",
+            "PENDING TRANSFER",
+            "PENDING CONFERENCE",
+        ],
+        st.addresses.iter().map(|a| {
+            vec![
+                a.address.to_string(),
+                a.number.clone(),
+                a.active.to_string(),
+                a.on_hold.to_string(),
+                a.pending_transfer.to_string(),
+                a.pending_conference.to_string(),
+            ]
+        }),
+    ));
+    out
 }
 
 /// A line open to place or take a call on: the given line's (opened as owner if it is not open yet), or

@@ -227,3 +227,67 @@ async fn exit_codes_say_what_went_wrong() {
     assert_eq!(code, 3, "unreachable: {err}");
     svc.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_way_conference_forwarding_and_a_monitor_from_the_command_line() {
+    let svc = tapird().await;
+    let cli = Cli::new(&svc.url(), "conference");
+    // As in the README's tour: Alice calls Bob, makes it a conference and adds Carol.
+    cli.json(&["open", "2002"]).await;
+    cli.json(&["call", "2002", "--line", "2001"]).await;
+    cli.json(&["answer"]).await;
+    cli.json(&["open", "2003"]).await;
+    let setup = cli.json(&["conference", "2003", "--line", "2001"]).await;
+    assert_eq!(
+        setup["conference"]["state"], "on_hold_pending_conference",
+        "{setup}"
+    );
+    let carol = cli.json(&["answer"]).await;
+    assert_eq!(carol["called"]["name"], "Carol", "{carol}");
+    let parties = cli.json(&["join", "--line", "2001"]).await;
+    let states: Vec<&str> = parties
+        .as_array()
+        .expect("the conference's calls")
+        .iter()
+        .filter_map(|c| c["state"].as_str())
+        .collect();
+    assert_eq!(
+        states,
+        ["connected", "conferenced", "conferenced"],
+        "{parties}"
+    );
+    let (code, table, err) = cli.run(&["parties", "--line", "2001"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "a header and three calls: {table}"
+    );
+
+    // Another log-on of the same application takes up the calls on Alice's line.
+    let watcher = Cli::new(&svc.url(), "conference-watcher");
+    let taken = watcher.json(&["take-up", "2001"]).await;
+    let taken = taken.as_array().expect("calls");
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    assert!(taken.iter().all(|c| c["privilege"] == "monitor"));
+
+    // Bob's line: do not disturb, its status, then cancelled.
+    let st = cli.json(&["forward", "2002", "--dnd"]).await;
+    assert_eq!(st["in_service"], true, "{st}");
+    let (code, text, err) = cli.run(&["line", "2001"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("in service") && text.contains("2 opens"),
+        "{text}"
+    );
+    cli.json(&["forward", "2002", "--cancel"]).await;
+    let (code, _, err) = cli
+        .run(&["forward", "2002", "--to", "2003", "--when", "sometimes"])
+        .await;
+    assert_eq!(code, 2, "a bad condition is a usage error: {err}");
+    assert!(err.contains("unconditional"), "{err}");
+
+    cli.run(&["logoff"]).await;
+    watcher.run(&["logoff"]).await;
+    svc.stop().await.expect("clean stop");
+}

@@ -56,9 +56,11 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tapir_api::{
-    Call, CallOpRequest, DefaultRouteRequest, ErrorBody, Event, Line, LineOpen, LogonRequest,
-    LogonResponse, MakeCallRequest, OpenLineRequest, Parked, RetrieveRequest, RouteRequest, Routes,
-    SessionInfo, Snapshot, StatusRow, StreamControl, StreamMessage, TranslateRequest, Translated,
+    Call, CallOpRequest, CallPrivilege, CompletionMode, CompletionRequested, ConferenceSetup,
+    DefaultRouteRequest, DigitMode, ErrorBody, Event, ForwardRule, Line, LineOpRequest, LineOpen,
+    LineStatus, LogonRequest, LogonResponse, MakeCallRequest, OpenLineRequest, Parked,
+    RetrieveRequest, RouteRequest, Routes, SessionInfo, Snapshot, StatusRow, StreamControl,
+    StreamMessage, TranslateRequest, Translated,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -675,6 +677,168 @@ impl Client {
     /// Hands a call to another application.
     pub async fn handoff(&self, call: &str, application: &str) -> Result<Call, ClientError> {
         self.call_op(call, "handoff", &CallOpRequest::application(application))
+            .await
+    }
+
+    /// Secures a call against interruption.
+    pub async fn secure_call(&self, call: &str) -> Result<Call, ClientError> {
+        self.op(call, "secure-call").await
+    }
+
+    /// Sends digits on a connected call, DTMF or pulse.
+    pub async fn generate_digits_as(
+        &self,
+        call: &str,
+        digits: &str,
+        mode: DigitMode,
+    ) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            digit_mode: Some(mode),
+            ..CallOpRequest::digits(digits)
+        };
+        self.call_op(call, "generate-digits", &request).await
+    }
+
+    /// Starts (`Some`) or stops (`None`) digit events for a call on this log-on's event stream.
+    pub async fn monitor_digits(
+        &self,
+        call: &str,
+        mode: Option<DigitMode>,
+    ) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            digit_mode: mode,
+            enabled: Some(mode.is_some()),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "monitor-digits", &request).await
+    }
+
+    /// Changes this log-on's privilege on a call.
+    pub async fn set_call_privilege(
+        &self,
+        call: &str,
+        privilege: CallPrivilege,
+    ) -> Result<Call, ClientError> {
+        let request = CallOpRequest {
+            privilege: Some(privilege),
+            ..CallOpRequest::default()
+        };
+        self.call_op(call, "set-call-privilege", &request).await
+    }
+
+    /// Turns a connected call into a conference: the conference (on hold pending a party) and a
+    /// consultation call in dial tone.
+    pub async fn setup_conference(&self, call: &str) -> Result<ConferenceSetup, ClientError> {
+        let path = format!("/v1/calls/{}/setup-conference", segment(call));
+        self.change(Method::POST, &path, None).await
+    }
+
+    /// Sets up a conference from a line, without a call.
+    pub async fn setup_conference_on(
+        &self,
+        line_handle: &str,
+    ) -> Result<ConferenceSetup, ClientError> {
+        self.line_op(line_handle, "setup-conference", &LineOpRequest::default())
+            .await
+    }
+
+    /// Holds a conference pending a new party; returns the consultation call in dial tone.
+    pub async fn prepare_add_to_conference(&self, conference: &str) -> Result<Call, ClientError> {
+        self.op(conference, "prepare-add-to-conference").await
+    }
+
+    /// Adds a consultation call to its conference; returns the conference.
+    pub async fn add_to_conference(
+        &self,
+        conference: &str,
+        consultation: &str,
+    ) -> Result<Call, ClientError> {
+        self.call_op(
+            conference,
+            "add-to-conference",
+            &CallOpRequest::consultation(consultation),
+        )
+        .await
+    }
+
+    /// Takes a party out of its conference.
+    pub async fn remove_from_conference(&self, party: &str) -> Result<Call, ClientError> {
+        self.op(party, "remove-from-conference").await
+    }
+
+    /// The calls of the conference `call` is the parent or a party of: the parent first.
+    pub async fn conference_calls(&self, call: &str) -> Result<Vec<Call>, ClientError> {
+        self.get(&format!("/v1/calls/{}/conference-calls", segment(call)))
+            .await
+    }
+
+    /// Asks the switch to complete a call to a busy or unanswered party later.
+    pub async fn complete_call(
+        &self,
+        call: &str,
+        mode: CompletionMode,
+    ) -> Result<CompletionRequested, ClientError> {
+        let request = CallOpRequest {
+            completion_mode: Some(mode),
+            ..CallOpRequest::default()
+        };
+        let path = format!("/v1/calls/{}/complete-call", segment(call));
+        self.change(Method::POST, &path, Some(to_body(&request)?))
+            .await
+    }
+
+    /// Cancels a call-completion request of a line.
+    pub async fn cancel_call_completion(
+        &self,
+        line_handle: &str,
+        completion: u32,
+    ) -> Result<(), ClientError> {
+        let request = LineOpRequest {
+            completion: Some(completion),
+            ..LineOpRequest::default()
+        };
+        self.line_op(line_handle, "cancel-call-completion", &request)
+            .await
+    }
+
+    /// Replaces a line's forwarding (do-not-disturb and rules; both empty cancel it); returns the
+    /// line's status.
+    pub async fn forward(
+        &self,
+        line_handle: &str,
+        do_not_disturb: bool,
+        rules: Vec<ForwardRule>,
+    ) -> Result<LineStatus, ClientError> {
+        let request = LineOpRequest {
+            do_not_disturb,
+            rules,
+            ..LineOpRequest::default()
+        };
+        self.line_op(line_handle, "forward", &request).await
+    }
+
+    /// A line's status: in service or why not, its opens, each address's calls.
+    pub async fn line_status(&self, line_handle: &str) -> Result<LineStatus, ClientError> {
+        self.get(&format!("/v1/line-opens/{}", segment(line_handle)))
+            .await
+    }
+
+    /// Takes up the calls already on a line that this log-on holds no handle for: a monitor
+    /// handle each, announced on the event stream by `new_call` first.
+    pub async fn new_calls(&self, line_handle: &str) -> Result<Vec<Call>, ClientError> {
+        self.line_op(line_handle, "new-calls", &LineOpRequest::default())
+            .await
+    }
+
+    /// `POST /v1/line-opens/{line_handle}/{op}`: any line operation by its name, with its fields.
+    pub async fn line_op<T: DeserializeOwned>(
+        &self,
+        line_handle: &str,
+        op: &str,
+        request: &LineOpRequest,
+    ) -> Result<T, ClientError> {
+        let path = format!("/v1/line-opens/{}/{}", segment(line_handle), segment(op));
+        self.change(Method::POST, &path, Some(to_body(request)?))
             .await
     }
 

@@ -522,3 +522,120 @@ async fn requests_go_over_the_command_socket_and_back_over_http_when_it_breaks()
     assert_eq!(socket_commands(&alice).await, 5);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conference_forwarding_digits_and_a_monitor_taking_up_calls_through_the_client() {
+    use tapir_api::{CallPrivilege, DigitMode, ForwardCondition, ForwardRule};
+
+    let svc = Tapird::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let alice_line = open(&alice, "2001").await;
+    let bob_line = open(&bob, "2002").await;
+
+    // Alice calls outside, then makes it a three-way conference with Bob.
+    let first = alice.make_call(&alice_line, "5551000").await.expect("make");
+    connected(&alice, &first.call).await;
+    let setup = alice.setup_conference(&first.call).await.expect("setup");
+    assert_eq!(setup.consultation.state, "dial_tone");
+    alice
+        .dial(&setup.consultation.call, "2002")
+        .await
+        .expect("dial Bob");
+    let bob_call = loop {
+        if let Some(c) = bob.calls().await.expect("calls").into_iter().next() {
+            break c.call;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut answered = bob.answer(&bob_call).await;
+    for _ in 0..100 {
+        if answered.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        answered = bob.answer(&bob_call).await;
+    }
+    answered.expect("bob answers");
+    connected(&alice, &setup.consultation.call).await;
+    alice
+        .add_to_conference(&setup.conference.call, &setup.consultation.call)
+        .await
+        .expect("add");
+    let calls = alice
+        .conference_calls(&first.call)
+        .await
+        .expect("the conference's calls");
+    let handles: Vec<&str> = calls.iter().map(|c| c.call.as_str()).collect();
+    assert_eq!(
+        handles,
+        [
+            setup.conference.call.as_str(),
+            first.call.as_str(),
+            setup.consultation.call.as_str()
+        ]
+    );
+
+    // A second log-on of Alice's application opens her line as monitor and takes up the calls on
+    // it; it may listen for digits, and raise its privilege.
+    let sup = svc.logon("alice", "a-secret").await;
+    let lines = sup.lines().await.expect("lines");
+    let id = lines
+        .iter()
+        .find(|l| l.addresses[0] == "2001")
+        .expect("line")
+        .id;
+    let sup_line = sup
+        .open_line(id, "monitor")
+        .await
+        .expect("open")
+        .line_handle;
+    let taken = sup.new_calls(&sup_line).await.expect("new calls");
+    assert_eq!(
+        taken.len(),
+        3,
+        "the conference and its two parties on Alice's line"
+    );
+    assert!(taken.iter().all(|c| c.privilege == "monitor"));
+    let party = taken
+        .iter()
+        .find(|c| c.call_id == first.call_id)
+        .expect("the first party");
+    let listening = sup
+        .monitor_digits(&party.call, Some(DigitMode::Dtmf))
+        .await
+        .expect("monitor digits");
+    assert_eq!(listening.call, party.call);
+    let status = sup.line_status(&sup_line).await.expect("status");
+    assert!(status.in_service);
+    assert_eq!(status.opens, 2);
+    let raised = sup
+        .set_call_privilege(&party.call, CallPrivilege::Owner)
+        .await
+        .expect("raise");
+    assert_eq!(raised.privilege, "owner");
+
+    alice
+        .drop_call(&setup.conference.call)
+        .await
+        .expect("drop the conference");
+
+    // Bob forwards on busy, then cancels: the line's status comes back each time.
+    let rule = ForwardRule {
+        condition: ForwardCondition::Busy,
+        destination: "5551000".into(),
+        rings: None,
+    };
+    let st = bob
+        .forward(&bob_line, false, vec![rule])
+        .await
+        .expect("forward");
+    assert_eq!(st.line_handle, bob_line);
+    bob.forward(&bob_line, false, Vec::new())
+        .await
+        .expect("cancel forwarding");
+    for c in [&alice, &bob, &sup] {
+        c.logoff().await.expect("log off");
+    }
+    svc.stop().await;
+}

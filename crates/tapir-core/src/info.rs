@@ -198,30 +198,50 @@ pub struct CallInfo {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct InfoChange(u32);
 
+impl InfoChange {
+    /// Each field's name, written once: the wire's words for a change.
+    const NAMES: [(InfoChange, &'static str); 14] = [
+        (InfoChange::MEDIA_MODE, "media-mode"),
+        (InfoChange::CALL_ID, "call-id"),
+        (InfoChange::RELATED_CALL_ID, "related-call-id"),
+        (InfoChange::ORIGIN, "origin"),
+        (InfoChange::REASON, "reason"),
+        (InfoChange::NUM_OWNERS_INCREASED, "owners+"),
+        (InfoChange::NUM_OWNERS_DECREASED, "owners-"),
+        (InfoChange::NUM_MONITORS, "monitors"),
+        (InfoChange::CALLER_ID, "caller-id"),
+        (InfoChange::CALLED_ID, "called-id"),
+        (InfoChange::CONNECTED_ID, "connected-id"),
+        (InfoChange::REDIRECTION_ID, "redirection-id"),
+        (InfoChange::REDIRECTING_ID, "redirecting-id"),
+        (InfoChange::SECURE, "secure"),
+    ];
+
+    /// The names of the fields in the set, in a fixed order (`called-id`, `owners+`, …).
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(c, _)| self.contains(*c))
+            .map(|(_, n)| n)
+    }
+}
+
+impl std::fmt::Display for InfoChange {
+    /// The names joined by `|`: `called-id`, `owners+|monitors`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, n) in self.names().enumerate() {
+            if i > 0 {
+                f.write_str("|")?;
+            }
+            f.write_str(n)?;
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for InfoChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const NAMES: [(InfoChange, &str); 14] = [
-            (InfoChange::MEDIA_MODE, "media-mode"),
-            (InfoChange::CALL_ID, "call-id"),
-            (InfoChange::RELATED_CALL_ID, "related-call-id"),
-            (InfoChange::ORIGIN, "origin"),
-            (InfoChange::REASON, "reason"),
-            (InfoChange::NUM_OWNERS_INCREASED, "owners+"),
-            (InfoChange::NUM_OWNERS_DECREASED, "owners-"),
-            (InfoChange::NUM_MONITORS, "monitors"),
-            (InfoChange::CALLER_ID, "caller-id"),
-            (InfoChange::CALLED_ID, "called-id"),
-            (InfoChange::CONNECTED_ID, "connected-id"),
-            (InfoChange::REDIRECTION_ID, "redirection-id"),
-            (InfoChange::REDIRECTING_ID, "redirecting-id"),
-            (InfoChange::SECURE, "secure"),
-        ];
-        let names: Vec<&str> = NAMES
-            .iter()
-            .filter(|(c, _)| self.contains(*c))
-            .map(|(_, n)| *n)
-            .collect();
-        write!(f, "InfoChange({})", names.join("|"))
+        write!(f, "InfoChange({self})")
     }
 }
 

@@ -187,7 +187,7 @@ pub fn event(e: &SessionEvent) -> wire::Event {
         },
         Event::CallInfo { call, changed } => K::CallInfo {
             call: call.to_string(),
-            changed: format!("{changed:?}"),
+            changed: changed.to_string(),
         },
         Event::Digit { call, digit, mode } => K::Digit {
             call: call.to_string(),
@@ -205,9 +205,18 @@ pub fn event(e: &SessionEvent) -> wire::Event {
                 LineEvent::OutOfService { reason } => wire::LineEvent::OutOfService {
                     reason: reason.clone(),
                 },
-                other => wire::LineEvent::Other {
-                    detail: format!("{other:?}"),
+                LineEvent::ForwardingChanged { address } => {
+                    wire::LineEvent::ForwardingChanged { address: address.0 }
+                }
+                LineEvent::Parked { orbit, call_id } => wire::LineEvent::Parked {
+                    orbit: orbit.clone(),
+                    call_id: call_id.to_string(),
                 },
+                LineEvent::Unparked { orbit, call_id } => wire::LineEvent::Unparked {
+                    orbit: orbit.clone(),
+                    call_id: call_id.to_string(),
+                },
+                LineEvent::CapsChanged(_) => wire::LineEvent::CapsChanged,
             },
         },
         Event::LineClosed { line } => K::LineClosed {

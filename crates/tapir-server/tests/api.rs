@@ -1409,3 +1409,34 @@ async fn do_not_disturb_and_forwarding_over_http() {
     assert_eq!(status, 200);
     svc.stop().await;
 }
+
+#[test]
+fn every_operation_is_in_docs_api_md_and_every_row_there_is_an_operation() {
+    use tapir::core::gate::{AddressOperation, CallOperation, SessionOperation};
+
+    let doc = include_str!("../../../docs/api.md");
+    let section = doc
+        .split("## Operations")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/api.md has an Operations section");
+    let rows: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    let names: Vec<&str> = CallOperation::ALL
+        .iter()
+        .map(|o| o.name())
+        .chain(AddressOperation::ALL.iter().map(|o| o.name()))
+        .chain(SessionOperation::ALL.iter().map(|o| o.name()))
+        .collect();
+    for name in &names {
+        assert!(rows.contains(name), "docs/api.md has no row for {name}");
+    }
+    for row in &rows {
+        assert!(
+            names.contains(row) || *row == "complete-conference",
+            "docs/api.md lists {row}, which is no operation"
+        );
+    }
+}
