@@ -405,6 +405,40 @@ async fn lifecycle(
 }
 
 /// A progress bar over the calls, updated from `done` ten times a second.
+/// Tickets that pace calls at `rate` a second (one per call, taken before it starts); `None` for
+/// `rate` 0: as fast as the workers go.
+pub(crate) type Tickets = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<()>>>;
+
+pub(crate) fn pacer(rate: u64, concurrency: usize) -> Option<Tickets> {
+    (rate > 0).then(|| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<()>(concurrency.max(1));
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            loop {
+                tick.tick().await;
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due {
+                    if tx.send(()).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+            }
+        });
+        Arc::new(tokio::sync::Mutex::new(rx))
+    })
+}
+
+/// Waits for the next ticket, if calls are paced; `false` once no more will come.
+pub(crate) async fn ticket(tickets: &Option<Tickets>) -> bool {
+    match tickets {
+        Some(t) => t.lock().await.recv().await.is_some(),
+        None => true,
+    }
+}
+
 pub(crate) struct Progress {
     bar: indicatif::ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
@@ -596,27 +630,7 @@ async fn run(args: Args) -> Result<bool, String> {
         .collect();
     let (rss_idle, _) = rss();
 
-    // Tickets pace the calls when a rate is asked for.
-    let tickets = (args.rate > 0).then(|| {
-        let (tx, rx) = tokio::sync::mpsc::channel::<()>(concurrency);
-        let rate = args.rate;
-        tokio::spawn(async move {
-            let start = Instant::now();
-            let mut sent = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            loop {
-                tick.tick().await;
-                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-                while sent < due {
-                    if tx.send(()).await.is_err() {
-                        return;
-                    }
-                    sent += 1;
-                }
-            }
-        });
-        Arc::new(tokio::sync::Mutex::new(rx))
-    });
+    let tickets = pacer(args.rate, concurrency);
 
     let progress = (!args.quiet && !args.json).then(|| {
         let shared = shared.clone();
@@ -705,9 +719,7 @@ async fn run(args: Args) -> Result<bool, String> {
             // Worker w uses lines w, w + concurrency, …, in turn.
             let mut turn = 0usize;
             while next.fetch_add(1, Ordering::Relaxed) < total {
-                if let Some(t) = &tickets
-                    && t.lock().await.recv().await.is_none()
-                {
+                if !ticket(&tickets).await {
                     break;
                 }
                 let mine = (lines - w).div_ceil(concurrency);

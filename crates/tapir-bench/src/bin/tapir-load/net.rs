@@ -19,7 +19,7 @@ use tapir_api::{EventKind, LogonRequest};
 use tapir_client::{Client, Service, StreamItem};
 use tokio::sync::oneshot;
 
-use crate::{Args, DESTINATION, Latency, Progress};
+use crate::{Args, DESTINATION, Latency, Progress, pacer, ticket};
 
 /// The application the self-hosted tapird knows, and its secret.
 const APPLICATION: &str = "load";
@@ -260,8 +260,10 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
 
     let events_before = events.load(Ordering::Relaxed);
     let started = Instant::now();
+    let tickets = pacer(args.rate, concurrency);
     let mut workers = Vec::new();
     for w in 0..concurrency {
+        let tickets = tickets.clone();
         let (clients, net_lines, latencies) =
             (clients.clone(), net_lines.clone(), latencies.clone());
         let (next, done, failures, first_error) = (
@@ -276,6 +278,9 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             let mut turn = 0usize;
             let mut own = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total {
+                if !ticket(&tickets).await {
+                    break;
+                }
                 let line = &net_lines[w + (turn % mine) * concurrency];
                 turn += 1;
                 let c = &clients[line.client];
@@ -369,6 +374,7 @@ pub(crate) async fn run(args: Args) -> Result<bool, String> {
             "commands_over": if args.ws_commands { "websocket" } else { "http" },
             "streams_receiving": streams,
             "concurrency": concurrency,
+            "target_rate": args.rate,
             "lifecycles": completed,
             "failed": failed,
             "first_error": first_error,
