@@ -37,8 +37,12 @@ macro_rules! vocabulary {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        // Spelled here, not per variant from `$text`: the schema derive reads a container's
+        // `rename_all` but not a `rename` whose value a macro substituted. Every name is its
+        // variant in snake case, which `names_agree_everywhere` checks against `$text`.
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+            $($(#[$vmeta])* $variant,)+
         }
 
         impl $name {
@@ -169,14 +173,36 @@ mod tests {
         assert_eq!(TransferMode::NAMES, ["transfer", "conference"]);
     }
 
-    #[test]
-    fn serde_display_and_from_str_say_the_same_names() {
-        for m in CompletionMode::ALL {
-            let json = serde_json::to_string(m).expect("json");
-            assert_eq!(json, format!("\"{m}\""));
-            assert_eq!(m.name().parse::<CompletionMode>().as_ref(), Ok(m));
-            assert_eq!(serde_json::from_str::<CompletionMode>(&json).ok(), Some(*m));
+    fn agree<T>(all: &[T])
+    where
+        T: Serialize
+            + serde::de::DeserializeOwned
+            + fmt::Display
+            + FromStr
+            + PartialEq
+            + fmt::Debug,
+        <T as FromStr>::Err: fmt::Debug,
+    {
+        for v in all {
+            let json = serde_json::to_string(v).expect("json");
+            assert_eq!(
+                json,
+                format!("\"{v}\""),
+                "serde and the name table disagree"
+            );
+            assert_eq!(v.to_string().parse::<T>().ok().as_ref(), Some(v));
+            assert_eq!(serde_json::from_str::<T>(&json).ok().as_ref(), Some(v));
         }
+    }
+
+    #[test]
+    fn names_agree_everywhere() {
+        agree(DigitMode::ALL);
+        agree(CompletionMode::ALL);
+        agree(ForwardCondition::ALL);
+        agree(CallPrivilege::ALL);
+        agree(LinePrivilege::ALL);
+        agree(TransferMode::ALL);
         let e = "ring".parse::<DigitMode>().expect_err("no such mode");
         assert_eq!(e.to_string(), "digit_mode \"ring\": expected dtmf, pulse");
     }

@@ -44,7 +44,8 @@ impl ApiError {
 
 /// The HTTP status for an engine error: 404 for handles and lines the session does not have (whether
 /// they never existed or belong to another session), 409 for "not now", 403 for "not yours", 400 for
-/// bad input, 501 for "never" (the line cannot do it), 502 when the switch failed it, 503 when a
+/// bad input, 422 for "never" (the line cannot do it: the request can never succeed there, so it is the
+/// client's to change, not a failure of the service), 502 when the switch failed it, 503 when a
 /// resource or provider is not available.
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
@@ -67,7 +68,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::InvalidPrivilege
         | Error::TargetSelf
         | Error::UnknownProfile { .. } => StatusCode::BAD_REQUEST,
-        Error::OperationUnavailable { .. } => StatusCode::NOT_IMPLEMENTED,
+        Error::OperationUnavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Error::OperationFailed { .. } => StatusCode::BAD_GATEWAY,
         Error::SessionEnded => StatusCode::GONE,
         Error::ResourceUnavailable { .. }

@@ -202,17 +202,14 @@ fn digit_mode(mode: Option<wire::DigitMode>) -> DigitMode {
     }
 }
 
-/// `GET /v1/calls/{call}/{op}`: what can be read about a call beyond the call itself.
-pub(crate) fn call_read(s: &Session, h: CallHandle, op: &str) -> Done {
-    if op == SessionOperation::ConferenceCalls.name() {
-        let calls = s
-            .conference_calls(h)?
-            .into_iter()
-            .map(|c| call_dto(s, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        return answer(StatusCode::OK, &calls);
-    }
-    Err(no_operation("call", op))
+/// `GET /v1/calls/{call}/conference-calls`.
+pub(crate) fn conference_calls(s: &Session, h: CallHandle) -> Done {
+    let calls = s
+        .conference_calls(h)?
+        .into_iter()
+        .map(|c| call_dto(s, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    answer(StatusCode::OK, &calls)
 }
 
 /// `POST /v1/line-opens/{line_handle}/{op}`.

@@ -235,7 +235,8 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v1/calls/unpark", post(unpark))
         .route("/v1/calls/pickup", post(pickup))
         .route("/v1/calls/{call}", get(call).delete(deallocate))
-        .route("/v1/calls/{call}/{op}", post(call_op).get(call_read))
+        .route("/v1/calls/{call}/{op}", post(call_op))
+        .route("/v1/calls/{call}/conference-calls", get(conference_calls))
         .route("/v1/status", get(status))
         .route("/v1/routes", get(routes))
         .route("/v1/routes/default", put(set_default_route))
@@ -851,13 +852,14 @@ async fn call_op(
     .await
 }
 
-/// `GET /v1/calls/{call}/{op}`: what can be read of a call beyond itself (`conference-calls`).
-async fn call_read(
+/// `GET /v1/calls/{call}/conference-calls`: the calls of its conference.
+async fn conference_calls(
     State(state): State<Arc<AppState>>,
     Authed(c): Authed,
-    Path((call, op)): Path<(String, String)>,
+    Path(call): Path<String>,
 ) -> Response {
-    let r = parse_call(&call).and_then(|h| counted_op(&state, ops::call_read(&c.session, h, &op)));
+    let r =
+        parse_call(&call).and_then(|h| counted_op(&state, ops::conference_calls(&c.session, h)));
     reply(r)
 }
 

@@ -893,6 +893,20 @@ async fn the_openapi_document_is_served_without_a_token_and_every_route_it_lists
         json!(["string", "null"]),
         "the schema follows the Rust type"
     );
+    // Each enum of the wire lists its values, as the service spells them.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["ForwardCondition"]["enum"],
+        json!(tapir_api::ForwardCondition::NAMES)
+    );
+    assert_eq!(
+        schemas["LinePrivilege"]["enum"],
+        json!(tapir_api::LinePrivilege::NAMES)
+    );
+    assert_eq!(
+        schemas["CompletionMode"]["enum"],
+        json!(tapir_api::CompletionMode::NAMES)
+    );
     let paths = doc["paths"].as_object().expect("paths");
     let mut operations = 0;
     for (path, item) in paths {
