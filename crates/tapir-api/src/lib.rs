@@ -13,7 +13,8 @@
 //! use tapir_api::{StreamMessage, EventKind};
 //!
 //! let text = r#"{"seq":7,"type":"call_state","call":"call:0000000000000001",
-//!                "state":"connected","state_detail":"Connected(Active)","privilege":"owner"}"#;
+//!                "state":"connected","mode":"active","state_detail":"connected (active)",
+//!                "privilege":"owner"}"#;
 //! let StreamMessage::Event(event) = StreamMessage::from_json(text)? else { panic!("an event") };
 //! assert_eq!(event.seq, 7);
 //! assert!(matches!(event.kind, EventKind::CallState { ref state, .. } if state == "connected"));
@@ -449,7 +450,11 @@ pub struct Call {
     pub line: u32,
     /// The state (`offering`, `ringback`, `connected`, `on_hold`, `disconnected`, `idle`, …).
     pub state: String,
-    /// The state with its mode, e.g. `Connected(Active)`.
+    /// The state's mode (`active`, `station`, …; for `disconnected` the cause: `busy`,
+    /// `no_answer`, `do_not_disturb`, …), when the state has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The state with its mode, for people: `connected (active)`.
     pub state_detail: String,
     /// This session's privilege: `owner` or `monitor`.
     pub privilege: String,
@@ -575,7 +580,10 @@ pub enum EventKind {
         call: String,
         /// The state.
         state: String,
-        /// The state with its mode.
+        /// The state's mode or disconnect cause, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<String>,
+        /// The state with its mode, for people.
         state_detail: String,
         /// The session's privilege.
         privilege: String,
@@ -774,6 +782,7 @@ impl CallEventWire {
             "call_state" => EventKind::CallState {
                 call: need(self.call, "call")?,
                 state: need(self.state, "state")?,
+                mode: self.mode,
                 state_detail: need(self.state_detail, "state_detail")?,
                 privilege: need(self.privilege, "privilege")?,
             },
@@ -854,8 +863,16 @@ mod tests {
             EventKind::CallState {
                 call: s("call:1"),
                 state: s("connected"),
-                state_detail: s("Connected(Active)"),
+                mode: Some(s("active")),
+                state_detail: s("connected (active)"),
                 privilege: s("monitor"),
+            },
+            EventKind::CallState {
+                call: s("call:1"),
+                state: s("ringback"),
+                mode: None,
+                state_detail: s("ringback"),
+                privilege: s("owner"),
             },
             EventKind::CallInfo {
                 call: s("call:1"),

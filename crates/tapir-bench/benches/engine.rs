@@ -143,7 +143,7 @@ fn lifecycle_with_monitors(bencher: divan::Bencher, monitors: usize) {
 /// the commonest kind, a call's state change, as tapird sends it.
 #[divan::bench]
 fn client_reads_an_event(bencher: divan::Bencher) {
-    let text = r#"{"seq":1234,"type":"call_state","call":"call:00000000000004d2","state":"connected","state_detail":"Connected(Active)","privilege":"owner"}"#;
+    let text = r#"{"seq":1234,"type":"call_state","call":"call:00000000000004d2","state":"connected","mode":"active","state_detail":"connected (active)","privilege":"owner"}"#;
     bencher.bench_local(|| tapir_api::StreamMessage::from_json(black_box(text)).map(|_| ()));
 }
 

@@ -33,6 +33,25 @@
 //! ));
 //! ```
 
+/// Gives a plain enum its wire names, written once: `NAMES` in declaration order and `name()`.
+/// The names are what every client reads (the network API's `state`, `mode`, `privilege`), so they
+/// are spelled here, not taken from the Rust identifiers: renaming a variant cannot change them.
+macro_rules! wire_names {
+    ($t:ty { $($v:ident = $n:literal),+ $(,)? }) => {
+        impl $t {
+            /// Every value's wire name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($n),+];
+
+            /// The wire name (snake case).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$v => $n),+
+                }
+            }
+        }
+    };
+}
+
 pub mod caps;
 pub mod cdr;
 pub mod dial;

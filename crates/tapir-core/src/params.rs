@@ -107,3 +107,8 @@ pub struct Origin {
     /// The address.
     pub address: AddressId,
 }
+
+wire_names!(DigitMode {
+    Dtmf = "dtmf",
+    Pulse = "pulse",
+});

@@ -37,3 +37,15 @@ pub enum CallPrivilege {
     /// May watch the call, read its information and monitor digits; may not change it.
     Monitor,
 }
+
+wire_names!(CallPrivilege {
+    Owner = "owner",
+    Monitor = "monitor",
+});
+
+wire_names!(LinePrivileges {
+    None = "none",
+    Monitor = "monitor",
+    Owner = "owner",
+    OwnerMonitor = "owner_monitor",
+});

@@ -163,15 +163,11 @@ impl CallState {
 }
 
 impl fmt::Display for CallState {
+    /// `connected (active)`, `ringback`: the wire names, for people and logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Offering(m) => write!(f, "offering ({m:?})"),
-            Self::DialTone(m) => write!(f, "dial tone ({m:?})"),
-            Self::Busy(m) => write!(f, "busy ({m:?})"),
-            Self::SpecialInfo(m) => write!(f, "special info ({m:?})"),
-            Self::Connected(m) => write!(f, "connected ({m:?})"),
-            Self::Disconnected(r) => write!(f, "disconnected ({r:?})"),
-            other => write!(f, "{:?}", other.kind()),
+        match self.mode_name() {
+            Some(mode) => write!(f, "{} ({mode})", self.kind().name()),
+            None => f.write_str(self.kind().name()),
         }
     }
 }
@@ -414,5 +410,140 @@ mod tests {
         for s in CallStateKind::ALL {
             assert_eq!(s.with_default_mode().kind(), s);
         }
+    }
+}
+
+wire_names!(CallStateKind {
+    Idle = "idle",
+    Offering = "offering",
+    Accepted = "accepted",
+    DialTone = "dial_tone",
+    Dialing = "dialing",
+    Ringback = "ringback",
+    Busy = "busy",
+    SpecialInfo = "special_info",
+    Connected = "connected",
+    Proceeding = "proceeding",
+    OnHold = "on_hold",
+    Conferenced = "conferenced",
+    OnHoldPendingConference = "on_hold_pending_conference",
+    OnHoldPendingTransfer = "on_hold_pending_transfer",
+    Disconnected = "disconnected",
+    Unknown = "unknown",
+});
+
+wire_names!(OfferingMode {
+    Active = "active",
+    Inactive = "inactive",
+});
+
+wire_names!(DialToneMode {
+    Normal = "normal",
+    Special = "special",
+    Internal = "internal",
+    External = "external",
+    Unknown = "unknown",
+    Unavailable = "unavailable",
+});
+
+wire_names!(BusyMode {
+    Station = "station",
+    Trunk = "trunk",
+    Unknown = "unknown",
+    Unavailable = "unavailable",
+});
+
+wire_names!(SpecialInfoMode {
+    NoCircuit = "no_circuit",
+    CustomerIrregularity = "customer_irregularity",
+    Reorder = "reorder",
+    Unknown = "unknown",
+    Unavailable = "unavailable",
+});
+
+wire_names!(ConnectedMode {
+    Active = "active",
+    Inactive = "inactive",
+    ActiveHeld = "active_held",
+    InactiveHeld = "inactive_held",
+    Confirmed = "confirmed",
+});
+
+wire_names!(DisconnectReason {
+    Normal = "normal",
+    Unknown = "unknown",
+    Reject = "reject",
+    PickedUp = "picked_up",
+    Forwarded = "forwarded",
+    Busy = "busy",
+    NoAnswer = "no_answer",
+    BadAddress = "bad_address",
+    Unreachable = "unreachable",
+    Congestion = "congestion",
+    Incompatible = "incompatible",
+    Unavailable = "unavailable",
+    NoDialTone = "no_dial_tone",
+    NumberChanged = "number_changed",
+    OutOfOrder = "out_of_order",
+    TemporaryFailure = "temporary_failure",
+    QosUnavailable = "qos_unavailable",
+    Blocked = "blocked",
+    DoNotDisturb = "do_not_disturb",
+    Cancelled = "cancelled",
+});
+
+impl CallState {
+    /// The wire name of the state's mode (its disconnect cause, for `Disconnected`), if it has one.
+    pub const fn mode_name(self) -> Option<&'static str> {
+        match self {
+            Self::Offering(m) => Some(m.name()),
+            Self::DialTone(m) => Some(m.name()),
+            Self::Busy(m) => Some(m.name()),
+            Self::SpecialInfo(m) => Some(m.name()),
+            Self::Connected(m) => Some(m.name()),
+            Self::Disconnected(r) => Some(r.name()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod wire_names_tests {
+    use super::*;
+
+    /// The words of the wire, pinned: a renamed variant must not change them.
+    #[test]
+    fn state_and_mode_names_are_pinned() {
+        assert_eq!(CallStateKind::NAMES.len(), CallStateKind::ALL.len());
+        for (k, n) in CallStateKind::ALL.iter().zip(CallStateKind::NAMES) {
+            assert_eq!(k.name(), *n);
+        }
+        assert_eq!(
+            CallStateKind::NAMES.join(" "),
+            "idle offering accepted dial_tone dialing ringback busy special_info connected \
+             proceeding on_hold conferenced on_hold_pending_conference on_hold_pending_transfer \
+             disconnected unknown"
+        );
+        assert_eq!(
+            DisconnectReason::NAMES.join(" "),
+            "normal unknown reject picked_up forwarded busy no_answer bad_address unreachable \
+             congestion incompatible unavailable no_dial_tone number_changed out_of_order \
+             temporary_failure qos_unavailable blocked do_not_disturb cancelled"
+        );
+        assert_eq!(
+            ConnectedMode::NAMES,
+            [
+                "active",
+                "inactive",
+                "active_held",
+                "inactive_held",
+                "confirmed"
+            ]
+        );
+        assert_eq!(
+            CallState::Disconnected(DisconnectReason::DoNotDisturb).mode_name(),
+            Some("do_not_disturb")
+        );
+        assert_eq!(CallState::Ringback.mode_name(), None);
     }
 }

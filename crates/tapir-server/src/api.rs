@@ -56,7 +56,8 @@ pub(crate) fn call_dto(s: &Session, call: CallHandle) -> Result<wire::Call, ApiE
         line_handle: info.line_handle.to_string(),
         line: info.line.0,
         state: state_name(&st.state),
-        state_detail: format!("{:?}", st.state),
+        mode: st.state.mode_name().map(str::to_owned),
+        state_detail: st.state.to_string(),
         privilege: privilege_name(st.privilege),
         features: st.features.iter().map(|f| f.name().to_owned()).collect(),
         caller: party(&info.info.caller),
@@ -103,7 +104,7 @@ pub(crate) fn status_row(r: tapir::StatusRow) -> wire::StatusRow {
         id: r.id,
         service: r.service,
         display_name: r.display_name,
-        state: snake(&format!("{:?}", r.state)),
+        state: r.state.name().to_owned(),
         reason: r.reason,
         lines: r.lines,
         lines_out_of_service: r.lines_out_of_service,
@@ -112,28 +113,12 @@ pub(crate) fn status_row(r: tapir::StatusRow) -> wire::StatusRow {
     }
 }
 
-/// `CamelCase` → `snake_case`.
-pub(crate) fn snake(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 4);
-    for (i, c) in s.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 pub(crate) fn state_name(s: &CallState) -> String {
-    snake(&format!("{:?}", s.kind()))
+    s.kind().name().to_owned()
 }
 
 pub(crate) fn privilege_name(p: CallPrivilege) -> String {
-    snake(&format!("{p:?}"))
+    p.name().to_owned()
 }
 
 /// Parses `call:0123456789abcdef`.
@@ -182,7 +167,8 @@ pub fn event(e: &SessionEvent) -> wire::Event {
         } => K::CallState {
             call: call.to_string(),
             state: state_name(state),
-            state_detail: format!("{state:?}"),
+            mode: state.mode_name().map(str::to_owned),
+            state_detail: state.to_string(),
             privilege: privilege_name(*privilege),
         },
         Event::CallInfo { call, changed } => K::CallInfo {
@@ -192,7 +178,7 @@ pub fn event(e: &SessionEvent) -> wire::Event {
         Event::Digit { call, digit, mode } => K::Digit {
             call: call.to_string(),
             digit: digit.to_string(),
-            mode: snake(&format!("{mode:?}")),
+            mode: mode.name().to_owned(),
         },
         Event::Line { line, event } => K::Line {
             line_handle: line.to_string(),

@@ -584,9 +584,38 @@ fn json_of(schema: &str) -> utoipa::openapi::Content {
         .build()
 }
 
+/// The string fields whose values come from the engine's name tables (which `tapir-api` does not
+/// depend on): each listed in the document with its values.
+fn name_tables() -> [(&'static str, &'static str, &'static [&'static str]); 3] {
+    use tapir::core::privilege::CallPrivilege;
+    use tapir::core::state::CallStateKind;
+    [
+        ("Call", "state", CallStateKind::NAMES),
+        ("Call", "privilege", CallPrivilege::NAMES),
+        ("StatusRow", "state", tapir::ServiceState::NAMES),
+    ]
+}
+
+fn list_values(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for (schema, field, names) in name_tables() {
+        let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema) else {
+            continue;
+        };
+        if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(field) {
+            property.enum_values = Some(names.iter().map(|n| (*n).into()).collect());
+        }
+    }
+}
+
 /// The whole document.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = Schemas::openapi();
+    list_values(&mut doc);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     if let Some(components) = doc.components.as_mut() {
         components.add_security_scheme(

@@ -501,11 +501,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
             .iter()
             .find(|(k, _)| *k == kind)
             .map_or(0, |(_, n)| *n);
-        let _ = writeln!(
-            out,
-            "tapir_calls_by_state{{state=\"{}\"}} {n}",
-            crate::api::snake(&format!("{kind:?}"))
-        );
+        let _ = writeln!(out, "tapir_calls_by_state{{state=\"{}\"}} {n}", kind.name());
     }
     head(
         &mut out,

@@ -907,6 +907,15 @@ async fn the_openapi_document_is_served_without_a_token_and_every_route_it_lists
         schemas["CompletionMode"]["enum"],
         json!(tapir_api::CompletionMode::NAMES)
     );
+    assert_eq!(
+        schemas["Call"]["properties"]["state"]["enum"],
+        json!(tapir::core::state::CallStateKind::NAMES),
+        "the states, from the engine's table"
+    );
+    assert_eq!(
+        schemas["StatusRow"]["properties"]["state"]["enum"],
+        json!(tapir::ServiceState::NAMES)
+    );
     let paths = doc["paths"].as_object().expect("paths");
     let mut operations = 0;
     for (path, item) in paths {
@@ -1390,7 +1399,11 @@ async fn do_not_disturb_and_forwarding_over_http() {
     svc.until_state(&alice, c, "disconnected").await;
     let (_, refused) = svc.get(&format!("/v1/calls/{c}"), &alice).await;
     assert_eq!(
-        refused["state_detail"], "Disconnected(DoNotDisturb)",
+        (&refused["mode"], &refused["state_detail"]),
+        (
+            &json!("do_not_disturb"),
+            &json!("disconnected (do_not_disturb)")
+        ),
         "{refused}"
     );
     svc.post(&format!("/v1/calls/{c}/drop"), &alice, json!({}))

@@ -22,6 +22,23 @@ pub enum ServiceState {
     Stopped,
 }
 
+impl ServiceState {
+    /// Every state's wire name, in declaration order.
+    pub const NAMES: &'static [&'static str] =
+        &["starting", "available", "disabled", "failed", "stopped"];
+
+    /// The wire name: `starting`, `available`, `disabled`, `failed`, `stopped`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Available => "available",
+            Self::Disabled => "disabled",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// One row of the status table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusRow {
@@ -155,5 +172,23 @@ impl ProviderStatus {
             sessions,
             last_error: self.last_error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceState as S;
+
+    #[test]
+    fn each_state_is_named_by_its_entry_in_the_table() {
+        let all = [
+            S::Starting,
+            S::Available,
+            S::Disabled,
+            S::Failed,
+            S::Stopped,
+        ];
+        let names: Vec<&str> = all.iter().map(|s| s.name()).collect();
+        assert_eq!(names, S::NAMES);
     }
 }
