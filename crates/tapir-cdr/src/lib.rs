@@ -33,9 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tapir_api::Party;
 use tapir_api::cdr::{Cdr, CdrQueryParams, format_time, parse_time};
-use tapir_core::cdr::{
-    CallDetailRecord, CdrParty, Disposition, disconnect_name, origin_name, reason_name,
-};
+use tapir_core::cdr::{CallDetailRecord, CdrParty, Disposition};
 use tapir_core::{CallId, LineId};
 
 pub use memory::MemoryStore;
@@ -351,8 +349,8 @@ pub fn to_wire(r: &StoredCdr) -> Cdr {
         line: rec.line.0,
         line_name: rec.line_name.clone(),
         address: rec.address.0,
-        origin: origin_name(rec.origin).to_owned(),
-        reason: reason_name(rec.reason).to_owned(),
+        origin: rec.origin.name().to_owned(),
+        reason: rec.reason.name().to_owned(),
         caller: party(&rec.caller),
         called: party(&rec.called),
         connected: party(&rec.connected),
@@ -364,7 +362,7 @@ pub fn to_wire(r: &StoredCdr) -> Cdr {
         talking_ms: rec.talking.as_millis() as u64,
         on_hold_ms: rec.on_hold.as_millis() as u64,
         disposition: rec.disposition.name().to_owned(),
-        disconnect: rec.disconnect.map(|d| disconnect_name(d).to_owned()),
+        disconnect: rec.disconnect.map(|d| d.name().to_owned()),
         owners: rec.owners.clone(),
     }
 }

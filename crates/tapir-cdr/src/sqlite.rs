@@ -11,10 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params, params_from_iter};
-use tapir_core::cdr::{
-    CallDetailRecord, CdrParty, Disposition, disconnect_from_name, disconnect_name,
-    origin_from_name, origin_name, reason_from_name, reason_name,
-};
+use tapir_core::cdr::{CallDetailRecord, CdrParty, Disposition};
+use tapir_core::info::{CallOrigin, CallReason};
+use tapir_core::state::DisconnectReason;
 use tapir_core::{AddressId, CallId, LineId};
 
 use crate::{CdrQuery, CdrStore, Page, Retention, StoreError, StoredCdr, from_millis, millis};
@@ -155,8 +154,8 @@ fn insert_all(conn: &mut Connection, records: &[CallDetailRecord]) -> Result<(),
                 Value::Integer(i64::from(r.line.0)),
                 Value::Text(r.line_name.clone()),
                 Value::Integer(i64::from(r.address.0)),
-                Value::Text(origin_name(r.origin).into()),
-                Value::Text(reason_name(r.reason).into()),
+                Value::Text(r.origin.name().into()),
+                Value::Text(r.reason.name().into()),
                 text(&r.caller.number),
                 text(&r.caller.name),
                 text(&r.called.number),
@@ -174,7 +173,7 @@ fn insert_all(conn: &mut Connection, records: &[CallDetailRecord]) -> Result<(),
                 Value::Integer(r.on_hold.as_millis() as i64),
                 Value::Text(r.disposition.name().into()),
                 r.disconnect
-                    .map_or(Value::Null, |d| Value::Text(disconnect_name(d).into())),
+                    .map_or(Value::Null, |d| Value::Text(d.name().into())),
                 Value::Text(owners),
             ];
             cdr.execute(params_from_iter(values))?;
@@ -218,8 +217,10 @@ fn read_row(row: &Row<'_>) -> Result<StoredCdr, rusqlite::Error> {
             line: LineId(row.get(2)?),
             line_name: row.get(3)?,
             address: AddressId(row.get(4)?),
-            origin: origin_from_name(&origin).ok_or_else(|| bad(5, "origin", origin.clone()))?,
-            reason: reason_from_name(&reason).ok_or_else(|| bad(6, "reason", reason.clone()))?,
+            origin: CallOrigin::from_name(&origin)
+                .ok_or_else(|| bad(5, "origin", origin.clone()))?,
+            reason: CallReason::from_name(&reason)
+                .ok_or_else(|| bad(6, "reason", reason.clone()))?,
             caller: party(7)?,
             called: party(9)?,
             connected: party(11)?,
@@ -233,7 +234,9 @@ fn read_row(row: &Row<'_>) -> Result<StoredCdr, rusqlite::Error> {
             disposition: Disposition::from_name(&disposition)
                 .ok_or_else(|| bad(21, "disposition", disposition.clone()))?,
             disconnect: disconnect
-                .map(|d| disconnect_from_name(&d).ok_or_else(|| bad(22, "disconnect reason", d)))
+                .map(|d| {
+                    DisconnectReason::from_name(&d).ok_or_else(|| bad(22, "disconnect reason", d))
+                })
                 .transpose()?,
             owners: serde_json::from_str(&owners).map_err(|e| bad(23, "owners", e.to_string()))?,
         },

@@ -6,8 +6,8 @@
 //!
 //! The engine hands each finished record to a [`CdrSink`]; where it goes from there (a database, a file,
 //! a test's vector) is the sink's business. The names used by stores and the network API for the enums
-//! here come from one table each ([`Disposition::name`], [`origin_name`], [`reason_name`],
-//! [`disconnect_name`]) and parse back with the matching `*_from_name`.
+//! here come from one table each ([`Disposition::name`], [`CallOrigin::name`], [`CallReason::name`],
+//! [`DisconnectReason::name`]) and parse back with the matching `from_name`.
 
 use std::time::{Duration, SystemTime};
 
@@ -109,77 +109,33 @@ impl std::fmt::Display for Disposition {
     }
 }
 
-/// Declares a name table for an enum and the two functions that use it.
-macro_rules! names {
-    ($ty:ty, $name_fn:ident, $from_fn:ident, $table:ident, { $($variant:ident => $name:literal),+ $(,)? }) => {
-        const $table: &[($ty, &str)] = &[$((<$ty>::$variant, $name)),+];
-
-        #[doc = concat!("The name of a [`", stringify!($ty), "`] in records, the API and the CLI.")]
-        pub fn $name_fn(value: $ty) -> &'static str {
-            $table
-                .iter()
-                .find(|(v, _)| *v == value)
-                .map(|(_, n)| *n)
-                .unwrap_or("unknown")
-        }
-
-        #[doc = concat!("Parses a name made by [`", stringify!($name_fn), "`].")]
-        pub fn $from_fn(name: &str) -> Option<$ty> {
-            $table.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
-        }
-    };
-}
-
-names!(CallOrigin, origin_name, origin_from_name, ORIGINS, {
-    Outbound => "outbound",
-    Internal => "internal",
-    External => "external",
-    Inbound => "inbound",
-    Conference => "conference",
-    Unknown => "unknown",
-    Unavailable => "unavailable",
+wire_names!(CallOrigin {
+    Outbound = "outbound",
+    Internal = "internal",
+    External = "external",
+    Inbound = "inbound",
+    Conference = "conference",
+    Unknown = "unknown",
+    Unavailable = "unavailable",
 });
 
-names!(CallReason, reason_name, reason_from_name, REASONS, {
-    Direct => "direct",
-    ForwardBusy => "forward_busy",
-    ForwardNoAnswer => "forward_no_answer",
-    ForwardUnconditional => "forward_unconditional",
-    Pickup => "pickup",
-    Unpark => "unpark",
-    Redirect => "redirect",
-    CallCompletion => "call_completion",
-    Transfer => "transfer",
-    Reminder => "reminder",
-    Unknown => "unknown",
-    Unavailable => "unavailable",
-    Intrude => "intrude",
-    Parked => "parked",
-    CampedOn => "camped_on",
-    RouteRequest => "route_request",
-});
-
-names!(DisconnectReason, disconnect_name, disconnect_from_name, DISCONNECTS, {
-    Normal => "normal",
-    Unknown => "unknown",
-    Reject => "reject",
-    PickedUp => "picked_up",
-    Forwarded => "forwarded",
-    Busy => "busy",
-    NoAnswer => "no_answer",
-    BadAddress => "bad_address",
-    Unreachable => "unreachable",
-    Congestion => "congestion",
-    Incompatible => "incompatible",
-    Unavailable => "unavailable",
-    NoDialTone => "no_dial_tone",
-    NumberChanged => "number_changed",
-    OutOfOrder => "out_of_order",
-    TemporaryFailure => "temporary_failure",
-    QosUnavailable => "qos_unavailable",
-    Blocked => "blocked",
-    DoNotDisturb => "do_not_disturb",
-    Cancelled => "cancelled",
+wire_names!(CallReason {
+    Direct = "direct",
+    ForwardBusy = "forward_busy",
+    ForwardNoAnswer = "forward_no_answer",
+    ForwardUnconditional = "forward_unconditional",
+    Pickup = "pickup",
+    Unpark = "unpark",
+    Redirect = "redirect",
+    CallCompletion = "call_completion",
+    Transfer = "transfer",
+    Reminder = "reminder",
+    Unknown = "unknown",
+    Unavailable = "unavailable",
+    Intrude = "intrude",
+    Parked = "parked",
+    CampedOn = "camped_on",
+    RouteRequest = "route_request",
 });
 
 /// What the engine writes down about one call leg when it ends.
@@ -259,19 +215,19 @@ mod tests {
             assert_eq!(Disposition::from_name(d.name()), Some(d));
             assert!(seen.insert(d.name()));
         }
-        for (v, n) in ORIGINS {
-            assert_eq!(origin_from_name(n), Some(*v));
-            assert_eq!(origin_name(*v), *n);
+        for (v, n) in CallOrigin::VALUES.iter().zip(CallOrigin::NAMES) {
+            assert_eq!(CallOrigin::from_name(n), Some(*v));
+            assert_eq!(v.name(), *n);
         }
-        for (v, n) in REASONS {
-            assert_eq!(reason_from_name(n), Some(*v));
-            assert_eq!(reason_name(*v), *n);
+        for (v, n) in CallReason::VALUES.iter().zip(CallReason::NAMES) {
+            assert_eq!(CallReason::from_name(n), Some(*v));
+            assert_eq!(v.name(), *n);
         }
-        for (v, n) in DISCONNECTS {
-            assert_eq!(disconnect_from_name(n), Some(*v));
-            assert_eq!(disconnect_name(*v), *n);
+        for (v, n) in DisconnectReason::VALUES.iter().zip(DisconnectReason::NAMES) {
+            assert_eq!(DisconnectReason::from_name(n), Some(*v));
+            assert_eq!(v.name(), *n);
         }
         assert_eq!(Disposition::from_name("Answered"), None);
-        assert_eq!(reason_from_name(""), None);
+        assert_eq!(CallReason::from_name(""), None);
     }
 }

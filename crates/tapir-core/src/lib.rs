@@ -39,7 +39,9 @@
 macro_rules! wire_names {
     ($t:ty { $($v:ident = $n:literal),+ $(,)? }) => {
         impl $t {
-            /// Every value's wire name, in declaration order.
+            /// Every value, in declaration order.
+            pub const VALUES: &'static [$t] = &[$(<$t>::$v),+];
+            /// Every value's wire name, in the same order.
             pub const NAMES: &'static [&'static str] = &[$($n),+];
 
             /// The wire name (snake case).
@@ -47,6 +49,14 @@ macro_rules! wire_names {
                 match self {
                     $(Self::$v => $n),+
                 }
+            }
+
+            /// The value of a wire name made by [`name`](Self::name).
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::NAMES
+                    .iter()
+                    .position(|n| *n == name)
+                    .map(|i| Self::VALUES[i])
             }
         }
     };
