@@ -1467,3 +1467,78 @@ fn every_operation_is_in_docs_api_md_and_every_row_there_is_an_operation() {
         );
     }
 }
+
+#[tokio::test]
+async fn digits_sent_on_one_end_reach_the_other_ends_stream_once_it_monitors_them() {
+    let svc = Service::start(1000).await;
+    let alice = svc.logon("alice", "a-secret").await;
+    let bob = svc.logon("bob", "b-secret").await;
+    let line = svc.open(&alice, "2001").await;
+    svc.open(&bob, "2002").await;
+    let mut bob_events = svc.events(&bob, 0).await;
+    let (status, call) = svc
+        .post(
+            "/v1/calls",
+            &alice,
+            json!({ "line_handle": line, "destination": "2002" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let alice_call = call["call"].as_str().expect("handle").to_owned();
+    let new_call = bob_events.until(|e| e["type"] == "new_call").await;
+    let bob_call = new_call.last().expect("event")["call"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    bob_events.until(is_state(&bob_call, "offering")).await;
+    svc.post(&format!("/v1/calls/{bob_call}/answer"), &bob, json!({}))
+        .await;
+
+    let (status, _) = svc
+        .post(
+            &format!("/v1/calls/{bob_call}/monitor-digits"),
+            &bob,
+            json!({ "digit_mode": "dtmf" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, sent) = svc
+        .post(
+            &format!("/v1/calls/{alice_call}/generate-digits"),
+            &alice,
+            json!({ "digits": "4#", "digit_mode": "dtmf" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let mut digits = Vec::new();
+    while digits.len() < 2 {
+        let e = bob_events.next().await;
+        if e["type"] == "digit" {
+            assert_eq!((&e["call"], &e["mode"]), (&json!(bob_call), &json!("dtmf")));
+            digits.push(e["digit"].as_str().expect("digit").to_owned());
+        }
+    }
+    assert_eq!(digits, ["4", "#"]);
+
+    // Stopped: digits sent afterwards are not reported.
+    svc.post(
+        &format!("/v1/calls/{bob_call}/monitor-digits"),
+        &bob,
+        json!({ "enabled": false }),
+    )
+    .await;
+    svc.post(
+        &format!("/v1/calls/{alice_call}/generate-digits"),
+        &alice,
+        json!({ "digits": "9" }),
+    )
+    .await;
+    svc.post(&format!("/v1/calls/{alice_call}/drop"), &alice, json!({}))
+        .await;
+    let seen = bob_events.until(is_state(&bob_call, "disconnected")).await;
+    assert!(
+        seen.iter().all(|e| e["type"] != "digit"),
+        "no digit after monitoring stopped: {seen:?}"
+    );
+    svc.stop().await;
+}
