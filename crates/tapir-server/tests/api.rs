@@ -1542,3 +1542,30 @@ async fn digits_sent_on_one_end_reach_the_other_ends_stream_once_it_monitors_the
     );
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn every_guarded_path_answers_a_wrong_or_missing_token_with_401_before_anything_else() {
+    let svc = Service::start(1000).await;
+    for e in tapir_server::openapi::endpoints()
+        .iter()
+        .filter(|e| e.token)
+    {
+        let concrete = e
+            .path
+            .replace("{call}", "not-a-handle")
+            .replace("{handle}", "not-a-handle")
+            .replace("{class}", "voice");
+        for token in [Some("wrong"), None] {
+            // A body that is no JSON, a handle that is none: the token is still what is answered.
+            let (status, body) = svc.call(e.method, &concrete, token, &[], Some("{")).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (401, Some("unauthorized")),
+                "{} {} with token {token:?}: {body}",
+                e.method,
+                e.path
+            );
+        }
+    }
+    svc.stop().await;
+}
