@@ -152,3 +152,69 @@ async fn unconditional_busy_no_answer_dnd_and_cancel() {
     wa.drain();
     close_all(&pbx, [alice, bob, carol]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_forwarding_loop_ends_after_a_few_hops_in_no_answer_and_never_rings_forever() {
+    let pbx = pbx().await;
+    let (bob, bl) = pbx.app("bob", &[("200", OpenOptions::owner())]).await;
+    let (carol, cl) = pbx.app("carol", &[("300", OpenOptions::owner())]).await;
+    // Bob forwards to Carol on no answer, Carol back to Bob: a loop.
+    bob.forward(bl[0], to(ForwardCondition::NoAnswer { rings: 1 }, "300"))
+        .await
+        .unwrap();
+    carol
+        .forward(cl[0], to(ForwardCondition::NoAnswer { rings: 1 }, "200"))
+        .await
+        .unwrap();
+    // A supervisor watches both lines; nobody answers.
+    let (sup, _) = pbx
+        .app(
+            "supervisor",
+            &[
+                ("200", OpenOptions::monitor()),
+                ("300", OpenOptions::monitor()),
+            ],
+        )
+        .await;
+    let mut ws = Watcher::new(&sup);
+    bob.logoff().await;
+    carol.logoff().await;
+
+    pbx.switch
+        .ring_in(RingIn::new("200", CallerId::number("5550123")))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    ws.drain();
+    let legs: Vec<_> = ws
+        .log
+        .iter()
+        .filter_map(|e| match e.event {
+            Event::NewCall { call, .. } => Some(call),
+            _ => None,
+        })
+        .collect();
+    // The first leg and at most five forwards; the last one ends unanswered.
+    assert!(
+        (2..=6).contains(&legs.len()),
+        "{} legs for one call",
+        legs.len()
+    );
+    let last = *legs.last().unwrap();
+    assert_eq!(
+        ws.states(last).last().copied(),
+        Some(CallState::Idle),
+        "the last hop ends: {:?}",
+        ws.states(last)
+    );
+    assert!(
+        ws.states(last)
+            .contains(&CallState::Disconnected(DisconnectReason::NoAnswer)),
+        "in the call's no-answer outcome: {:?}",
+        ws.states(last)
+    );
+    assert_eq!(pbx.switch.live_legs(), 0, "nothing rings any more");
+    for h in legs {
+        sup.deallocate(h).unwrap();
+    }
+    close_all(&pbx, [sup]).await;
+}

@@ -114,7 +114,14 @@ pub(crate) struct Leg {
     pub(crate) pending_caller: Option<Box<PartyId>>,
     /// Whether digits received on this leg are reported.
     monitoring_digits: Option<DigitMode>,
+    /// How many times the call was forwarded on no answer to reach this leg: past
+    /// [`MAX_NO_ANSWER_FORWARDS`] it rings here until the no-answer timeout instead.
+    forwards: u8,
 }
+
+/// Forwards on no answer one call may take: a loop of extensions forwarding to each other ends
+/// after this many hops in the last one's no-answer outcome, not in a call ringing forever.
+pub(crate) const MAX_NO_ANSWER_FORWARDS: u8 = 5;
 
 /// A party outside the switch, in a call with one of its legs.
 pub(crate) struct Outside {
@@ -131,6 +138,8 @@ struct Handover {
     reason: CallReason,
     by: PartyId,
     call_id: CallId,
+    /// Forwards on no answer so far, this one included.
+    forwards: u8,
 }
 
 /// What forwarding does to a call for an extension.
@@ -413,6 +422,7 @@ impl State {
                 dialed: String::new(),
                 pending_caller: None,
                 monitoring_digits: None,
+                forwards: 0,
             }),
         );
         if let Some(legs) = self.on_line.get_mut(line) {
@@ -717,9 +727,10 @@ impl State {
                     CallState::Disconnected(DisconnectReason::NoAnswer),
                 );
             }
-            Timer::ForwardNoAnswer if alerting => {
+            Timer::ForwardNoAnswer if alerting && leg.forwards < MAX_NO_ANSWER_FORWARDS => {
                 let line = leg.line;
                 let call_id = leg.info.call_id;
+                let forwards = leg.forwards + 1;
                 let Some(to) =
                     self.forward_rule(line, |c| matches!(c, ForwardCondition::NoAnswer { .. }))
                 else {
@@ -746,6 +757,7 @@ impl State {
                         reason: CallReason::ForwardNoAnswer,
                         by,
                         call_id,
+                        forwards,
                     },
                 );
             }
@@ -880,6 +892,7 @@ impl State {
             reason,
             by,
             call_id,
+            forwards,
         } = handover;
         match destination {
             Destination::Extension(line) => {
@@ -896,7 +909,10 @@ impl State {
                     redirect: Redirect::by(by),
                     ..CallInfo::default()
                 };
-                self.offer(shared, sink, line, info, party);
+                let leg = self.offer(shared, sink, line, info, party);
+                if let Some(l) = self.legs.get_mut(&leg) {
+                    l.forwards = forwards;
+                }
             }
             Destination::Outside(number, far) => match party {
                 // Outside to outside: the call leaves the switch.
@@ -1624,6 +1640,7 @@ impl State {
             reason,
             by,
             call_id,
+            forwards: 0,
         };
         self.deliver(shared, sink, party, target, handover);
         Ok(())
