@@ -685,3 +685,47 @@ async fn dropping_the_original_during_a_consultation() {
     wc.state(c, K::Disconnected).await;
     tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_held_conference_comes_back_off_hold() {
+    let pbx = pbx().await;
+    let (host, l) = pbx.app("host", &[("100", OpenOptions::owner())]).await;
+    let (guests, _) = pbx
+        .app(
+            "guests",
+            &[("200", OpenOptions::owner()), ("300", OpenOptions::owner())],
+        )
+        .await;
+    let mut wg = Watcher::new(&guests);
+    let first = host.make_call(l[0], Some("200")).await.unwrap();
+    let g1 = wg.new_call().await;
+    guests.answer(g1).await.unwrap();
+    let (conf, consult) = host.setup_conference(first).await.unwrap();
+    host.dial(consult, "300").await.unwrap();
+    let g2 = wg.new_call().await;
+    guests.answer(g2).await.unwrap();
+    host.add_to_conference(conf, consult).await.unwrap();
+
+    host.hold(conf).await.unwrap();
+    assert_eq!(host.call_status(conf).unwrap().state, CallState::OnHold);
+    // Its parties are the conference, not calls of their own competing for the line's appearance:
+    // the held conference lists unhold, and unhold works.
+    assert!(
+        host.call_status(conf)
+            .unwrap()
+            .features
+            .contains(CallOperation::Unhold)
+    );
+    host.unhold(conf).await.unwrap();
+    assert_eq!(host.call_status(conf).unwrap().state.kind(), K::Connected);
+    assert_eq!(
+        host.call_status(first).unwrap().state,
+        CallState::Conferenced
+    );
+    host.drop_call(conf).await.unwrap();
+    for h in [g1, g2] {
+        wg.state(h, K::Disconnected).await;
+        guests.drop_call(h).await.unwrap();
+    }
+    tapir_tests::close_all(&pbx, [host, guests]).await;
+}

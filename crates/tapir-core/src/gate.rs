@@ -349,7 +349,9 @@ pub enum CallRole {
 /// How many calls an address has in each class, this call included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct AddressUsage {
-    /// Live calls that are not held (disconnected calls still occupy an appearance).
+    /// Live calls that are not held (disconnected calls still occupy an appearance). A conference's
+    /// parties are not counted: they are its call, and the conference's own call (its parent) is the
+    /// appearance it holds — held with it, taken back with it.
     pub active: u32,
     /// Calls on hard hold.
     pub on_hold: u32,
@@ -363,7 +365,7 @@ impl AddressUsage {
     /// Adds `delta` to the count of the class `state` belongs to (idle calls count nowhere).
     pub fn count(&mut self, state: CallStateKind, delta: i32) {
         let slot = match state {
-            CallStateKind::Idle => return,
+            CallStateKind::Idle | CallStateKind::Conferenced => return,
             CallStateKind::OnHold => &mut self.on_hold,
             CallStateKind::OnHoldPendingTransfer => &mut self.pending_transfer,
             CallStateKind::OnHoldPendingConference => &mut self.pending_conference,
