@@ -729,3 +729,69 @@ async fn a_held_conference_comes_back_off_hold() {
     }
     tapir_tests::close_all(&pbx, [host, guests]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_party_that_hangs_up_leaves_the_conference_and_frees_its_place() {
+    let pbx = tapir_tests::pbx_with(&["100", "200", "300", "400", "500"]).await;
+    let (host, l) = pbx.app("host", &[("100", OpenOptions::owner())]).await;
+    let (guests, _) = pbx
+        .app(
+            "guests",
+            &[
+                ("200", OpenOptions::owner()),
+                ("300", OpenOptions::owner()),
+                ("400", OpenOptions::owner()),
+                ("500", OpenOptions::owner()),
+            ],
+        )
+        .await;
+    let mut wg = Watcher::new(&guests);
+    let answer_next = async |wg: &mut Watcher| {
+        let h = wg.new_call().await;
+        guests.answer(h).await.unwrap();
+        h
+    };
+    let first = host.make_call(l[0], Some("200")).await.unwrap();
+    answer_next(&mut wg).await;
+    let (conf, second) = host.setup_conference(first).await.unwrap();
+    host.dial(second, "300").await.unwrap();
+    let g2 = answer_next(&mut wg).await;
+    host.add_to_conference(conf, second).await.unwrap();
+    let third = host.prepare_add_to_conference(conf).await.unwrap();
+    host.dial(third, "400").await.unwrap();
+    answer_next(&mut wg).await;
+    host.add_to_conference(conf, third).await.unwrap();
+    assert_eq!(
+        host.prepare_add_to_conference(conf).await,
+        Err(Error::ConferenceFull),
+        "three parties: full"
+    );
+
+    // 300 hangs up: its party is no longer in the conference, and its place is free again.
+    guests.drop_call(g2).await.unwrap();
+    tapir_tests::poll_state(&host, second, K::Disconnected).await;
+    assert_eq!(
+        host.conference_calls(conf).unwrap(),
+        vec![conf, first, third]
+    );
+    assert_eq!(host.conference_calls(second), Err(Error::NoConference));
+    // The host drops what is left of it (a disconnected call holds its appearance until then), and
+    // the conference takes a third party again.
+    host.drop_call(second).await.unwrap();
+    assert_eq!(host.conference_calls(conf).unwrap().len(), 3);
+    assert!(
+        host.call_status(conf)
+            .unwrap()
+            .features
+            .contains(CallOperation::PrepareAddToConference)
+    );
+    let fourth = host.prepare_add_to_conference(conf).await.unwrap();
+    host.dial(fourth, "500").await.unwrap();
+    answer_next(&mut wg).await;
+    host.add_to_conference(conf, fourth).await.unwrap();
+    assert_eq!(
+        host.conference_calls(conf).unwrap(),
+        vec![conf, first, third, fourth]
+    );
+    tapir_tests::close_all(&pbx, [host, guests]).await;
+}

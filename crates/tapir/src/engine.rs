@@ -785,6 +785,13 @@ pub(crate) struct Holder {
     pub(crate) held_back: Option<Box<Vec<Event>>>,
 }
 
+/// Ends a party's membership on its own record: its role is plain again; the conference it was in,
+/// if that is still there, is returned for its list to be updated (with the party's lock let go).
+fn detach_party(rec: &mut CallRecord) -> Option<Arc<CallEntry>> {
+    rec.role = CallRole::Plain;
+    rec.conference.take().and_then(|p| p.upgrade())
+}
+
 impl Holder {
     /// A handle the session has been given (its events go straight to the session).
     fn published(
@@ -1432,6 +1439,7 @@ impl Inner {
         let _enter = entry.span.as_deref().map(tracing::Span::enter);
         let orphan;
         let mut record = None;
+        let mut left = None;
         {
             let mut rec = lock(&entry.rec);
             let old = rec.state;
@@ -1469,10 +1477,23 @@ impl Inner {
                     });
                 }
             }
+            // A party that hangs up, is dropped, transferred or parked away has left its
+            // conference, whichever way it went.
+            if rec.conference.is_some()
+                && matches!(
+                    state.kind(),
+                    CallStateKind::Disconnected | CallStateKind::Idle
+                )
+            {
+                left = detach_party(&mut rec);
+            }
             if state.is_idle() && rec.holders.is_empty() {
                 self.forget(&entry, &mut rec);
             }
             orphan = matches!(state, CallState::Disconnected(_)) && rec.owners() == 0;
+        }
+        if let Some(parent) = left {
+            self.remove_party(&parent, &entry);
         }
         if let (Some(record), Some(sink)) = (record, &self.cdr) {
             sink.record(record);
@@ -1856,14 +1877,14 @@ impl Inner {
 
     /// Records that `party` left its conference.
     pub(crate) fn leave_conference(&self, party: &Arc<CallEntry>) {
-        let parent = {
-            let mut rec = lock(&party.rec);
-            rec.role = CallRole::Plain;
-            rec.conference.take().and_then(|p| p.upgrade())
-        };
-        let Some(parent) = parent else {
-            return;
-        };
+        let parent = detach_party(&mut lock(&party.rec));
+        if let Some(parent) = parent {
+            self.remove_party(&parent, party);
+        }
+    }
+
+    /// Takes `party` out of its conference's list (the party's record already let go of it).
+    fn remove_party(&self, parent: &Arc<CallEntry>, party: &Arc<CallEntry>) {
         let new_last = {
             let mut rec = lock(&parent.rec);
             rec.parties.retain(|p| !Arc::ptr_eq(p, party));

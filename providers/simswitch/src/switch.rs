@@ -457,6 +457,21 @@ impl State {
             self.agenda.went_stale(std::mem::take(&mut leg.armed));
         }
         leg.state = state;
+        // A party that is disconnected (its far end hung up) has left its conference: its place
+        // is free for another.
+        let left = match leg.relation {
+            Relation::Party(parent) if state.kind() == CallStateKind::Disconnected => {
+                leg.relation = Relation::None;
+                Some(parent)
+            }
+            _ => None,
+        };
+        if let Some(parent) = left
+            && let Some(Relation::Parent(parties)) =
+                self.legs.get_mut(&parent).map(|l| &mut l.relation)
+        {
+            parties.retain(|p| *p != id);
+        }
         sink.call_state(id, state);
         if state.is_idle() {
             self.unlink(id);
