@@ -4,7 +4,7 @@
 
 use tapir::core::gate::CallOperation;
 use tapir::core::info::{CallReason, InfoChange, PartyId};
-use tapir::core::params::DigitMode;
+use tapir::core::params::{DigitMode, ParkMode};
 use tapir::core::state::{CallState, CallStateKind as K, ConnectedMode, DisconnectReason};
 use tapir::{Error, Event, OpenOptions};
 use tapir_tests::{Watcher, numbers, pbx};
@@ -794,4 +794,57 @@ async fn a_party_that_hangs_up_leaves_the_conference_and_frees_its_place() {
         vec![conf, first, third, fourth]
     );
     tapir_tests::close_all(&pbx, [host, guests]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_original_comes_back_when_its_consultation_call_is_sent_or_parked_away() {
+    let pbx = pbx().await;
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (others, _) = pbx
+        .app(
+            "others",
+            &[("200", OpenOptions::owner()), ("300", OpenOptions::owner())],
+        )
+        .await;
+    let mut wo = Watcher::new(&others);
+    let original = alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wo.new_call().await;
+    others.answer(b).await.unwrap();
+
+    // The consultation call is transferred on elsewhere, then parked: each time the held original
+    // comes back, as it does when the consultation call is dropped.
+    for away in ["blind-transfer", "park"] {
+        let consult = alice.setup_transfer(original).await.unwrap();
+        assert_eq!(
+            alice.call_status(original).unwrap().state,
+            CallState::OnHoldPendingTransfer
+        );
+        alice.dial(consult, "300").await.unwrap();
+        let c = wo.new_call().await;
+        others.answer(c).await.unwrap();
+        match away {
+            "blind-transfer" => alice
+                .blind_transfer(consult, tapir_tests::numbers::ANSWERS_AT_ONCE)
+                .await
+                .unwrap(),
+            _ => {
+                alice.park(consult, ParkMode::NonDirected).await.unwrap();
+            }
+        }
+        assert_eq!(
+            alice.call_status(consult).unwrap().state,
+            CallState::Idle,
+            "{away}"
+        );
+        assert_eq!(
+            alice.call_status(original).unwrap().state.kind(),
+            K::Connected,
+            "after {away} the original is back"
+        );
+        alice.deallocate(consult).unwrap();
+        others.drop_call(c).await.unwrap();
+        others.deallocate(c).unwrap();
+    }
+    alice.drop_call(original).await.unwrap();
+    tapir_tests::close_all(&pbx, [alice, others]).await;
 }

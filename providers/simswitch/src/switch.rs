@@ -1649,8 +1649,11 @@ impl State {
         // Checked before anything changes: a destination that cannot take the call leaves it here.
         let target = self.destination(&number)?;
         let by = self.party(line);
+        let relation = self.leg(id)?.relation.clone();
         let party = self.unlink(id);
         self.set_state(sink, id, CallState::Idle);
+        // The leg left as surely as if it were dropped: a call held for it comes back.
+        self.after_leaving(sink, id, line, relation);
         let handover = Handover {
             reason,
             by,
@@ -1752,9 +1755,10 @@ impl State {
                 })?,
         };
         let leg = self.leg(id)?;
-        let (parker, call_id) = (leg.line, leg.info.call_id);
+        let (parker, call_id, relation) = (leg.line, leg.info.call_id, leg.relation.clone());
         let party = self.unlink(id);
         self.set_state(sink, id, CallState::Idle);
+        self.after_leaving(sink, id, parker, relation);
         let stay = self.epoch();
         self.parked.insert(
             orbit.clone(),
