@@ -848,3 +848,65 @@ async fn an_original_comes_back_when_its_consultation_call_is_sent_or_parked_awa
     alice.drop_call(original).await.unwrap();
     tapir_tests::close_all(&pbx, [alice, others]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn swap_hold_is_listed_only_for_the_pairs_the_switch_swaps() {
+    let pbx = pbx().await;
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (others, _) = pbx
+        .app(
+            "others",
+            &[("200", OpenOptions::owner()), ("300", OpenOptions::owner())],
+        )
+        .await;
+    let mut wo = Watcher::new(&others);
+    let swaps = |h| {
+        alice
+            .call_status(h)
+            .unwrap()
+            .features
+            .contains(CallOperation::SwapHold)
+    };
+    let original = alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wo.new_call().await;
+    others.answer(b).await.unwrap();
+
+    // A consultation call in dial tone with its original held pending the transfer: this switch
+    // swaps neither, so neither lists it — and asking anyway is refused, changing nothing.
+    let consult = alice.setup_transfer(original).await.unwrap();
+    assert!(!swaps(consult) && !swaps(original));
+    assert!(alice.swap_hold(consult, original).await.is_err());
+    alice.dial(consult, "300").await.unwrap();
+    let c = wo.new_call().await;
+    others.answer(c).await.unwrap();
+    assert!(
+        !swaps(consult),
+        "a connected call does not swap with one pending transfer here"
+    );
+    alice.drop_call(consult).await.unwrap();
+    alice.deallocate(consult).unwrap();
+    wo.state(c, K::Disconnected).await;
+    others.drop_call(c).await.unwrap();
+    others.deallocate(c).unwrap();
+
+    // A connected call and a hard-held one: listed on both, and carried out.
+    alice.hold(original).await.unwrap();
+    let second = alice.make_call(l[0], Some("300")).await.unwrap();
+    let c2 = wo.new_call().await;
+    others.answer(c2).await.unwrap();
+    assert!(swaps(second) && swaps(original));
+    alice.swap_hold(second, original).await.unwrap();
+    assert_eq!(alice.call_status(second).unwrap().state, CallState::OnHold);
+    assert_eq!(
+        alice.call_status(original).unwrap().state.kind(),
+        K::Connected
+    );
+    for h in [original, second] {
+        alice.drop_call(h).await.unwrap();
+    }
+    wo.drain();
+    for h in [b, c2] {
+        let _ = others.drop_call(h).await;
+    }
+    tapir_tests::close_all(&pbx, [alice, others]).await;
+}

@@ -154,6 +154,11 @@ pub struct AddressCaps {
     pub transfer_held: bool,
     /// A hard-held call may be added to a conference.
     pub conference_held: bool,
+    /// Swap hold also pairs what the model allows beyond a connected call and a hard-held one: a
+    /// consultation call not yet connected (dial tone, dialing, proceeding, ringback, busy) and calls
+    /// held pending a transfer or conference. Without it, only a connected call swaps with a call on
+    /// hold.
+    pub swap_consultation: bool,
     /// Dropping a consultation call reconnects the held original on its own.
     pub auto_reconnect: bool,
     /// Dropping a conference drops every party.
@@ -187,6 +192,7 @@ impl AddressCaps {
             remove_from_conference: RemoveFromConference::None,
             transfer_held: false,
             conference_held: false,
+            swap_consultation: false,
             auto_reconnect: false,
             conference_drop: false,
         }

@@ -431,6 +431,8 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
         .with(Op::MonitorDigits)
         .with(Op::Handoff);
     let held_other = ctx.held_others() > 0;
+    // A call not yet connected swaps with a held one only where the provider says it does.
+    let early_swap = caps.swap_consultation && held_other;
     let consultation = matches!(ctx.role, CallRole::Consultation { .. });
     let conference_waits = matches!(
         ctx.role,
@@ -448,19 +450,19 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
             .with(Op::Reject)
             .with(Op::Redirect),
         S::Accepted => live.with(Op::Answer).with(Op::Reject).with(Op::Redirect),
-        S::DialTone | S::Dialing => live.with(Op::Dial).with_if(Op::SwapHold, held_other),
+        S::DialTone | S::Dialing => live.with(Op::Dial).with_if(Op::SwapHold, early_swap),
         S::Proceeding => live
             .with(Op::Hold)
             .with(Op::BlindTransfer)
             .with_if(Op::AddToConference, conference_waits)
-            .with_if(Op::SwapHold, held_other),
+            .with_if(Op::SwapHold, early_swap),
         S::Ringback => live
             .with(Op::CompleteCall)
             .with_if(Op::AddToConference, conference_waits)
-            .with_if(Op::SwapHold, held_other),
+            .with_if(Op::SwapHold, early_swap),
         S::Busy => live
             .with(Op::CompleteCall)
-            .with_if(Op::SwapHold, held_other),
+            .with_if(Op::SwapHold, early_swap),
         S::SpecialInfo => live,
         S::Connected => {
             let conference_parent = matches!(ctx.role, CallRole::ConferenceParent { .. });
@@ -473,7 +475,14 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
                 .with_if(Op::SetupConference, !consultation && !conference_parent)
                 .with_if(Op::PrepareAddToConference, conference_parent)
                 .with_if(Op::AddToConference, conference_waits)
-                .with_if(Op::SwapHold, held_other)
+                .with_if(
+                    Op::SwapHold,
+                    if caps.swap_consultation {
+                        held_other
+                    } else {
+                        ctx.hard_held_others() > 0
+                    },
+                )
                 .with_if(
                     Op::CompleteTransfer,
                     ctx.pending_transfer_others() > 0
@@ -490,11 +499,17 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
             .with_if(Op::CompleteTransfer, caps.transfer_held),
         S::OnHoldPendingTransfer => live
             .with(Op::Unhold)
-            .with_if(Op::SwapHold, ctx.active_others() > 0)
+            .with_if(
+                Op::SwapHold,
+                caps.swap_consultation && ctx.active_others() > 0,
+            )
             .with(Op::CompleteTransfer),
         S::OnHoldPendingConference => live
             .with(Op::Unhold)
-            .with_if(Op::SwapHold, ctx.active_others() > 0)
+            .with_if(
+                Op::SwapHold,
+                caps.swap_consultation && ctx.active_others() > 0,
+            )
             .with(Op::AddToConference),
         S::Conferenced => live.with_if(
             Op::RemoveFromConference,
@@ -651,6 +666,7 @@ mod tests {
             remove_from_conference: RemoveFromConference::Any,
             transfer_held: true,
             conference_held: true,
+            swap_consultation: true,
             ..AddressCaps::basic("100")
         }
     }
