@@ -910,3 +910,51 @@ async fn swap_hold_is_listed_only_for_the_pairs_the_switch_swaps() {
     }
     tapir_tests::close_all(&pbx, [alice, others]).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_transfer_or_conference_is_not_listed_when_both_appearances_are_taken() {
+    let pbx = pbx().await;
+    let (alice, l) = pbx.app("alice", &[("100", OpenOptions::owner())]).await;
+    let (others, _) = pbx
+        .app(
+            "others",
+            &[("200", OpenOptions::owner()), ("300", OpenOptions::owner())],
+        )
+        .await;
+    let mut wo = Watcher::new(&others);
+    let lists = |h, op| alice.call_status(h).unwrap().features.contains(op);
+    let first = alice.make_call(l[0], Some("200")).await.unwrap();
+    let b = wo.new_call().await;
+    others.answer(b).await.unwrap();
+    assert!(lists(first, CallOperation::SetupTransfer));
+    alice.hold(first).await.unwrap();
+    let second = alice.make_call(l[0], Some("300")).await.unwrap();
+    let c = wo.new_call().await;
+    others.answer(c).await.unwrap();
+
+    // The extension's two appearances hold a held call and a connected one: no room for a
+    // consultation call, so none of the operations that make one is listed, or let through.
+    for op in [CallOperation::SetupTransfer, CallOperation::SetupConference] {
+        assert!(
+            !lists(second, op),
+            "{op} listed with both appearances taken"
+        );
+    }
+    assert_eq!(
+        alice.setup_transfer(second).await,
+        Err(Error::CallUnavailable)
+    );
+    assert_eq!(
+        alice.call_status(second).unwrap().state.kind(),
+        K::Connected
+    );
+    // One call gone, the room is back.
+    alice.drop_call(first).await.unwrap();
+    assert!(lists(second, CallOperation::SetupTransfer));
+    alice.drop_call(second).await.unwrap();
+    wo.drain();
+    for h in [b, c] {
+        let _ = others.drop_call(h).await;
+    }
+    tapir_tests::close_all(&pbx, [alice, others]).await;
+}

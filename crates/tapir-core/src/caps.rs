@@ -136,6 +136,11 @@ pub struct AddressCaps {
     pub max_on_hold: u32,
     /// Calls that may be on hold pending a transfer or conference at once.
     pub max_on_hold_pending: u32,
+    /// Call appearances of the address, when the provider declares them: every call on it that is
+    /// not idle and not a conference's party occupies one, held and disconnected calls included.
+    /// Setting up a transfer or conference, or preparing to add a party, needs two besides the
+    /// others' (the held call and its consultation call). `None`: not a limit the engine checks.
+    pub appearances: Option<u32>,
     /// Parties a conference may have.
     pub max_conference: u32,
     /// Parties a conference made by completing a transfer may have.
@@ -183,6 +188,7 @@ impl AddressCaps {
             max_active_calls: 1,
             max_on_hold: 0,
             max_on_hold_pending: 0,
+            appearances: None,
             max_conference: 0,
             max_transfer_conference: 0,
             transfer_modes: TransferModes::default(),

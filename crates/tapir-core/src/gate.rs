@@ -402,6 +402,16 @@ impl CallContext {
         }
     }
 
+    /// Other calls of the address that occupy an appearance (counted by [`AddressUsage`]: not idle,
+    /// not a conference's party).
+    fn occupying_others(&self) -> u32 {
+        let own = !matches!(
+            self.state.kind(),
+            CallStateKind::Idle | CallStateKind::Conferenced
+        );
+        (self.usage.active + self.usage.held()).saturating_sub(u32::from(own))
+    }
+
     fn held_others(&self) -> u32 {
         self.usage.held() - u32::from(self.state.kind().is_held())
     }
@@ -548,6 +558,14 @@ fn resources(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result
             Err(Error::ResourceUnavailable {
                 what: "no free pending-hold slot on the address",
             })
+        }
+        // The call and its consultation call each take an appearance.
+        Op::SetupTransfer | Op::SetupConference | Op::PrepareAddToConference
+            if caps
+                .appearances
+                .is_some_and(|n| ctx.occupying_others() + 2 > n) =>
+        {
+            Err(Error::CallUnavailable)
         }
         Op::PrepareAddToConference => match ctx.role {
             CallRole::ConferenceParent { parties } if parties >= caps.max_conference => {

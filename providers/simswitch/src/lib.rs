@@ -302,6 +302,7 @@ fn line_caps(ext: &Extension, disabled: FeatureSet) -> LineCaps {
             max_active_calls: 1,
             max_on_hold: (switch::APPEARANCES - 1) as u32,
             max_on_hold_pending: 1,
+            appearances: Some(switch::APPEARANCES as u32),
             max_conference: MAX_CONFERENCE_PARTIES as u32,
             max_transfer_conference: MAX_CONFERENCE_PARTIES as u32,
             transfer_modes: TransferModes {
