@@ -1350,10 +1350,7 @@ async fn pick_call(
     if let Some(h) = given {
         return find_call(c, &h).await;
     }
-    let line = match line {
-        Some(l) => Some(line_id(c, &l).await?),
-        None => None,
-    };
+    let line = line_filter(c, line).await?;
     let candidates: Vec<Call> = c
         .calls()
         .await?
@@ -1374,10 +1371,7 @@ async fn pick_conference(
     if let Some(h) = given {
         return find_call(c, &h).await;
     }
-    let line = match line {
-        Some(l) => Some(line_id(c, &l).await?),
-        None => None,
-    };
+    let line = line_filter(c, line).await?;
     let mut conferences = Vec::new();
     for k in c.calls().await? {
         if !states.contains(&k.state.as_str()) || line.is_some_and(|l| k.line != l) {
@@ -1395,6 +1389,14 @@ async fn pick_conference(
         }
     }
     one_of(conferences, "conference")
+}
+
+/// The line ID a `--line` names, if one was given.
+async fn line_filter(c: &Client, line: Option<String>) -> Result<Option<u32>, Failure> {
+    match line {
+        Some(l) => Ok(Some(line_id(c, &l).await?)),
+        None => Ok(None),
+    }
 }
 
 /// The one call of `calls`, or a usage error naming them.

@@ -153,15 +153,24 @@ impl fmt::Display for UnknownOperation {
 
 impl std::error::Error for UnknownOperation {}
 
+/// The one of `all` whose name is `s`: the inverse of each operation table's `name`.
+fn by_name<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    s: &str,
+) -> Result<T, UnknownOperation> {
+    all.iter()
+        .copied()
+        .find(|op| name(*op) == s)
+        .ok_or_else(|| UnknownOperation(s.to_owned()))
+}
+
 impl std::str::FromStr for CallOperation {
     type Err = UnknownOperation;
 
     /// The operation of a [`name`](CallOperation::name): the inverse of `Display`, from the same table.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|op| op.name() == s)
-            .ok_or_else(|| UnknownOperation(s.to_owned()))
+        by_name(&Self::ALL, Self::name, s)
     }
 }
 
@@ -214,10 +223,7 @@ impl std::str::FromStr for AddressOperation {
 
     /// The operation of a [`name`](AddressOperation::name).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|op| op.name() == s)
-            .ok_or_else(|| UnknownOperation(s.to_owned()))
+        by_name(&Self::ALL, Self::name, s)
     }
 }
 
@@ -266,6 +272,15 @@ impl SessionOperation {
 impl fmt::Display for SessionOperation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SessionOperation {
+    type Err = UnknownOperation;
+
+    /// The operation of a [`name`](SessionOperation::name).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        by_name(&Self::ALL, Self::name, s)
     }
 }
 
@@ -657,6 +672,9 @@ mod tests {
         }
         for op in AddressOperation::ALL {
             assert_eq!(op.name().parse::<AddressOperation>(), Ok(op));
+        }
+        for op in SessionOperation::ALL {
+            assert_eq!(op.name().parse::<SessionOperation>(), Ok(op));
         }
         assert!("hang-up".parse::<CallOperation>().is_err());
         let mut names: Vec<&str> = CallOperation::ALL.iter().map(|o| o.name()).collect();

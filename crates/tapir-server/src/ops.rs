@@ -56,6 +56,15 @@ fn the_call(s: &Session, call: CallHandle) -> Done {
     answer(StatusCode::OK, &call_dto(s, call)?)
 }
 
+/// Calls as they are now, in the order given.
+fn the_calls(s: &Session, calls: Vec<CallHandle>) -> Done {
+    let calls = calls
+        .into_iter()
+        .map(|c| call_dto(s, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    answer(StatusCode::OK, &calls)
+}
+
 /// A call the operation created.
 fn new_call(s: &Session, call: CallHandle) -> Done {
     answer(StatusCode::CREATED, &call_dto(s, call)?)
@@ -77,26 +86,31 @@ fn needs<T>(value: Option<T>, op: &str, field: &str) -> Result<T, ApiError> {
 pub const COMPLETE_CONFERENCE: &str = "complete-conference";
 
 /// `POST /v1/calls/{call}/{op}`.
-pub(crate) async fn call_op(s: &Session, h: CallHandle, op: &str, b: wire::CallOpRequest) -> Done {
+pub(crate) async fn call_op(
+    s: &Session,
+    h: CallHandle,
+    op: &str,
+    mut b: wire::CallOpRequest,
+) -> Done {
     if let Ok(gated) = op.parse::<CallOperation>() {
         return gated_call_op(s, h, gated, b).await;
     }
     if op == COMPLETE_CONFERENCE {
-        let consultation = parse_call(&needs(b.consultation, op, "consultation")?)?;
-        let parent = s
-            .complete_transfer(h, consultation, TransferMode::Conference)
-            .await?;
-        return the_call(s, parent.unwrap_or(h));
+        b.transfer_mode = Some(wire::TransferMode::Conference);
+        return gated_call_op(s, h, CallOperation::CompleteTransfer, b).await;
     }
-    if op == SessionOperation::SetCallPrivilege.name() {
-        let privilege = match needs(b.privilege, op, "privilege")? {
-            wire::CallPrivilege::Owner => CallPrivilege::Owner,
-            wire::CallPrivilege::Monitor => CallPrivilege::Monitor,
-        };
-        s.set_call_privilege(h, privilege)?;
-        return the_call(s, h);
+    match op.parse::<SessionOperation>() {
+        Ok(SessionOperation::SetCallPrivilege) => {
+            let privilege = match needs(b.privilege, op, "privilege")? {
+                wire::CallPrivilege::Owner => CallPrivilege::Owner,
+                wire::CallPrivilege::Monitor => CallPrivilege::Monitor,
+            };
+            s.set_call_privilege(h, privilege)?;
+            the_call(s, h)
+        }
+        // Line operations, or routes of their own (`conference-calls` is a GET).
+        _ => Err(no_operation("call", op)),
     }
-    Err(no_operation("call", op))
 }
 
 fn no_operation(on: &str, op: &str) -> Failure {
@@ -204,12 +218,7 @@ fn digit_mode(mode: Option<wire::DigitMode>) -> DigitMode {
 
 /// `GET /v1/calls/{call}/conference-calls`.
 pub(crate) fn conference_calls(s: &Session, h: CallHandle) -> Done {
-    let calls = s
-        .conference_calls(h)?
-        .into_iter()
-        .map(|c| call_dto(s, c))
-        .collect::<Result<Vec<_>, _>>()?;
-    answer(StatusCode::OK, &calls)
+    the_calls(s, s.conference_calls(h)?)
 }
 
 /// `POST /v1/line-opens/{line_handle}/{op}`.
@@ -222,20 +231,16 @@ pub(crate) async fn line_op(
     if let Ok(gated) = op.parse::<AddressOperation>() {
         return address_op(s, line, gated, b).await;
     }
-    if op == SessionOperation::NewCalls.name() {
-        let calls = s
-            .new_calls(line)?
-            .into_iter()
-            .map(|c| call_dto(s, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        return answer(StatusCode::OK, &calls);
+    match op.parse::<SessionOperation>() {
+        Ok(SessionOperation::NewCalls) => the_calls(s, s.new_calls(line)?),
+        Ok(SessionOperation::CancelCallCompletion) => {
+            let completion = needs(b.completion, op, "completion")?;
+            s.cancel_call_completion(line, completion).await?;
+            Ok((StatusCode::NO_CONTENT, Bytes::new()))
+        }
+        // Call operations, or routes of their own (line status is `GET /v1/line-opens/{handle}`).
+        _ => Err(no_operation("line", op)),
     }
-    if op == SessionOperation::CancelCallCompletion.name() {
-        let completion = needs(b.completion, op, "completion")?;
-        s.cancel_call_completion(line, completion).await?;
-        return Ok((StatusCode::NO_CONTENT, Bytes::new()));
-    }
-    Err(no_operation("line", op))
 }
 
 async fn address_op(

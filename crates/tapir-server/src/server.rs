@@ -922,17 +922,12 @@ fn op_body<T: DeserializeOwned + Default>(op: &str, body: &[u8]) -> Result<T, Ap
     })
 }
 
-/// An operation's outcome as a reply, counted in the metrics when the engine decided it.
+/// An operation's outcome as a reply, counted in the metrics (as [`counted`] does) when the engine
+/// decided it; a request that was no operation is not counted.
 fn counted_op(state: &AppState, done: ops::Done) -> Reply {
     match done {
-        Ok(ok) => {
-            state.metrics.operation("ok");
-            Ok(ok)
-        }
-        Err(ops::Failure::Engine(e)) => {
-            state.metrics.operation(e.code());
-            Err(e.into())
-        }
+        Ok(ok) => counted(state, Ok(ok)),
+        Err(ops::Failure::Engine(e)) => counted(state, Err(e)),
         Err(ops::Failure::Request(e)) => Err(e),
     }
 }

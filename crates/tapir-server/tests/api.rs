@@ -143,6 +143,11 @@ impl Service {
 
     /// Opens the line with address `number` as owner; returns the line handle.
     async fn open(&self, token: &str, number: &str) -> String {
+        self.open_as(token, number, "owner").await
+    }
+
+    /// Opens the line with address `number` with `privilege`; returns the line handle.
+    async fn open_as(&self, token: &str, number: &str, privilege: &str) -> String {
         let (_, lines) = self.get("/v1/lines", token).await;
         let id = lines
             .as_array()
@@ -155,7 +160,7 @@ impl Service {
             .post(
                 "/v1/line-opens",
                 token,
-                json!({ "line": id, "privilege": "owner" }),
+                json!({ "line": id, "privilege": privilege }),
             )
             .await;
         assert_eq!(status, 201, "{body}");
@@ -175,6 +180,43 @@ impl Service {
         let call = call["call"].as_str().expect("handle").to_owned();
         self.until_state(token, &call, "connected").await;
         call
+    }
+
+    /// `caller` calls `number` from its line open; `callee`, reading `events`, is offered the call
+    /// and answers it (the answer returns the call connected). (caller's handle, callee's handle)
+    async fn answered_call(
+        &self,
+        caller: &str,
+        line: &str,
+        number: &str,
+        callee: &str,
+        events: &mut Events,
+    ) -> (String, String) {
+        let (status, call) = self
+            .post(
+                "/v1/calls",
+                caller,
+                json!({ "line_handle": line, "destination": number }),
+            )
+            .await;
+        assert_eq!(status, 201, "{call}");
+        let caller_call = call["call"].as_str().expect("handle").to_owned();
+        let new_call = events.until(|e| e["type"] == "new_call").await;
+        let callee_call = new_call.last().expect("event")["call"]
+            .as_str()
+            .expect("handle")
+            .to_owned();
+        events.until(is_state(&callee_call, "offering")).await;
+        let (status, answered) = self
+            .post(
+                &format!("/v1/calls/{callee_call}/answer"),
+                callee,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answered}");
+        assert_eq!(answered["state"], "connected", "answer returns on effect");
+        (caller_call, callee_call)
     }
 
     /// Polls the call until it is in `state`.
@@ -321,27 +363,9 @@ async fn two_applications_call_each_other_with_their_own_handles_and_one_call_id
     svc.open(&bob, "2002").await;
     let mut bob_events = svc.events(&bob, 0).await;
 
-    let (status, call) = svc
-        .post(
-            "/v1/calls",
-            &alice,
-            json!({ "line_handle": alice_line, "destination": "2002" }),
-        )
+    let (alice_call, bob_call) = svc
+        .answered_call(&alice, &alice_line, "2002", &bob, &mut bob_events)
         .await;
-    assert_eq!(status, 201, "{call}");
-    let alice_call = call["call"].as_str().expect("handle").to_owned();
-
-    let new_call = bob_events.until(|e| e["type"] == "new_call").await;
-    let bob_call = new_call.last().expect("event")["call"]
-        .as_str()
-        .expect("handle")
-        .to_owned();
-    bob_events.until(is_state(&bob_call, "offering")).await;
-    let (status, answered) = svc
-        .post(&format!("/v1/calls/{bob_call}/answer"), &bob, json!({}))
-        .await;
-    assert_eq!(status, 200, "{answered}");
-    assert_eq!(answered["state"], "connected", "answer returns on effect");
 
     let (_, a) = svc.get(&format!("/v1/calls/{alice_call}"), &alice).await;
     let (_, b) = svc.get(&format!("/v1/calls/{bob_call}"), &bob).await;
@@ -1088,23 +1112,7 @@ async fn monitor_taking_up(
     number: &str,
 ) -> (String, String, Vec<String>) {
     let token = svc.logon(app, secret).await;
-    let (_, lines) = svc.get("/v1/lines", &token).await;
-    let id = lines
-        .as_array()
-        .expect("lines")
-        .iter()
-        .find(|l| l["addresses"][0] == number)
-        .expect("line")["id"]
-        .clone();
-    let (status, open) = svc
-        .post(
-            "/v1/line-opens",
-            &token,
-            json!({ "line": id, "privilege": "monitor" }),
-        )
-        .await;
-    assert_eq!(status, 201, "{open}");
-    let line = open["line_handle"].as_str().expect("handle").to_owned();
+    let line = svc.open_as(&token, number, "monitor").await;
     let (_, before) = svc.get("/v1/calls", &token).await;
     assert_eq!(before, json!([]), "opening announces nothing by itself");
     let (status, taken) = svc
@@ -1476,22 +1484,8 @@ async fn digits_sent_on_one_end_reach_the_other_ends_stream_once_it_monitors_the
     let line = svc.open(&alice, "2001").await;
     svc.open(&bob, "2002").await;
     let mut bob_events = svc.events(&bob, 0).await;
-    let (status, call) = svc
-        .post(
-            "/v1/calls",
-            &alice,
-            json!({ "line_handle": line, "destination": "2002" }),
-        )
-        .await;
-    assert_eq!(status, 201, "{call}");
-    let alice_call = call["call"].as_str().expect("handle").to_owned();
-    let new_call = bob_events.until(|e| e["type"] == "new_call").await;
-    let bob_call = new_call.last().expect("event")["call"]
-        .as_str()
-        .expect("handle")
-        .to_owned();
-    bob_events.until(is_state(&bob_call, "offering")).await;
-    svc.post(&format!("/v1/calls/{bob_call}/answer"), &bob, json!({}))
+    let (alice_call, bob_call) = svc
+        .answered_call(&alice, &line, "2002", &bob, &mut bob_events)
         .await;
 
     let (status, _) = svc
@@ -1568,4 +1562,27 @@ async fn every_guarded_path_answers_a_wrong_or_missing_token_with_401_before_any
         }
     }
     svc.stop().await;
+}
+
+#[test]
+fn the_request_words_are_the_words_the_service_answers_with() {
+    // tapir-api does not depend on the engine, so the words a request may say are a second list;
+    // it must say what the engine's tables say (the order may differ).
+    let sorted = |names: &[&'static str]| {
+        let mut v = names.to_vec();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(
+        sorted(tapir_api::CallPrivilege::NAMES),
+        sorted(tapir::core::privilege::CallPrivilege::NAMES)
+    );
+    assert_eq!(
+        sorted(tapir_api::LinePrivilege::NAMES),
+        sorted(tapir::core::privilege::LinePrivileges::NAMES)
+    );
+    assert_eq!(
+        sorted(tapir_api::DigitMode::NAMES),
+        sorted(tapir::core::params::DigitMode::NAMES)
+    );
 }

@@ -1751,7 +1751,6 @@ impl Inner {
     ) {
         let mut rec = lock(&entry.rec);
         let state = rec.state;
-        let call_id = rec.info.call_id;
         if let Some(d) = &mut rec.detail {
             d.note_owner(&session.app);
         }
@@ -1771,31 +1770,10 @@ impl Inner {
                 });
                 call
             }
-            None => {
-                let handle = self.mint_call_handle(session);
-                if !session.adopt(handle, entry) {
-                    return;
-                }
-                session.push(Event::NewCall {
-                    call: handle,
-                    line,
-                    address: entry.address,
-                    call_id,
-                    privilege: CallPrivilege::Owner,
-                });
-                session.push(Event::CallState {
-                    call: handle,
-                    state,
-                    privilege: CallPrivilege::Owner,
-                });
-                rec.holders.push(Holder::published(
-                    session.clone(),
-                    handle,
-                    line,
-                    CallPrivilege::Owner,
-                ));
-                handle
-            }
+            None => match self.hand_out(entry, &mut rec, session, line, CallPrivilege::Owner) {
+                Some(handle) => handle,
+                None => return,
+            },
         };
         rec.announce_privileges(handle, InfoChange::NUM_OWNERS_INCREASED);
     }
@@ -1827,33 +1805,47 @@ impl Inner {
             {
                 continue;
             }
-            let handle = self.mint_call_handle(session);
-            if !session.adopt(handle, &entry) {
+            let Some(handle) =
+                self.hand_out(&entry, &mut rec, session, open, CallPrivilege::Monitor)
+            else {
                 break;
-            }
-            let state = rec.state;
-            session.push(Event::NewCall {
-                call: handle,
-                line: open,
-                address: entry.address,
-                call_id: rec.info.call_id,
-                privilege: CallPrivilege::Monitor,
-            });
-            session.push(Event::CallState {
-                call: handle,
-                state,
-                privilege: CallPrivilege::Monitor,
-            });
-            rec.holders.push(Holder::published(
-                session.clone(),
-                handle,
-                open,
-                CallPrivilege::Monitor,
-            ));
+            };
             rec.announce_privileges(handle, InfoChange::NUM_MONITORS);
             handles.push(handle);
         }
         handles
+    }
+
+    /// Gives `session` a new handle on a live call it holds none of, through its open `line`: the
+    /// call's `NewCall`, then its state now, pushed with the record locked, so no event about the
+    /// call can come first. `None` once the session has ended.
+    fn hand_out(
+        &self,
+        entry: &Arc<CallEntry>,
+        rec: &mut CallRecord,
+        session: &Arc<SessionInner>,
+        line: LineHandle,
+        privilege: CallPrivilege,
+    ) -> Option<CallHandle> {
+        let handle = self.mint_call_handle(session);
+        if !session.adopt(handle, entry) {
+            return None;
+        }
+        session.push(Event::NewCall {
+            call: handle,
+            line,
+            address: entry.address,
+            call_id: rec.info.call_id,
+            privilege,
+        });
+        session.push(Event::CallState {
+            call: handle,
+            state: rec.state,
+            privilege,
+        });
+        rec.holders
+            .push(Holder::published(session.clone(), handle, line, privilege));
+        Some(handle)
     }
 
     /// Records that `party` joined the conference `parent` (parent and party locked one at a time).

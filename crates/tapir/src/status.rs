@@ -155,7 +155,7 @@ impl ProviderStatus {
             state => Some(
                 self.reason
                     .clone()
-                    .unwrap_or_else(|| format!("{state:?}").to_lowercase()),
+                    .unwrap_or_else(|| state.name().to_owned()),
             ),
         }
     }

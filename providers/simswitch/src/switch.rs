@@ -457,10 +457,16 @@ impl State {
             self.agenda.went_stale(std::mem::take(&mut leg.armed));
         }
         leg.state = state;
-        // A party that is disconnected (its far end hung up) has left its conference: its place
-        // is free for another.
+        // A party that is disconnected (its far end hung up) or gone (dropped, removed, sent or
+        // parked away) has left its conference: its place is free for another. The one place the
+        // parent's list shrinks.
         let left = match leg.relation {
-            Relation::Party(parent) if state.kind() == CallStateKind::Disconnected => {
+            Relation::Party(parent)
+                if matches!(
+                    state.kind(),
+                    CallStateKind::Disconnected | CallStateKind::Idle
+                ) =>
+            {
                 leg.relation = Relation::None;
                 Some(parent)
             }
@@ -1192,13 +1198,6 @@ impl State {
                     self.set_state(sink, parent, CallState::Connected(ConnectedMode::Active));
                 }
             }
-            Relation::Party(parent) => {
-                if let Some(Relation::Parent(parties)) =
-                    self.legs.get_mut(&parent).map(|l| &mut l.relation)
-                {
-                    parties.retain(|p| *p != id);
-                }
-            }
             // Dropping the conference drops every party, and their far ends hear the hang-up.
             Relation::Parent(parties) => {
                 for p in parties {
@@ -1207,7 +1206,8 @@ impl State {
                     self.clear_party(sink, party, DisconnectReason::Normal);
                 }
             }
-            Relation::None | Relation::CallBack(_) => {}
+            // Its parent's list let go of it in `set_state`.
+            Relation::Party(_) | Relation::None | Relation::CallBack(_) => {}
         }
         // A call whose original or conference went away is a plain call now. Relations only ever join
         // legs on one extension.
