@@ -958,3 +958,53 @@ async fn a_transfer_or_conference_is_not_listed_when_both_appearances_are_taken(
     }
     tapir_tests::close_all(&pbx, [alice, others]).await;
 }
+
+/// Completing a transfer is listed on the waiting original, and on its consultation call, only while the
+/// consultation call can take it (ringing back, proceeding or connected — the simulated PBX does not
+/// transfer to a busy party); refused, "not now" names the consultation call's state. The consultation
+/// call can be held while the original waits, and a held one is not transferred to.
+#[tokio::test(start_paused = true)]
+async fn complete_transfer_is_listed_only_while_the_consultation_call_can_take_it() {
+    let pbx = pbx().await;
+    let (alice, bob, carol, _wa, mut wb, mut wc, _a, b) = alice_talks_to_bob(&pbx).await;
+    let complete = CallOperation::CompleteTransfer;
+    let listed = |call| bob.call_status(call).unwrap().features.contains(complete);
+    let transfer = tapir::core::params::TransferMode::Transfer;
+
+    let consult = bob.setup_transfer(b).await.unwrap();
+    assert!(
+        !listed(b),
+        "listed while the consultation call has dial tone"
+    );
+    assert_eq!(
+        bob.complete_transfer(b, consult, transfer).await,
+        Err(Error::InvalidCallState { state: K::DialTone })
+    );
+    bob.dial(consult, numbers::BUSY).await.unwrap();
+    wb.state(consult, K::Busy).await;
+    assert!(!listed(b) && !listed(consult), "listed to a busy party");
+    assert_eq!(
+        bob.complete_transfer(b, consult, transfer).await,
+        Err(Error::InvalidCallState { state: K::Busy })
+    );
+    bob.drop_call(consult).await.unwrap();
+
+    let consult = bob.setup_transfer(b).await.unwrap();
+    bob.dial(consult, "300").await.unwrap();
+    let c = wc.new_call().await;
+    assert!(
+        listed(b) && listed(consult),
+        "not listed while it rings back"
+    );
+    carol.answer(c).await.unwrap();
+    wb.state(consult, K::Connected).await;
+    let hold = CallOperation::Hold;
+    assert!(bob.call_status(consult).unwrap().features.contains(hold));
+    bob.hold(consult).await.unwrap();
+    assert!(!listed(b), "listed with the consultation call on hold");
+    bob.unhold(consult).await.unwrap();
+    assert!(listed(b));
+    bob.complete_transfer(b, consult, transfer).await.unwrap();
+    assert_eq!(bob.call_status(b).unwrap().state, CallState::Idle);
+    tapir_tests::close_all(&pbx, [alice, bob, carol]).await;
+}

@@ -157,6 +157,13 @@ pub struct AddressCaps {
     pub remove_from_conference: RemoveFromConference,
     /// A hard-held call may be the held side of a completed transfer.
     pub transfer_held: bool,
+    /// Dial on a connected call sends the digits on (as tones, to whatever the call reached). Without
+    /// it, dial is for a call in dial tone or dialing only.
+    pub dial_connected: bool,
+    /// A transfer may complete to a consultation call that is busy (the original then hears the
+    /// busy party, or the switch camps on). Without it, only to one connected, ringing back or
+    /// proceeding.
+    pub transfer_busy: bool,
     /// A hard-held call may be added to a conference.
     pub conference_held: bool,
     /// Swap hold also pairs what the model allows beyond a connected call and a hard-held one: a
@@ -197,6 +204,8 @@ impl AddressCaps {
             pickup_modes: PickupModes::default(),
             remove_from_conference: RemoveFromConference::None,
             transfer_held: false,
+            dial_connected: false,
+            transfer_busy: false,
             conference_held: false,
             swap_consultation: false,
             auto_reconnect: false,

@@ -20,6 +20,7 @@ use std::fmt;
 
 use crate::caps::{AddressCaps, RemoveFromConference};
 use crate::error::Error;
+use crate::media::MediaModes;
 use crate::privilege::CallPrivilege;
 use crate::state::{CallState, CallStateKind};
 
@@ -368,6 +369,8 @@ pub struct AddressUsage {
     /// parties are not counted: they are its call, and the conference's own call (its parent) is the
     /// appearance it holds — held with it, taken back with it.
     pub active: u32,
+    /// Of the active calls, those connected: the ones that swap with a hard-held call.
+    pub connected: u32,
     /// Calls on hard hold.
     pub on_hold: u32,
     /// Calls on hold pending a transfer.
@@ -379,6 +382,9 @@ pub struct AddressUsage {
 impl AddressUsage {
     /// Adds `delta` to the count of the class `state` belongs to (idle calls count nowhere).
     pub fn count(&mut self, state: CallStateKind, delta: i32) {
+        if state == CallStateKind::Connected {
+            self.connected = self.connected.saturating_add_signed(delta);
+        }
         let slot = match state {
             CallStateKind::Idle | CallStateKind::Conferenced => return,
             CallStateKind::OnHold => &mut self.on_hold,
@@ -403,6 +409,13 @@ pub struct CallContext {
     pub role: CallRole,
     /// Usage of the call's address, this call included.
     pub usage: AddressUsage,
+    /// The state of the call this one is paired with by a consultation, where the engine made the
+    /// pair: for a call held pending a transfer or conference, its consultation call; for a
+    /// consultation call, the call it consults for. `None` when there is no such pair or it is not
+    /// known (the gate then judges by the address's usage alone).
+    pub partner: Option<CallStateKind>,
+    /// The call's media mode, as its provider reports it.
+    pub media: MediaModes,
 }
 
 impl CallContext {
@@ -414,7 +427,18 @@ impl CallContext {
             state,
             role: CallRole::Plain,
             usage,
+            partner: None,
+            media: MediaModes::UNKNOWN,
         }
+    }
+
+    /// Whether the call may carry voice, and so in-band tones: its media mode includes a voice mode
+    /// or is not known yet. A data or fax call does not.
+    pub fn carries_voice(&self) -> bool {
+        let voice = MediaModes::INTERACTIVE_VOICE | MediaModes::AUTOMATED_VOICE;
+        let known = MediaModes::from_bits(MediaModes::ALL.bits() & !MediaModes::UNKNOWN.bits())
+            .unwrap_or(MediaModes::ALL);
+        self.media.intersects(voice) || !self.media.intersects(known)
     }
 
     /// Other calls of the address that occupy an appearance (counted by [`AddressUsage`]: not idle,
@@ -441,6 +465,47 @@ impl CallContext {
         let this_active = !self.state.kind().is_held() && !self.state.is_idle();
         self.usage.active - u32::from(this_active)
     }
+    fn connected_others(&self) -> u32 {
+        self.usage.connected - u32::from(self.state.kind() == CallStateKind::Connected)
+    }
+
+    /// The call's role, as far as it still holds: a consultation call whose original (or conference)
+    /// has ended is an ordinary call.
+    pub fn effective_role(&self) -> CallRole {
+        match (self.role, self.partner) {
+            (
+                CallRole::Consultation { .. },
+                Some(CallStateKind::Idle | CallStateKind::Disconnected),
+            ) => CallRole::Plain,
+            (role, _) => role,
+        }
+    }
+
+    /// Whether the call's consultation partner is in one of `states`; with no known partner, whether
+    /// some other call on the address is active and so might be it.
+    fn partner_in(&self, states: impl Fn(CallStateKind) -> bool) -> bool {
+        match self.partner {
+            Some(k) => states(k),
+            None => self.active_others() > 0,
+        }
+    }
+}
+
+/// States of a consultation call in which a transfer completes to it: answered, or still ringing or
+/// proceeding (an unattended transfer); busy too where the provider says so. The gate lists complete
+/// transfer by it and the engine checks the consultation call a request names by it.
+pub fn completes_transfer(caps: &AddressCaps, consultation: CallStateKind) -> bool {
+    use CallStateKind as S;
+    matches!(consultation, S::Connected | S::Ringback | S::Proceeding)
+        || (consultation == S::Busy && caps.transfer_busy)
+}
+
+/// States of a consultation call in which it can be added to its conference: answered, ringing back
+/// or proceeding; on hard hold too where the provider says so.
+pub fn joins_conference(caps: &AddressCaps, consultation: CallStateKind) -> bool {
+    use CallStateKind as S;
+    matches!(consultation, S::Connected | S::Ringback | S::Proceeding)
+        || (consultation == S::OnHold && caps.conference_held)
 }
 
 /// **The** per-state feature table: which operations the call's state allows, before capabilities and
@@ -458,13 +523,23 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
     let held_other = ctx.held_others() > 0;
     // A call not yet connected swaps with a held one only where the provider says it does.
     let early_swap = caps.swap_consultation && held_other;
-    let consultation = matches!(ctx.role, CallRole::Consultation { .. });
+    let role = ctx.effective_role();
+    let consultation = matches!(role, CallRole::Consultation { .. });
     let conference_waits = matches!(
-        ctx.role,
+        role,
         CallRole::Consultation {
             for_conference: true
         }
     );
+    // A consultation call for a transfer whose original waits for it: completing the transfer is
+    // listed on it as on the original, in the states it completes in.
+    let transfer_waits = matches!(
+        role,
+        CallRole::Consultation {
+            for_conference: false
+        }
+    ) && ctx.partner == Some(S::OnHoldPendingTransfer)
+        && completes_transfer(caps, ctx.state.kind());
     match ctx.state.kind() {
         S::Idle => FeatureSet::EMPTY,
         // A call the provider cannot describe can still be hung up, or handed to someone who can.
@@ -480,19 +555,23 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
             .with(Op::Hold)
             .with(Op::BlindTransfer)
             .with_if(Op::AddToConference, conference_waits)
+            .with_if(Op::CompleteTransfer, transfer_waits)
             .with_if(Op::SwapHold, early_swap),
         S::Ringback => live
             .with(Op::CompleteCall)
             .with_if(Op::AddToConference, conference_waits)
+            .with_if(Op::CompleteTransfer, transfer_waits)
             .with_if(Op::SwapHold, early_swap),
         S::Busy => live
             .with(Op::CompleteCall)
+            .with_if(Op::CompleteTransfer, transfer_waits)
             .with_if(Op::SwapHold, early_swap),
         S::SpecialInfo => live,
         S::Connected => {
-            let conference_parent = matches!(ctx.role, CallRole::ConferenceParent { .. });
-            live.with(Op::Dial)
-                .with(Op::GenerateDigits)
+            let conference_parent = matches!(role, CallRole::ConferenceParent { .. });
+            let tones = ctx.carries_voice();
+            live.with_if(Op::Dial, tones && caps.dial_connected)
+                .with_if(Op::GenerateDigits, tones)
                 .with(Op::Hold)
                 .with(Op::BlindTransfer)
                 .with(Op::Park)
@@ -516,7 +595,14 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
         }
         S::OnHold => live
             .with(Op::Unhold)
-            .with_if(Op::SwapHold, ctx.active_others() > 0)
+            .with_if(
+                Op::SwapHold,
+                if caps.swap_consultation {
+                    ctx.active_others() > 0
+                } else {
+                    ctx.connected_others() > 0
+                },
+            )
             .with_if(
                 Op::AddToConference,
                 caps.conference_held && conference_waits,
@@ -528,14 +614,20 @@ pub fn state_features(caps: &AddressCaps, ctx: &CallContext) -> FeatureSet {
                 Op::SwapHold,
                 caps.swap_consultation && ctx.active_others() > 0,
             )
-            .with(Op::CompleteTransfer),
+            .with_if(
+                Op::CompleteTransfer,
+                ctx.partner_in(|k| completes_transfer(caps, k)),
+            ),
         S::OnHoldPendingConference => live
             .with(Op::Unhold)
             .with_if(
                 Op::SwapHold,
                 caps.swap_consultation && ctx.active_others() > 0,
             )
-            .with(Op::AddToConference),
+            .with_if(
+                Op::AddToConference,
+                ctx.partner_in(|k| joins_conference(caps, k)),
+            ),
         S::Conferenced => live.with_if(
             Op::RemoveFromConference,
             match caps.remove_from_conference {
@@ -561,6 +653,23 @@ fn resources(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result
         Op::Unhold
             if ctx.state.kind() == CallStateKind::OnHold
                 && ctx.active_others() >= caps.max_active_calls =>
+        {
+            Err(Error::ResourceUnavailable {
+                what: "another call is active on the address",
+            })
+        }
+        // Unholding a call held pending a transfer or conference drops its consultation call, so
+        // that one does not count; any other active call does.
+        Op::Unhold
+            if ctx.state.kind().is_held()
+                && ctx.state.kind() != CallStateKind::OnHold
+                && ctx
+                    .active_others()
+                    .saturating_sub(u32::from(ctx.partner.is_none_or(|k| {
+                        !k.is_held()
+                            && !matches!(k, CallStateKind::Idle | CallStateKind::Conferenced)
+                    })))
+                    >= caps.max_active_calls =>
         {
             Err(Error::ResourceUnavailable {
                 what: "another call is active on the address",
@@ -592,6 +701,18 @@ fn resources(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result
     }
 }
 
+/// The state a "not now" names: the call's own, or, where a held original waits on its consultation
+/// call to complete a transfer or join a conference, the consultation call's — the one that has to
+/// change.
+fn refused_state(op: CallOperation, ctx: &CallContext) -> CallStateKind {
+    use CallStateKind as S;
+    match (op, ctx.state.kind(), ctx.partner) {
+        (CallOperation::CompleteTransfer, S::OnHoldPendingTransfer, Some(partner))
+        | (CallOperation::AddToConference, S::OnHoldPendingConference, Some(partner)) => partner,
+        (_, own, _) => own,
+    }
+}
+
 /// Capability, state and resource steps, for a caller whose privilege and parameters already passed.
 fn permit(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result<(), Error> {
     if !caps.call_features.contains(op) {
@@ -601,7 +722,7 @@ fn permit(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result<()
     }
     if !state_features(caps, ctx).contains(op) {
         return Err(Error::InvalidCallState {
-            state: ctx.state.kind(),
+            state: refused_state(op, ctx),
         });
     }
     resources(op, caps, ctx)
@@ -703,6 +824,8 @@ mod tests {
             transfer_held: true,
             conference_held: true,
             swap_consultation: true,
+            dial_connected: true,
+            transfer_busy: true,
             ..AddressCaps::basic("100")
         }
     }
@@ -721,16 +844,30 @@ mod tests {
             CallRole::ConferenceParty { last_added: true },
             CallRole::ConferenceParty { last_added: false },
         ];
+        let partners = [
+            None,
+            Some(CallStateKind::OnHoldPendingTransfer),
+            Some(CallStateKind::OnHoldPendingConference),
+            Some(CallStateKind::Connected),
+            Some(CallStateKind::DialTone),
+            Some(CallStateKind::Idle),
+        ];
         let mut out = Vec::new();
         for kind in CallStateKind::ALL {
             for role in roles {
                 for (held, pending) in [(0, 0), (1, 0), (0, 1), (2, 1)] {
-                    let mut ctx = CallContext::new(kind.with_default_mode());
-                    ctx.role = role;
-                    ctx.usage.on_hold += held;
-                    ctx.usage.pending_transfer += pending;
-                    ctx.usage.active += 1;
-                    out.push(ctx);
+                    for partner in partners {
+                        for media in [MediaModes::UNKNOWN, MediaModes::DATA_MODEM] {
+                            let mut ctx = CallContext::new(kind.with_default_mode());
+                            ctx.role = role;
+                            ctx.usage.on_hold += held;
+                            ctx.usage.pending_transfer += pending;
+                            ctx.usage.active += 1;
+                            ctx.partner = partner;
+                            ctx.media = media;
+                            out.push(ctx);
+                        }
+                    }
                 }
             }
         }
@@ -768,7 +905,7 @@ mod tests {
                             Err(Error::InvalidCallState { state }) => {
                                 assert!(owner_ok && caps.call_features.contains(op));
                                 assert!(!by_state.contains(op));
-                                assert_eq!(state, ctx.state.kind());
+                                assert_eq!(state, refused_state(op, &ctx));
                             }
                             Err(Error::ResourceUnavailable { .. } | Error::ConferenceFull) => {
                                 assert!(owner_ok && by_state.contains(op));
@@ -875,6 +1012,121 @@ mod tests {
             Err(Error::ResourceUnavailable { .. })
         ));
         assert!(!features(&caps, &ctx).contains(CallOperation::Hold));
+    }
+
+    /// A pending original and its consultation call: one call connected (the consultation) and one held
+    /// pending a transfer (the original), with the consultation in `consultation`.
+    fn pending_original(consultation: CallStateKind) -> CallContext {
+        let mut ctx = CallContext::new(CallState::OnHoldPendingTransfer);
+        ctx.usage.count(consultation, 1);
+        ctx.partner = Some(consultation);
+        ctx
+    }
+
+    #[test]
+    fn complete_transfer_waits_for_a_consultation_call_that_can_take_it() {
+        let mut caps = full_caps();
+        caps.transfer_busy = false;
+        let op = CallOperation::CompleteTransfer;
+        for (consultation, listed) in [
+            (CallStateKind::DialTone, false),
+            (CallStateKind::Dialing, false),
+            (CallStateKind::Proceeding, true),
+            (CallStateKind::Ringback, true),
+            (CallStateKind::Busy, false),
+            (CallStateKind::Connected, true),
+            (CallStateKind::Disconnected, false),
+        ] {
+            let ctx = pending_original(consultation);
+            assert_eq!(
+                features(&caps, &ctx).contains(op),
+                listed,
+                "{consultation:?}"
+            );
+            if !listed {
+                // "Not now" names the call that has to change: the consultation call.
+                assert_eq!(
+                    check(op, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+                    Err(Error::InvalidCallState {
+                        state: consultation
+                    })
+                );
+            }
+        }
+        caps.transfer_busy = true;
+        assert!(features(&caps, &pending_original(CallStateKind::Busy)).contains(op));
+    }
+
+    #[test]
+    fn a_hard_held_call_swaps_only_with_a_connected_one_unless_the_provider_swaps_more() {
+        let mut caps = full_caps();
+        caps.swap_consultation = false;
+        let mut ctx = CallContext::new(CallState::OnHold);
+        ctx.usage.count(CallStateKind::Offering, 1);
+        assert!(!features(&caps, &ctx).contains(CallOperation::SwapHold));
+        ctx.usage.count(CallStateKind::Connected, 1);
+        assert!(features(&caps, &ctx).contains(CallOperation::SwapHold));
+        let mut early = CallContext::new(CallState::OnHold);
+        early.usage.count(CallStateKind::Ringback, 1);
+        caps.swap_consultation = true;
+        assert!(features(&caps, &early).contains(CallOperation::SwapHold));
+    }
+
+    #[test]
+    fn tones_need_a_call_that_carries_voice_and_dial_on_a_connected_call_a_provider_that_sends_them()
+     {
+        let mut caps = full_caps();
+        let mut ctx = CallContext::new(CallStateKind::Connected.with_default_mode());
+        ctx.media = MediaModes::INTERACTIVE_VOICE;
+        assert!(features(&caps, &ctx).contains(CallOperation::GenerateDigits));
+        assert!(features(&caps, &ctx).contains(CallOperation::Dial));
+        caps.dial_connected = false;
+        assert!(!features(&caps, &ctx).contains(CallOperation::Dial));
+        ctx.media = MediaModes::DATA_MODEM;
+        assert!(!features(&caps, &ctx).contains(CallOperation::GenerateDigits));
+        // A call in dial tone dials whatever it carries.
+        let mut dialtone = CallContext::new(CallStateKind::DialTone.with_default_mode());
+        dialtone.media = MediaModes::DATA_MODEM;
+        assert!(features(&caps, &dialtone).contains(CallOperation::Dial));
+    }
+
+    #[test]
+    fn a_consultation_call_whose_original_has_ended_is_an_ordinary_call() {
+        let caps = full_caps();
+        let mut ctx = CallContext::new(CallStateKind::Connected.with_default_mode());
+        ctx.role = CallRole::Consultation {
+            for_conference: true,
+        };
+        ctx.partner = Some(CallStateKind::OnHoldPendingConference);
+        ctx.usage.count(CallStateKind::OnHoldPendingConference, 1);
+        assert!(features(&caps, &ctx).contains(CallOperation::AddToConference));
+        assert!(!features(&caps, &ctx).contains(CallOperation::SetupTransfer));
+        ctx.partner = Some(CallStateKind::Idle);
+        ctx.usage = AddressUsage::default();
+        ctx.usage.count(CallStateKind::Connected, 1);
+        assert!(!features(&caps, &ctx).contains(CallOperation::AddToConference));
+        assert!(features(&caps, &ctx).contains(CallOperation::SetupTransfer));
+    }
+
+    #[test]
+    fn unholding_a_pending_call_needs_no_active_call_but_its_consultation() {
+        let mut caps = full_caps();
+        caps.max_active_calls = 1;
+        let ctx = pending_original(CallStateKind::Connected);
+        assert!(features(&caps, &ctx).contains(CallOperation::Unhold));
+        let mut other = ctx;
+        other.usage.count(CallStateKind::Offering, 1);
+        assert!(!features(&caps, &other).contains(CallOperation::Unhold));
+        assert!(matches!(
+            check(
+                CallOperation::Unhold,
+                CallPrivilege::Owner,
+                || Ok(()),
+                &caps,
+                &other
+            ),
+            Err(Error::ResourceUnavailable { .. })
+        ));
     }
 
     #[test]

@@ -21,6 +21,12 @@
 //! Call completion needs a party the harness can make busy, so the kit only checks that an unadvertised
 //! one is refused.
 //!
+//! The other half of the kit needs the engine, since a call's features are the engine's gate reading the
+//! provider's capabilities and the calls it can see: `tapir::conformance::walk` (the `tapir` crate's
+//! `conformance` feature) takes the same [`Harness`] and checks, by a seeded random walk, that every
+//! operation a call lists is carried out and every one it does not list is refused ([`invoke`] is how
+//! it asks the provider directly).
+//!
 //! A provider's test implements [`Harness`] and asserts that [`run`] found nothing, e.g.
 //! `assert!(run(&MyHarness::default()).await.is_empty())` inside a `#[tokio::test(start_paused = true)]`.
 //! The simulated PBX's `conformance` test (`providers/simswitch/tests/conformance.rs`) is a complete
@@ -291,6 +297,70 @@ pub async fn run(harness: &dyn Harness) -> Vec<String> {
     failures
 }
 
+/// What [`invoke`] passes to the operations that take more than a call.
+#[derive(Clone, Debug)]
+pub struct Arguments {
+    /// Digits to dial or send.
+    pub digits: DialString,
+    /// Where a redirect or blind transfer sends the call.
+    pub destination: DialString,
+    /// How to park.
+    pub park: ParkMode,
+    /// Where a call set up from nothing (a conference) lives.
+    pub origin: Origin,
+    /// The request ID for operations that create calls.
+    pub request: RequestId,
+}
+
+/// Asks `provider` for call operation `op` on `leg`, the way the engine would: `with` is the second
+/// call of the operations that take two (the held call of swap hold, the consultation call of complete
+/// transfer and add to conference). Calls an operation creates are reported by the provider; only
+/// success or the error is returned. Hand-off is the engine's own and always succeeds here.
+pub async fn invoke(
+    provider: &dyn Provider,
+    op: CallOperation,
+    leg: CallLegId,
+    with: CallLegId,
+    args: &Arguments,
+) -> Result<(), Error> {
+    let p = provider;
+    match op {
+        CallOperation::Accept => p.accept(leg).await,
+        CallOperation::Answer => p.answer(leg).await,
+        CallOperation::Reject => p.reject(leg).await,
+        CallOperation::Redirect => p.redirect(leg, &args.destination).await,
+        CallOperation::Drop => p.drop_call(leg).await,
+        CallOperation::Dial => p.dial(leg, &args.digits).await,
+        CallOperation::Hold => p.hold(leg).await,
+        CallOperation::Unhold => p.unhold(leg).await,
+        CallOperation::SwapHold => p.swap_hold(leg, with).await,
+        CallOperation::BlindTransfer => p.blind_transfer(leg, &args.destination).await,
+        CallOperation::SetupTransfer => p.setup_transfer(leg, args.request).await.map(|_| ()),
+        CallOperation::CompleteTransfer => p
+            .complete_transfer(leg, with, TransferMode::Transfer, args.request)
+            .await
+            .map(|_| ()),
+        CallOperation::SetupConference => {
+            p.setup_conference(Some(leg), args.origin).await.map(|_| ())
+        }
+        CallOperation::PrepareAddToConference => p
+            .prepare_add_to_conference(leg, args.request)
+            .await
+            .map(|_| ()),
+        CallOperation::AddToConference => p.add_to_conference(leg, with).await,
+        CallOperation::RemoveFromConference => p.remove_from_conference(leg).await,
+        CallOperation::Park => p.park(leg, &args.park).await.map(|_| ()),
+        CallOperation::CompleteCall => p
+            .complete_call(leg, CompletionMode::CampOn)
+            .await
+            .map(|_| ()),
+        CallOperation::GenerateDigits => p.generate_digits(leg, "1", DigitMode::Dtmf).await,
+        CallOperation::MonitorDigits => p.monitor_digits(leg, Some(DigitMode::Dtmf)).await,
+        CallOperation::SecureCall => p.secure_call(leg).await,
+        CallOperation::Handoff => Ok(()),
+    }
+}
+
 async fn check_caps(h: &dyn Harness) -> Vec<String> {
     let case = match Case::new(h, "capabilities").await {
         Ok(c) => c,
@@ -357,41 +427,14 @@ async fn check_unadvertised(h: &dyn Harness) -> Vec<String> {
             // Hand-off is the engine's; reject defaults to drop.
             continue;
         }
-        let p = &case.provider;
-        let r: Result<(), Error> = match op {
-            CallOperation::Accept => p.accept(leg).await,
-            CallOperation::Answer => p.answer(leg).await,
-            CallOperation::Redirect => p.redirect(leg, &digits).await,
-            CallOperation::Drop => p.drop_call(leg).await,
-            CallOperation::Dial => p.dial(leg, &digits).await,
-            CallOperation::Hold => p.hold(leg).await,
-            CallOperation::Unhold => p.unhold(leg).await,
-            CallOperation::SwapHold => p.swap_hold(leg, leg).await,
-            CallOperation::BlindTransfer => p.blind_transfer(leg, &digits).await,
-            CallOperation::SetupTransfer => p.setup_transfer(leg, RequestId(98)).await.map(|_| ()),
-            CallOperation::CompleteTransfer => p
-                .complete_transfer(leg, leg, TransferMode::Transfer, RequestId(97))
-                .await
-                .map(|_| ()),
-            CallOperation::SetupConference => {
-                p.setup_conference(Some(leg), origin).await.map(|_| ())
-            }
-            CallOperation::PrepareAddToConference => p
-                .prepare_add_to_conference(leg, RequestId(96))
-                .await
-                .map(|_| ()),
-            CallOperation::AddToConference => p.add_to_conference(leg, leg).await,
-            CallOperation::RemoveFromConference => p.remove_from_conference(leg).await,
-            CallOperation::Park => p.park(leg, &ParkMode::NonDirected).await.map(|_| ()),
-            CallOperation::CompleteCall => p
-                .complete_call(leg, CompletionMode::CampOn)
-                .await
-                .map(|_| ()),
-            CallOperation::GenerateDigits => p.generate_digits(leg, "1", DigitMode::Dtmf).await,
-            CallOperation::MonitorDigits => p.monitor_digits(leg, Some(DigitMode::Dtmf)).await,
-            CallOperation::SecureCall => p.secure_call(leg).await,
-            CallOperation::Reject | CallOperation::Handoff => Ok(()),
+        let args = Arguments {
+            digits: digits.clone(),
+            destination: digits.clone(),
+            park: ParkMode::NonDirected,
+            origin,
+            request: RequestId(98),
         };
+        let r = invoke(&*case.provider, op, leg, leg, &args).await;
         if !matches!(r, Err(Error::OperationUnavailable { .. })) {
             case.fail(format!("{op} is not advertised but answered {r:?}"));
         }

@@ -1,7 +1,7 @@
 //! The engine: providers, lines, sessions and calls, and how provider events reach sessions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
@@ -690,9 +690,35 @@ pub(crate) struct CallEntry {
     /// Every change to the call is applied, and delivered to every session, under this lock: that is
     /// what gives each call one order that all sessions see.
     pub(crate) rec: Mutex<CallRecord>,
+    /// The record's state kind (its index in [`CallStateKind::ALL`]), kept beside the lock so that
+    /// the gate judging the call's consultation partner reads it without taking a second call's lock.
+    kind: AtomicU8,
 }
 
 impl CallEntry {
+    /// The call's state kind, as last applied to its record.
+    pub(crate) fn kind(&self) -> CallStateKind {
+        CallStateKind::ALL
+            .get(usize::from(self.kind.load(Ordering::Acquire)))
+            .copied()
+            .unwrap_or(CallStateKind::Unknown)
+    }
+
+    /// Applies `state` to the record (held locked by the caller) and its mirror.
+    fn set_state(&self, rec: &mut CallRecord, state: CallState) {
+        rec.state = state;
+        self.kind.store(kind_code(state.kind()), Ordering::Release);
+    }
+
+    /// The capabilities of the address the call is on.
+    pub(crate) fn address_caps(&self) -> Result<&tapir_core::caps::AddressCaps, Error> {
+        self.line
+            .caps
+            .addresses
+            .get(self.address.0 as usize)
+            .ok_or(Error::InvalidAddressId)
+    }
+
     /// The call's tracing span (a disabled one when tracing does not record it).
     pub(crate) fn span(&self) -> tracing::Span {
         self.span
@@ -707,18 +733,19 @@ impl CallEntry {
         &self,
         rec: &CallRecord,
     ) -> Result<(&tapir_core::caps::AddressCaps, CallContext), Error> {
-        let caps = self
-            .line
-            .caps
-            .addresses
-            .get(self.address.0 as usize)
-            .ok_or(Error::InvalidAddressId)?;
+        let caps = self.address_caps()?;
         Ok((
             caps,
             CallContext {
                 state: rec.state,
                 role: rec.role,
                 usage: self.line.usage(self.address),
+                // A partner the engine no longer tracks has gone idle.
+                partner: rec
+                    .partner
+                    .as_ref()
+                    .map(|p| p.upgrade().map_or(CallStateKind::Idle, |p| p.kind())),
+                media: rec.info.media_mode,
             },
         ))
     }
@@ -735,6 +762,9 @@ pub(crate) struct CallRecord {
     pub(crate) parties: Parties,
     /// For a conference party: its parent.
     pub(crate) conference: Option<Weak<CallEntry>>,
+    /// The other call of a consultation the engine set up: for the held original (or the conference
+    /// waiting for a party), its consultation call; for the consultation call, the original.
+    pub(crate) partner: Option<Weak<CallEntry>>,
     /// Inline up to two (an owner and a monitor, the usual case): no block of its own per call.
     pub(crate) holders: SmallVec<[Holder; 2]>,
     /// The engine no longer tracks the call (idle, no holders); late events are ignored.
@@ -783,6 +813,15 @@ pub(crate) struct Holder {
     /// an empty `Vec` in every holder of every call.
     #[allow(clippy::box_collection)]
     pub(crate) held_back: Option<Box<Vec<Event>>>,
+}
+
+/// The index of `kind` in [`CallStateKind::ALL`].
+fn kind_code(kind: CallStateKind) -> u8 {
+    CallStateKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
 }
 
 /// Ends a party's membership on its own record: its role is plain again; the conference it was in,
@@ -1311,12 +1350,14 @@ impl Inner {
             line: line.clone(),
             address: call.address,
             span: (!span.is_disabled()).then(|| Box::new(span)),
+            kind: AtomicU8::new(kind_code(call.state.kind())),
             rec: Mutex::new(CallRecord {
                 state: call.state,
                 info: call.info,
                 role: CallRole::Plain,
                 parties: Parties::default(),
                 conference: None,
+                partner: None,
                 holders: SmallVec::with_capacity(holders.len()),
                 forgotten: false,
                 detail,
@@ -1451,7 +1492,7 @@ impl Inner {
                 return;
             }
             entry.line.shift(entry.address, old.kind(), state.kind());
-            rec.state = state;
+            entry.set_state(&mut rec, state);
             debug!(?state, "state");
             rec.deliver_all(|h| Event::CallState {
                 call: h.handle,

@@ -61,6 +61,15 @@ pub struct LineInfo {
     pub caps: LineCaps,
 }
 
+/// See [`Session::inspect`].
+#[cfg(feature = "conformance")]
+pub(crate) struct Inspected {
+    pub(crate) leg: CallLegId,
+    pub(crate) line: LineId,
+    pub(crate) address: AddressId,
+    pub(crate) role: CallRole,
+}
+
 /// How to open a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenOptions {
@@ -876,12 +885,12 @@ impl Session {
     }
 
     /// A second call of this session taking part in an operation (a consultation call): it must be held
-    /// by this session as owner, on the same address as `first`, and in one of `states`.
+    /// by this session as owner, on the same address as `first`, and in a state `states` accepts.
     fn partner(
         &self,
         first: &CallEntry,
         call: CallHandle,
-        states: &[CallStateKind],
+        states: impl Fn(CallStateKind) -> bool,
     ) -> Result<Arc<CallEntry>, Error> {
         let entry = self.entry(call)?;
         let rec = lock(&entry.rec);
@@ -896,7 +905,7 @@ impl Session {
                 reason: "both calls must be on the same address".into(),
             });
         }
-        if !states.contains(&rec.state.kind()) {
+        if !states(rec.state.kind()) {
             return Err(Error::InvalidCallState {
                 state: rec.state.kind(),
             });
@@ -923,12 +932,7 @@ impl Session {
             .ok_or(Error::OperationFailed {
                 reason: "the provider created no consultation call".into(),
             })?;
-        self.set_role(
-            consult,
-            CallRole::Consultation {
-                for_conference: false,
-            },
-        );
+        self.pair_consultation(&a.entry, consult, false);
         Ok(consult)
     }
 
@@ -956,16 +960,10 @@ impl Session {
             }
             Ok(())
         })?;
-        let c = self.partner(
-            &a.entry,
-            consultation,
-            &[
-                CallStateKind::Connected,
-                CallStateKind::Ringback,
-                CallStateKind::Busy,
-                CallStateKind::Proceeding,
-            ],
-        )?;
+        let address_caps = a.entry.address_caps()?;
+        let c = self.partner(&a.entry, consultation, |k| {
+            gate::completes_transfer(address_caps, k)
+        })?;
         if Arc::ptr_eq(&a.entry, &c) {
             return Err(Error::InvalidParameter {
                 reason: "a call cannot be transferred to itself".into(),
@@ -1033,12 +1031,7 @@ impl Session {
         };
         let parent = self.entry(conference)?;
         self.engine.join_conference(&parent, &a.entry);
-        self.set_role(
-            consult,
-            CallRole::Consultation {
-                for_conference: true,
-            },
-        );
+        self.pair_consultation(&parent, consult, true);
         Ok((conference, consult))
     }
 
@@ -1086,12 +1079,8 @@ impl Session {
             });
         };
         self.set_role(conference, CallRole::ConferenceParent { parties: 0 });
-        self.set_role(
-            consult,
-            CallRole::Consultation {
-                for_conference: true,
-            },
-        );
+        let parent = self.entry(conference)?;
+        self.pair_consultation(&parent, consult, true);
         Ok((conference, consult))
     }
 
@@ -1117,12 +1106,7 @@ impl Session {
             .ok_or(Error::OperationFailed {
                 reason: "the provider created no consultation call".into(),
             })?;
-        self.set_role(
-            consult,
-            CallRole::Consultation {
-                for_conference: true,
-            },
-        );
+        self.pair_consultation(&a.entry, consult, true);
         Ok(consult)
     }
 
@@ -1133,16 +1117,10 @@ impl Session {
         consultation: CallHandle,
     ) -> Result<(), Error> {
         let a = self.authorize(conference, CallOperation::AddToConference, no_params)?;
-        let c = self.partner(
-            &a.entry,
-            consultation,
-            &[
-                CallStateKind::Connected,
-                CallStateKind::OnHold,
-                CallStateKind::Proceeding,
-                CallStateKind::Ringback,
-            ],
-        )?;
+        let address_caps = a.entry.address_caps()?;
+        let c = self.partner(&a.entry, consultation, |k| {
+            gate::joins_conference(address_caps, k)
+        })?;
         if !matches!(lock(&c.rec).role, CallRole::Consultation { .. }) {
             return Err(Error::InvalidCallHandle);
         }
@@ -1194,6 +1172,25 @@ impl Session {
                     .map(|h| h.handle)
             })
             .collect())
+    }
+
+    /// Makes `consult` the consultation call of `original` (a call held pending a transfer, or a
+    /// conference waiting for a party): its role says so, and each names the other as its partner.
+    fn pair_consultation(
+        &self,
+        original: &Arc<CallEntry>,
+        consult: CallHandle,
+        for_conference: bool,
+    ) {
+        let Ok(c) = self.entry(consult) else {
+            return;
+        };
+        {
+            let mut rec = lock(&c.rec);
+            rec.role = CallRole::Consultation { for_conference };
+            rec.partner = Some(Arc::downgrade(original));
+        }
+        lock(&original.rec).partner = Some(Arc::downgrade(&c));
     }
 
     fn set_role(&self, call: CallHandle, role: CallRole) {
@@ -1466,6 +1463,26 @@ impl Session {
             num_owners: rec.owners(),
             num_monitors: rec.monitors(),
         })
+    }
+
+    /// What the conformance walk reads of a call beyond the public API: the provider's leg, the
+    /// engine line and address it is on, and the role the engine's own operations gave it.
+    #[cfg(feature = "conformance")]
+    pub(crate) fn inspect(&self, call: CallHandle) -> Result<Inspected, Error> {
+        let entry = self.entry(call)?;
+        let role = lock(&entry.rec).role;
+        Ok(Inspected {
+            leg: entry.key.1,
+            line: entry.line.id,
+            address: entry.address,
+            role,
+        })
+    }
+
+    /// The provider's own ID for engine line `line`.
+    #[cfg(feature = "conformance")]
+    pub(crate) fn provider_line(&self, line: LineId) -> Option<LineId> {
+        self.engine.line(line).map(|l| l.local)
     }
 
     /// The call's information: call ID, parties, origin, reason, where it is.

@@ -249,6 +249,7 @@ enum Request {
     Accept(CallLegId, Reply<()>),
     Answer(CallLegId, Reply<()>),
     Drop(CallLegId, Reply<()>),
+    Reject(CallLegId, Reply<()>),
     Digits(CallLegId, String, Reply<()>),
     Monitor(CallLegId, bool, Reply<()>),
     Probe(Reply<()>),
@@ -326,6 +327,9 @@ impl Provider for ModemProvider {
     }
     async fn drop_call(&self, leg: CallLegId) -> Result<(), Error> {
         self.ask(|r| Request::Drop(leg, r)).await
+    }
+    async fn reject(&self, leg: CallLegId) -> Result<(), Error> {
+        self.ask(|r| Request::Reject(leg, r)).await
     }
     async fn generate_digits(
         &self,
@@ -1007,7 +1011,10 @@ impl Actor {
             }
             Request::Accept(leg, reply) => {
                 let r = match self.leg(leg) {
-                    Ok(c) if c.phase == Phase::Offered => {
+                    Ok(c)
+                        if c.phase == Phase::Offered
+                            && matches!(c.state, CallState::Offering(_)) =>
+                    {
                         self.state(CallState::Accepted);
                         Ok(())
                     }
@@ -1021,12 +1028,31 @@ impl Actor {
                 let r = self.drop_call(leg).await;
                 let _ = reply.send(r);
             }
+            Request::Reject(leg, reply) => {
+                // Refusing is for a call still ringing; an answered one is dropped, not refused.
+                let r = match self.leg(leg) {
+                    Ok(c) if c.phase == Phase::Offered => self.drop_call(leg).await,
+                    Ok(c) => Err(wrong_state(c.state)),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
             Request::Digits(leg, digits, reply) => {
                 let r = self.digits(leg, &digits).await;
                 let _ = reply.send(r);
             }
             Request::Monitor(leg, on, reply) => {
-                let r = self.leg(leg).map(|c| c.monitor_digits = on);
+                // A call that has ended carries no more digits.
+                let r = match self.leg(leg) {
+                    Ok(c) if matches!(c.state, CallState::Disconnected(_)) => {
+                        Err(wrong_state(c.state))
+                    }
+                    Ok(c) => {
+                        c.monitor_digits = on;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
             }
             Request::Probe(reply) => {

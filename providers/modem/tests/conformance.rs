@@ -62,3 +62,25 @@ async fn the_modem_provider_conforms() {
     let failures = run(&ModemHarness::default()).await;
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The features walk: through the engine, on the paused clock, every operation a modem call lists is
+/// one the modem carries out, and every one it does not list is one it refuses (`WALK_SEEDS=200`
+/// walks more seeds).
+#[tokio::test(start_paused = true)]
+async fn every_listed_operation_is_carried_out_and_every_unlisted_one_refused() {
+    let mut total = tapir::conformance::WalkReport::default();
+    let seeds: u64 = std::env::var("WALK_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    for seed in 1..=seeds {
+        let options = tapir::conformance::WalkOptions {
+            steps: 120,
+            max_calls: 2,
+            ..tapir::conformance::WalkOptions::seeded(seed)
+        };
+        total.merge(tapir::conformance::walk(&ModemHarness::default(), options).await);
+    }
+    println!("{total}");
+    assert!(total.failures.is_empty(), "{total}");
+}

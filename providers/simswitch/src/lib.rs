@@ -310,6 +310,10 @@ fn line_caps(ext: &Extension, disabled: FeatureSet) -> LineCaps {
                 conference: true,
             },
             remove_from_conference: RemoveFromConference::Any,
+            // Digits dialled on a connected call go on as tones.
+            dial_connected: true,
+            // A consultation call put on hold still joins its conference.
+            conference_held: true,
             auto_reconnect: true,
             conference_drop: true,
             ..AddressCaps::basic(ext.number.clone())

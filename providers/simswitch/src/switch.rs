@@ -1236,8 +1236,12 @@ impl State {
             CallStateKind::Connected => {}
             state => return Err(Error::InvalidCallState { state }),
         }
+        // One call on hard hold; a call held pending a transfer or conference is counted apart.
         let line = self.leg(id)?.line;
-        if self.legs_on(line).any(|(_, l)| is_held(l.state)) {
+        if self
+            .legs_on(line)
+            .any(|(_, l)| l.state.kind() == CallStateKind::OnHold)
+        {
             return Err(Error::ResourceUnavailable {
                 what: "the extension already has a call on hold",
             });
@@ -1331,6 +1335,12 @@ impl State {
         match self.state_of(id)? {
             CallStateKind::Connected => {}
             state => return Err(Error::InvalidCallState { state }),
+        }
+        // A conference takes a new party by prepare-add, not by a transfer of itself.
+        if matches!(self.leg(id)?.relation, Relation::Parent(_)) {
+            return Err(Error::InvalidCallState {
+                state: CallStateKind::Connected,
+            });
         }
         let line = self.leg(id)?.line;
         if self.appearances_used(line, &[id]) + 2 > APPEARANCES {
@@ -1665,10 +1675,9 @@ impl State {
     }
 
     pub(crate) fn secure(&mut self, sink: &EventSink, id: CallLegId) -> Result<(), Error> {
-        if self.state_of(id)? == CallStateKind::Idle {
-            return Err(Error::InvalidCallState {
-                state: CallStateKind::Idle,
-            });
+        // A call that has ended has nothing left to protect.
+        if let state @ (CallStateKind::Idle | CallStateKind::Disconnected) = self.state_of(id)? {
+            return Err(Error::InvalidCallState { state });
         }
         self.set_info(sink, id, |i| i.secure = true);
         Ok(())

@@ -59,6 +59,24 @@ impl Harness for SimHarness {
     }
 }
 
+/// The features walk: through the engine, on the paused clock, every operation a call lists is one the
+/// switch carries out and every one it does not list is one the switch refuses. Several seeds, each
+/// walk the same every run (`WALK_SEEDS=300` walks more of them).
+#[tokio::test(start_paused = true)]
+async fn every_listed_operation_is_carried_out_and_every_unlisted_one_refused() {
+    let seeds: u64 = std::env::var("WALK_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let mut total = tapir::conformance::WalkReport::default();
+    for seed in 1..=seeds {
+        let options = tapir::conformance::WalkOptions::seeded(seed);
+        total.merge(tapir::conformance::walk(&SimHarness::default(), options).await);
+    }
+    println!("{total}");
+    assert!(total.failures.is_empty(), "{total}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_simulated_pbx_conforms() {
     let failures = run(&SimHarness::default()).await;

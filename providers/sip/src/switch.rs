@@ -629,6 +629,8 @@ impl Switch {
                     group: self.groups.values().any(|g| g.contains(&i)),
                 };
                 a.auto_reconnect = true;
+                // Dialling on a connected call sends the digits down it (SIP INFO).
+                a.dial_connected = true;
                 LineCaps {
                     name: if *l.name == *l.number {
                         l.number.to_string()

@@ -122,3 +122,48 @@ async fn the_sip_provider_conforms() {
             >= 2
     );
 }
+
+/// The features walk against phones on loopback, in real time: through the engine, every operation a
+/// SIP call lists is one the provider carries out, and every one it does not list is one it refuses.
+/// The far end acts without waiting on itself (a call in that finds every line busy is just refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_operation_is_carried_out_and_every_unlisted_one_refused() {
+    struct Walking(SipHarness);
+    #[async_trait]
+    impl Harness for Walking {
+        async fn provider(&self) -> Arc<dyn Provider> {
+            self.0.provider().await
+        }
+        fn answering_number(&self) -> String {
+            self.0.answering_number()
+        }
+        async fn ring_in(&self) -> Result<(), Error> {
+            let tapir = *self.0.tapir.lock().unwrap();
+            self.0.trunk.dial(addr(tapir), "5550100", "", "2002").await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Ok(())
+        }
+        async fn far_end_hangs_up(&self, _leg: CallLegId) {
+            if let Some(call) = self.0.trunk.live_calls().last().copied() {
+                self.0.trunk.hang_up(call).await;
+            }
+        }
+    }
+    let harness = Walking(SipHarness::new().await);
+    let mut total = tapir::conformance::WalkReport::default();
+    let seeds: Vec<u64> = match std::env::var("WALK_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => vec![1, 2],
+    };
+    for seed in seeds {
+        let options = tapir::conformance::WalkOptions {
+            steps: 60,
+            settle: std::time::Duration::from_millis(600),
+            max_calls: 4,
+            ..tapir::conformance::WalkOptions::seeded(seed)
+        };
+        total.merge(tapir::conformance::walk(&harness, options).await);
+    }
+    println!("{total}");
+    assert!(total.failures.is_empty(), "{total}");
+}

@@ -221,10 +221,8 @@ impl Switch {
                 self.unanswered(leg, CallState::Disconnected(DisconnectReason::Reject));
                 Ok(Some(Done::Unit))
             }
-            CallStateKind::Idle => Err(Error::InvalidCallState {
-                state: CallStateKind::Idle,
-            }),
-            _ => self.drop_leg(leg),
+            // Refusing is for a call not yet answered; an answered one is dropped.
+            state => Err(Error::InvalidCallState { state }),
         }
     }
 
