@@ -4,7 +4,7 @@
 //! features, though, is computed by the engine's gate from the provider's capabilities and the calls it
 //! can see, so "every operation a call lists is one its provider carries out" can only be checked with
 //! the engine in front. [`walk`] does that for any provider that has a
-//! [`Harness`](tapir_provider::conformance::Harness): one application owns every line, and a seeded
+//! [`Harness`]: one application owns every line, and a seeded
 //! random walk, one step at a time, lets time pass, makes the far end act (a call rings in, a far end
 //! hangs up), places calls, and picks a call and an operation:
 //!
@@ -16,13 +16,9 @@
 //!   which must refuse it.
 //!
 //! The same seed walks the same way on a provider that runs on the paused clock, so a failure is
-//! reproduced by its seed and step. A provider author's test, on the paused clock where the provider
-//! allows it:
-//!
-//! ```ignore
-//! let report = tapir::conformance::walk(&MyHarness::default(), WalkOptions::seeded(7)).await;
-//! assert!(report.failures.is_empty(), "{report}");
-//! ```
+//! reproduced by its seed and step. A provider author's test walks a few seeds, on the paused clock
+//! where the provider allows it, and asserts that the [`WalkReport`] has no failures;
+//! `providers/simswitch/tests/conformance.rs` is a complete example.
 
 use std::collections::BTreeMap;
 use std::fmt;
