@@ -8,6 +8,7 @@
 //! alone, for embedding.
 
 pub mod api;
+pub mod console;
 pub mod error;
 pub mod journal;
 pub mod openapi;

@@ -249,6 +249,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
             get(move |state, authed, ws| commands(state, authed, ws, body_limit)),
         )
         .route("/v1/cdrs", get(cdrs))
+        .merge(crate::console::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -282,16 +283,34 @@ impl FromRequestParts<Arc<AppState>> for Authed {
     }
 }
 
-/// The request's token: `Authorization: Bearer TOKEN`, or `?access_token=TOKEN`.
+/// The request's token: `Authorization: Bearer TOKEN`; for WebSocket clients, which cannot set that
+/// header, the sub-protocol `tapir.token.TOKEN` (offered beside `tapir`, which the service accepts) or
+/// `?access_token=TOKEN`.
 fn token_of(parts: &Parts) -> Option<String> {
-    bearer(&parts.headers).or_else(|| {
-        parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("access_token="))
+    bearer(&parts.headers)
+        .or_else(|| {
+            parts
+                .headers
+                .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX))
                 .map(str::to_owned)
         })
-    })
+        .or_else(|| {
+            parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("access_token="))
+                    .map(str::to_owned)
+            })
+        })
 }
+
+/// The WebSocket sub-protocol the service speaks on its sockets, and the prefix of the one that
+/// carries a token.
+const PROTOCOL: &str = "tapir";
+const TOKEN_PROTOCOL_PREFIX: &str = "tapir.token.";
 
 /// The request's token, whether or not its log-on is live (for the event stream, which stays
 /// readable after the log-on ended).
@@ -1208,7 +1227,7 @@ async fn events(
     // Clients send nothing but the odd ping and close: a small read buffer, because the socket library
     // zeroes the whole buffer before every read (at its 128 KiB default that was the largest single
     // cost of a busy stream; docs/benchmarks.md).
-    let ws = ws.read_buffer_size(WS_READ_BUFFER);
+    let ws = ws.read_buffer_size(WS_READ_BUFFER).protocols([PROTOCOL]);
     match source {
         Source::Live(c) => ws.on_upgrade(move |socket| stream_events(socket, state, c, q.after)),
         Source::Stored(id) => {
@@ -1358,6 +1377,7 @@ async fn commands(
     // A request carries at most a body; the frame may be somewhat larger for the envelope.
     let ws = ws
         .read_buffer_size(WS_READ_BUFFER)
+        .protocols([PROTOCOL])
         .max_message_size(body_limit.saturating_add(4096));
     let token = c.token.clone();
     drop(c);

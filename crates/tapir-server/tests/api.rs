@@ -1586,3 +1586,81 @@ fn the_request_words_are_the_words_the_service_answers_with() {
         sorted(tapir::core::params::DigitMode::NAMES)
     );
 }
+
+/// The web console is served by tapird itself at `/`, its files under `/console/`, each with a
+/// Content-Security-Policy that allows scripts from the service only (the page has none inline); the
+/// event socket takes the token as a WebSocket sub-protocol, so the page never puts it in a URL.
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy_and_its_socket_takes_the_token_as_a_sub_protocol()
+ {
+    let s = Service::start(100).await;
+    let fetch = |path: &'static str| {
+        let addr = s.addr;
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.expect("connect");
+            let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            tcp.write_all(req.as_bytes()).await.expect("write");
+            let mut buf = Vec::new();
+            tcp.read_to_end(&mut buf).await.expect("read");
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            (head.to_ascii_lowercase(), body.to_owned())
+        }
+    };
+    let (head, page) = fetch("/").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        "{head}"
+    );
+    assert!(page.contains(r#"<script type="module" src="/console/app.js"></script>"#));
+    assert_eq!(
+        page.matches("<script").count(),
+        1,
+        "a script inline in the page"
+    );
+    for path in ["/console/app.js", "/console/model.js"] {
+        let (head, body) = fetch(path).await;
+        assert!(
+            head.contains("content-type: text/javascript"),
+            "{path}: {head}"
+        );
+        assert!(head.contains("content-security-policy"), "{path}");
+        assert!(!body.is_empty());
+    }
+    let (head, _) = fetch("/console/style.css").await;
+    assert!(head.contains("content-type: text/css"), "{head}");
+    let (head, body) = fetch("/console/secrets.toml").await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(body.contains("not_found"));
+
+    let token = s.logon("alice", "a-secret").await;
+    let socket = |protocols: String| {
+        let addr = s.addr;
+        async move {
+            let mut req = format!("ws://{addr}/v1/events?after=0")
+                .into_client_request()
+                .expect("request");
+            req.headers_mut()
+                .insert("sec-websocket-protocol", protocols.parse().expect("header"));
+            tokio_tungstenite::connect_async(req).await
+        }
+    };
+    let (_ws, response) = socket(format!("tapir, tapir.token.{token}"))
+        .await
+        .expect("the token as a sub-protocol is accepted");
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("tapir"),
+        "the service answers with the protocol it speaks, never the token"
+    );
+    match socket("tapir, tapir.token.0123".into()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("a wrong token was not refused: {:?}", other.map(|_| ())),
+    }
+    s.stop().await;
+}
