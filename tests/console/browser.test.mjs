@@ -96,6 +96,15 @@ function card(page, callId) {
   return callId ? page.locator(`article.call[data-call-id="${callId}"]`) : page.locator("article.call").first();
 }
 
+// Types `value` into `input`: the cards are drawn again as events arrive (keeping what was typed), so a
+// fill that lands on a card just being replaced is typed again.
+async function type(input, value) {
+  await until(`${value} typed`, async () => {
+    if ((await input.inputValue().catch(() => "")) !== value) await input.fill(value).catch(() => {});
+    return (await input.inputValue().catch(() => "")) === value;
+  });
+}
+
 async function stateOf(c) {
   return (await c.locator(".state").textContent()).trim();
 }
@@ -164,7 +173,7 @@ async function callAnswerHoldConfer(alice, bob) {
 
   // A refused operation shows its error in words on the card.
   const transfer = card(a, callId).locator('form[data-op="blind-transfer"]');
-  await transfer.locator("input").fill("9");
+  await type(transfer.locator("input"), "9");
   await transfer.getByRole("button").click();
   await card(a, callId).locator(".call-error").filter({ hasText: /invalid_address|invalid_dial_string/ }).waitFor(WAIT);
 
@@ -183,13 +192,19 @@ async function callAnswerHoldConfer(alice, bob) {
   await card(a, callId).getByRole("button", { name: "Start conference" }).click();
   const consult = a.locator("article.call", { has: a.locator('form[data-op="dial"]') }).first();
   await consult.waitFor(WAIT);
-  await consult.locator('form[data-op="dial"] input').fill("5555000");
+  await type(consult.locator('form[data-op="dial"] input'), "5555000");
   await consult.locator('form[data-op="dial"]').getByRole("button").click();
   const joining = a.locator('form[data-op="add-to-conference"]').first();
   await joining.waitFor(WAIT);
   await joining.getByRole("button").click();
   await until("three parties conferenced", async () =>
     (await a.locator("article.call .state", { hasText: /^conferenced$/ }).count()) === 2);
+  // Each of its cards names the conference's calls: the conference first, then its two parties.
+  await until("the conference listed on its three cards", async () =>
+    (await a.locator("article.call .conference").count()) === 3);
+  const members = (await a.locator("article.call .conference").first().textContent()).split(", ");
+  assert.equal(members.length, 3, `${members}`);
+  assert.ok(members.includes(callId), "the first call is a party");
   await a.screenshot({ path: join(SHOTS, "conference.png"), fullPage: true });
 
   // Bob reloads: the log-on survives in the tab, and the call is still there.

@@ -6,6 +6,7 @@ import {
   buttonsFor,
   describe,
   elapsed,
+  inConference,
   errorText,
   partnersFor,
   party,
@@ -23,6 +24,7 @@ const state = {
   lines: [], // GET /v1/lines
   opens: new Map(), // line ID → { handle, privilege, status }
   calls: new Map(), // call handle → the API's call object
+  conferences: new Map(), // call handle → the call IDs of its conference, the conference's first
   since: new Map(), // call handle → [state, when it was entered]
   stream: new Stream(),
   socket: null,
@@ -233,9 +235,17 @@ async function refreshCall(handle) {
   await Promise.all(
     handles.map(async (h) => {
       try {
-        setCall(await api("GET", `/v1/calls/${h}`));
+        const c = await api("GET", `/v1/calls/${h}`);
+        setCall(c);
+        if (inConference(c)) {
+          const calls = await api("GET", `/v1/calls/${h}/conference-calls`);
+          state.conferences.set(h, calls.map((x) => x.call_id));
+        } else {
+          state.conferences.delete(h);
+        }
       } catch (e) {
         if (e.code === "invalid_call_handle") state.calls.delete(h);
+        if (e.code === "no_conference") state.conferences.delete(h);
       }
     }),
   );
@@ -371,6 +381,9 @@ function callCard(c) {
       el("dt", {}, "Handle"), el("dd", { class: "handle" }, c.call),
       el("dt", {}, "Privilege"), el("dd", { class: "privilege" }, c.privilege),
       el("dt", {}, "Line"), el("dd", {}, lineName(c.line)),
+      state.conferences.has(c.call)
+        ? [el("dt", {}, "Conference"), el("dd", { class: "conference" }, state.conferences.get(c.call).join(", "))]
+        : null,
     ),
   );
   const actions = el("div", { class: "actions", role: "group", "aria-label": `Operations on call ${c.call_id}` });
@@ -424,9 +437,25 @@ function lineName(id) {
   return l ? l.name : String(id);
 }
 
+// Where an input of a call's card is: the call, the operation, the input's name.
+function inputKey(input) {
+  return `${input.closest("article")?.dataset.call}|${input.closest("form")?.dataset.op}|${input.name}`;
+}
+
 function renderCalls() {
+  // Cards are drawn again on every change; what was being typed into them, and where, stays.
+  const typed = new Map();
+  for (const i of document.querySelectorAll("#calls input, #calls select")) {
+    if (i.value !== "" && i.tagName === "INPUT") typed.set(inputKey(i), i.value);
+  }
+  const active = document.activeElement && document.activeElement.closest("#calls") ? inputKey(document.activeElement) : null;
   const cards = [...state.calls.values()].map(callCard);
   $("#calls").replaceChildren(...(cards.length ? cards : [el("p", {}, "No calls.")]));
+  for (const i of document.querySelectorAll("#calls input")) {
+    const v = typed.get(inputKey(i));
+    if (v !== undefined) i.value = v;
+    if (active && inputKey(i) === active) i.focus();
+  }
   const filter = $("#event-filter");
   const chosen = filter.value;
   filter.replaceChildren(

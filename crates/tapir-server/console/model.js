@@ -172,6 +172,18 @@ export function describe(ev) {
   }
 }
 
+// Whether `call` belongs to a conference (a party, or the conference's own call), so that its card
+// lists the conference's calls (`GET /v1/calls/{call}/conference-calls`).
+export function inConference(call) {
+  const f = call.features || [];
+  return (
+    call.state === "conferenced" ||
+    call.state === "on_hold_pending_conference" ||
+    f.includes("prepare-add-to-conference") ||
+    f.includes("remove-from-conference")
+  );
+}
+
 // A state as people read it: "on hold pending transfer", "connected (active)".
 export function stateText(detail) {
   return String(detail || "").replaceAll("_", " ");

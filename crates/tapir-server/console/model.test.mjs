@@ -1,7 +1,7 @@
 // Unit tests of the console's logic: `node --test crates/tapir-server/console/`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { OPERATIONS, Stream, bodyFor, buttonsFor, describe, errorText, partnersFor, requestFor, stateText } from "./model.js";
+import { OPERATIONS, Stream, bodyFor, buttonsFor, describe, errorText, partnersFor, requestFor, stateText, inConference } from "./model.js";
 
 test("a call's buttons are exactly its features, in its order", () => {
   const call = { features: ["answer", "reject", "drop"] };
@@ -97,4 +97,11 @@ test("errors, states and events read as words", () => {
   assert.equal(errorText(502, null), "request failed with status 502");
   assert.equal(describe({ type: "call_state", state: "connected", state_detail: "connected (active)" }), "connected (active)");
   assert.equal(describe({ type: "line", event: { kind: "out_of_service", reason: "no phone" } }), "line out_of_service: no phone");
+});
+
+test("the calls of a conference are the ones whose cards list it", () => {
+  assert.ok(inConference({ state: "conferenced", features: [] }));
+  assert.ok(inConference({ state: "on_hold_pending_conference", features: [] }));
+  assert.ok(inConference({ state: "connected", features: ["prepare-add-to-conference"] }));
+  assert.ok(!inConference({ state: "connected", features: ["hold", "setup-conference"] }));
 });
