@@ -24,6 +24,12 @@ use crate::error::Error;
 /// The longest dial string accepted, in characters.
 pub const MAX_DIAL_STRING: usize = 128;
 
+/// Whether `c` is a DTMF digit: 0–9, `*`, `#` and A–D (upper case; callers that accept lower case
+/// say so). The one rule for digits sent, detected and reported, by every provider.
+pub const fn is_dtmf_digit(c: char) -> bool {
+    matches!(c, '0'..='9' | 'A'..='D' | '*' | '#')
+}
+
 /// A dial modifier that a line may or may not honour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DialModifier {
@@ -194,7 +200,7 @@ impl DialString {
     pub fn digits(&self) -> String {
         self.dialable
             .chars()
-            .filter(|c| c.is_ascii_digit() || matches!(c, 'A'..='D' | '*' | '#' | '+'))
+            .filter(|c| is_dtmf_digit(*c) || *c == '+')
             .collect()
     }
 
@@ -255,6 +261,12 @@ impl fmt::Display for DialString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dtmf_digits_are_the_sixteen_keys() {
+        let all: String = ('\0'..='\u{7f}').filter(|c| is_dtmf_digit(*c)).collect();
+        assert_eq!(all, "#*0123456789ABCD");
+    }
 
     #[test]
     fn formatting_is_dropped_and_letters_upper_cased() {

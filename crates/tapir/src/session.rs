@@ -1293,7 +1293,7 @@ impl Session {
         let a = self.authorize(call, CallOperation::GenerateDigits, |_, _| {
             match digits
                 .chars()
-                .find(|c| !(c.is_ascii_digit() || matches!(c, 'A'..='D' | '*' | '#' | ',' | '!')))
+                .find(|c| !(tapir_core::dial::is_dtmf_digit(*c) || matches!(c, ',' | '!')))
             {
                 Some(c) => Err(Error::InvalidParameter {
                     reason: format!("{c:?} cannot be generated as a digit"),

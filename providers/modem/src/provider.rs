@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tapir_core::caps::{AddressCaps, AnswerMode, DialCaps, LineCaps};
-use tapir_core::dial::DialString;
+use tapir_core::dial::{DialString, is_dtmf_digit};
 use tapir_core::gate::{CallOperation, FeatureSet};
 use tapir_core::info::{CallInfo, CallOrigin, PartyId, Presentation};
 use tapir_core::media::MediaModes;
@@ -943,7 +943,7 @@ impl Actor {
         };
         let digit = char::from(code);
         match digit {
-            '0'..='9' | '*' | '#' | 'A'..='D' if c.monitor_digits => {
+            d if is_dtmf_digit(d) && c.monitor_digits => {
                 self.sink.send(tapir_provider::ProviderEvent::Digit {
                     leg: c.leg,
                     digit,
@@ -1302,11 +1302,7 @@ impl Actor {
         if !c.voice || c.phase != Phase::OffHook || !matches!(c.state, CallState::Connected(_)) {
             return Err(wrong_state(c.state));
         }
-        if digits.is_empty()
-            || !digits
-                .chars()
-                .all(|d| d.is_ascii_digit() || matches!(d, '*' | '#' | 'A'..='D'))
-        {
+        if digits.is_empty() || !digits.chars().all(is_dtmf_digit) {
             return Err(Error::InvalidParameter {
                 reason: format!("{digits:?} is not a string of DTMF digits"),
             });

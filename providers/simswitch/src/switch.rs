@@ -1704,7 +1704,7 @@ impl State {
         {
             for digit in digits
                 .chars()
-                .filter(|c| c.is_ascii_digit() || matches!(c, 'A'..='D' | '*' | '#'))
+                .filter(|c| tapir_core::dial::is_dtmf_digit(*c))
             {
                 sink.send(ProviderEvent::Digit {
                     leg: p,

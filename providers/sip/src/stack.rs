@@ -356,7 +356,7 @@ fn digit_of(req: &Request) -> Option<char> {
     let d = match (d, value) {
         (_, "10") => '*',
         (_, "11") => '#',
-        (d @ ('0'..='9' | 'A'..='D' | '*' | '#'), v) if v.len() == 1 => d,
+        (d, v) if tapir_core::dial::is_dtmf_digit(d) && v.len() == 1 => d,
         _ => return None,
     };
     Some(d)

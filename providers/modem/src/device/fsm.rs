@@ -1209,8 +1209,9 @@ impl Device {
     }
 }
 
+/// Modems take DTMF digits in either case.
 fn is_dtmf(c: char) -> bool {
-    c.is_ascii_digit() || matches!(c.to_ascii_uppercase(), '*' | '#' | 'A'..='D')
+    tapir_core::dial::is_dtmf_digit(c.to_ascii_uppercase())
 }
 
 /// Month, day, hour and minute in UTC, for caller ID when the call does not fix them.

@@ -339,7 +339,7 @@ impl Switch {
         }
         if let Some(c) = digits
             .chars()
-            .find(|c| !matches!(c, '0'..='9' | 'A'..='D' | '*' | '#'))
+            .find(|c| !tapir_core::dial::is_dtmf_digit(*c))
         {
             return Err(Error::InvalidParameter {
                 reason: format!("{c:?} is not a DTMF digit"),
