@@ -923,6 +923,15 @@ fn op_body<T: DeserializeOwned + Default>(op: &str, body: &[u8]) -> Result<T, Ap
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    // Serde reads a struct from a JSON array too (its fields in order), and every field of an
+    // operation's body is optional, so `[]` would pass as `{}`: only an object is a body here.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("{op}: the body must be a JSON object"),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -543,6 +543,17 @@ async fn bad_requests_get_the_documented_errors_and_change_nothing() {
             ),
         ),
         (
+            "an operation's body that is an array, not an object",
+            422,
+            "invalid_body",
+            (
+                "POST",
+                "/v1/calls/call:0123456789abcdef/monitor-digits",
+                Some(&alice),
+                Some("[]".into()),
+            ),
+        ),
+        (
             "unknown field",
             422,
             "invalid_body",
