@@ -380,17 +380,24 @@ pub struct AddressUsage {
 }
 
 impl AddressUsage {
-    /// Adds `delta` to the count of the class `state` belongs to (idle calls count nowhere).
+    /// Whether a call in `state` counts as active: live, not held, not a conference's party. The one
+    /// rule for the `active` class, which the gate's "others" counts read too.
+    pub const fn is_active(state: CallStateKind) -> bool {
+        !state.is_held() && !matches!(state, CallStateKind::Idle | CallStateKind::Conferenced)
+    }
+
+    /// Adds `delta` to the count of the class `state` belongs to (idle calls and conference parties
+    /// count nowhere).
     pub fn count(&mut self, state: CallStateKind, delta: i32) {
         if state == CallStateKind::Connected {
             self.connected = self.connected.saturating_add_signed(delta);
         }
         let slot = match state {
-            CallStateKind::Idle | CallStateKind::Conferenced => return,
             CallStateKind::OnHold => &mut self.on_hold,
             CallStateKind::OnHoldPendingTransfer => &mut self.pending_transfer,
             CallStateKind::OnHoldPendingConference => &mut self.pending_conference,
-            _ => &mut self.active,
+            s if Self::is_active(s) => &mut self.active,
+            _ => return,
         };
         *slot = slot.saturating_add_signed(delta);
     }
@@ -436,18 +443,14 @@ impl CallContext {
     /// or is not known yet. A data or fax call does not.
     pub fn carries_voice(&self) -> bool {
         let voice = MediaModes::INTERACTIVE_VOICE | MediaModes::AUTOMATED_VOICE;
-        let known = MediaModes::from_bits(MediaModes::ALL.bits() & !MediaModes::UNKNOWN.bits())
-            .unwrap_or(MediaModes::ALL);
-        self.media.intersects(voice) || !self.media.intersects(known)
+        self.media.intersects(voice) || self.media.bits() & !MediaModes::UNKNOWN.bits() == 0
     }
 
     /// Other calls of the address that occupy an appearance (counted by [`AddressUsage`]: not idle,
     /// not a conference's party).
     fn occupying_others(&self) -> u32 {
-        let own = !matches!(
-            self.state.kind(),
-            CallStateKind::Idle | CallStateKind::Conferenced
-        );
+        let kind = self.state.kind();
+        let own = AddressUsage::is_active(kind) || kind.is_held();
         (self.usage.active + self.usage.held()).saturating_sub(u32::from(own))
     }
 
@@ -462,8 +465,8 @@ impl CallContext {
             - u32::from(self.state.kind() == CallStateKind::OnHoldPendingTransfer)
     }
     fn active_others(&self) -> u32 {
-        let this_active = !self.state.kind().is_held() && !self.state.is_idle();
-        self.usage.active - u32::from(this_active)
+        let this_active = AddressUsage::is_active(self.state.kind());
+        self.usage.active.saturating_sub(u32::from(this_active))
     }
     fn connected_others(&self) -> u32 {
         self.usage.connected - u32::from(self.state.kind() == CallStateKind::Connected)
@@ -665,10 +668,7 @@ fn resources(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result
                 && ctx.state.kind() != CallStateKind::OnHold
                 && ctx
                     .active_others()
-                    .saturating_sub(u32::from(ctx.partner.is_none_or(|k| {
-                        !k.is_held()
-                            && !matches!(k, CallStateKind::Idle | CallStateKind::Conferenced)
-                    })))
+                    .saturating_sub(u32::from(ctx.partner.is_none_or(AddressUsage::is_active)))
                     >= caps.max_active_calls =>
         {
             Err(Error::ResourceUnavailable {
@@ -972,24 +972,12 @@ mod tests {
         ));
         // Capability (never) before state (not now): basic caps have no hold.
         assert!(matches!(
-            check(
-                CallOperation::Hold,
-                CallPrivilege::Owner,
-                || Ok(()),
-                &caps,
-                &ctx
-            ),
+            as_owner(CallOperation::Hold, &caps, &ctx),
             Err(Error::OperationUnavailable { .. })
         ));
         // Supported, wrong state.
         assert!(matches!(
-            check(
-                CallOperation::Answer,
-                CallPrivilege::Owner,
-                || Ok(()),
-                &caps,
-                &ctx
-            ),
+            as_owner(CallOperation::Answer, &caps, &ctx),
             Err(Error::InvalidCallState {
                 state: CallStateKind::Connected
             })
@@ -1002,16 +990,15 @@ mod tests {
         let mut ctx = CallContext::new(CallStateKind::Connected.with_default_mode());
         ctx.usage.on_hold = caps.max_on_hold;
         assert!(matches!(
-            check(
-                CallOperation::Hold,
-                CallPrivilege::Owner,
-                || Ok(()),
-                &caps,
-                &ctx
-            ),
+            as_owner(CallOperation::Hold, &caps, &ctx),
             Err(Error::ResourceUnavailable { .. })
         ));
         assert!(!features(&caps, &ctx).contains(CallOperation::Hold));
+    }
+
+    /// The gate's answer to an owner asking for `op` with valid parameters.
+    fn as_owner(op: CallOperation, caps: &AddressCaps, ctx: &CallContext) -> Result<(), Error> {
+        check(op, CallPrivilege::Owner, || Ok(()), caps, ctx)
     }
 
     /// A pending original and its consultation call: one call connected (the consultation) and one held
@@ -1046,7 +1033,7 @@ mod tests {
             if !listed {
                 // "Not now" names the call that has to change: the consultation call.
                 assert_eq!(
-                    check(op, CallPrivilege::Owner, || Ok(()), &caps, &ctx),
+                    as_owner(op, &caps, &ctx),
                     Err(Error::InvalidCallState {
                         state: consultation
                     })
@@ -1118,13 +1105,7 @@ mod tests {
         other.usage.count(CallStateKind::Offering, 1);
         assert!(!features(&caps, &other).contains(CallOperation::Unhold));
         assert!(matches!(
-            check(
-                CallOperation::Unhold,
-                CallPrivilege::Owner,
-                || Ok(()),
-                &caps,
-                &other
-            ),
+            as_owner(CallOperation::Unhold, &caps, &other),
             Err(Error::ResourceUnavailable { .. })
         ));
     }

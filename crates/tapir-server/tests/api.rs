@@ -167,8 +167,8 @@ impl Service {
         body["line_handle"].as_str().expect("handle").to_owned()
     }
 
-    /// Calls `destination` from the line open and waits until the call is connected; the call handle.
-    async fn connected_call(&self, token: &str, line: &str, destination: &str) -> String {
+    /// Calls `destination` from the line open; the new call's handle.
+    async fn place_call(&self, token: &str, line: &str, destination: &str) -> String {
         let (status, call) = self
             .post(
                 "/v1/calls",
@@ -177,7 +177,12 @@ impl Service {
             )
             .await;
         assert_eq!(status, 201, "{call}");
-        let call = call["call"].as_str().expect("handle").to_owned();
+        call["call"].as_str().expect("handle").to_owned()
+    }
+
+    /// Calls `destination` from the line open and waits until the call is connected; the call handle.
+    async fn connected_call(&self, token: &str, line: &str, destination: &str) -> String {
+        let call = self.place_call(token, line, destination).await;
         self.until_state(token, &call, "connected").await;
         call
     }
@@ -192,15 +197,7 @@ impl Service {
         callee: &str,
         events: &mut Events,
     ) -> (String, String) {
-        let (status, call) = self
-            .post(
-                "/v1/calls",
-                caller,
-                json!({ "line_handle": line, "destination": number }),
-            )
-            .await;
-        assert_eq!(status, 201, "{call}");
-        let caller_call = call["call"].as_str().expect("handle").to_owned();
+        let caller_call = self.place_call(caller, line, number).await;
         let new_call = events.until(|e| e["type"] == "new_call").await;
         let callee_call = new_call.last().expect("event")["call"]
             .as_str()

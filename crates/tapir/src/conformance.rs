@@ -314,30 +314,18 @@ impl Walk<'_> {
         seen
     }
 
-    /// A number other than `line`'s own: another line or the harness's answering number.
-    fn elsewhere(&mut self, line: LineId) -> String {
+    /// A number to call: another line's, the harness's answering one, or — unless `except` names a
+    /// line — any line's, its own included (which is busy).
+    fn number(&mut self, except: Option<LineId>) -> String {
+        let answering = self.harness.answering_number();
         let mut numbers: Vec<String> = self
             .lines
             .iter()
-            .filter(|(_, id, _)| *id != line)
+            .filter(|(_, id, _)| Some(*id) != except)
             .map(|(_, _, n)| n.clone())
             .collect();
-        numbers.push(self.harness.answering_number());
-        self.rng
-            .pick(&numbers)
-            .cloned()
-            .unwrap_or_else(|| self.harness.answering_number())
-    }
-
-    /// Anywhere a call can be placed to, its own line included (which is busy).
-    fn anywhere(&mut self) -> String {
-        let mut numbers: Vec<String> = self.lines.iter().map(|(_, _, n)| n.clone()).collect();
-        numbers.push(self.harness.answering_number());
-        numbers.push(self.harness.answering_number());
-        self.rng
-            .pick(&numbers)
-            .cloned()
-            .unwrap_or_else(|| self.harness.answering_number())
+        numbers.push(answering.clone());
+        self.rng.pick(&numbers).cloned().unwrap_or(answering)
     }
 
     async fn one_step(&mut self) {
@@ -365,7 +353,7 @@ impl Walk<'_> {
             }
             2 | 3 => {
                 if let Some((line, _, _)) = self.rng.pick(&self.lines).cloned() {
-                    let to = self.anywhere();
+                    let to = self.number(None);
                     let _ = self.session.make_call(line, Some(&to)).await;
                 }
             }
@@ -445,7 +433,7 @@ impl Walk<'_> {
                 .iter()
                 .find(|o| o.same_address(c))
                 .map_or(c.leg, |o| o.leg);
-            let to = self.elsewhere(c.line);
+            let to = self.number(Some(c.line));
             let Ok(destination) = tapir_core::dial::DialString::parse_destination(&to) else {
                 self.fail(format!("{to:?} is not a dial string"));
                 return;
@@ -480,7 +468,9 @@ impl Walk<'_> {
         self.report.tried.entry(op).or_default()
     }
 
-    /// The call of `calls` on `c`'s address that `accepts` picks, or an error saying none is there.
+    /// The other call of a two-call operation: a call of `calls` on `c`'s address that lists `op`
+    /// too (the gate lists such an operation on both) and that `accepts` picks; failing that, a
+    /// failure of the features (`op` was listed with no call to pair it with).
     fn partner<'a>(
         &mut self,
         op: CallOperation,
@@ -488,7 +478,9 @@ impl Walk<'_> {
         calls: &'a [Seen],
         accepts: impl Fn(&Seen) -> bool,
     ) -> Result<&'a Seen, Error> {
-        let found = calls.iter().find(|o| o.same_address(c) && accepts(o));
+        let found = calls
+            .iter()
+            .find(|o| o.same_address(c) && o.features.contains(op) && accepts(o));
         if found.is_none() {
             self.fail(format!(
                 "{op} listed on {} ({:?}) with no call to pair it with",
@@ -519,25 +511,23 @@ impl Walk<'_> {
             Op::Unhold => s.unhold(call).await,
             Op::Dial => {
                 let digits = if matches!(c.kind(), S::DialTone | S::Dialing) {
-                    self.anywhere()
+                    self.number(None)
                 } else {
                     "1".to_owned()
                 };
                 self.session.dial(call, &digits).await
             }
             Op::Redirect => {
-                let to = self.elsewhere(c.line);
+                let to = self.number(Some(c.line));
                 self.session.redirect(call, &to).await
             }
             Op::BlindTransfer => {
-                let to = self.elsewhere(c.line);
+                let to = self.number(Some(c.line));
                 self.session.blind_transfer(call, &to).await
             }
             Op::SwapHold => {
                 let held = c.kind().is_held();
-                let p = self.partner(op, c, calls, |o| {
-                    o.kind().is_held() != held && o.features.contains(Op::SwapHold)
-                })?;
+                let p = self.partner(op, c, calls, |o| o.kind().is_held() != held)?;
                 let (active, on_hold) = if held { (p.call, call) } else { (call, p.call) };
                 self.session.swap_hold(active, on_hold).await
             }
@@ -548,23 +538,9 @@ impl Walk<'_> {
                     Some(m) if !m.transfer && m.conference => TransferMode::Conference,
                     _ => TransferMode::Transfer,
                 };
-                let (held, consultation) = if c.kind().is_held() {
-                    let p = self.partner(op, c, calls, |o| {
-                        !o.kind().is_held() && o.features.contains(Op::CompleteTransfer)
-                            || matches!(
-                                o.role,
-                                CallRole::Consultation {
-                                    for_conference: false
-                                }
-                            )
-                    })?;
-                    (call, p.call)
-                } else {
-                    let p = self.partner(op, c, calls, |o| {
-                        o.kind().is_held() && o.features.contains(Op::CompleteTransfer)
-                    })?;
-                    (p.call, call)
-                };
+                let held = c.kind().is_held();
+                let p = self.partner(op, c, calls, |o| o.kind().is_held() != held)?;
+                let (held, consultation) = if held { (call, p.call) } else { (p.call, call) };
                 self.session
                     .complete_transfer(held, consultation, mode)
                     .await
@@ -573,27 +549,13 @@ impl Walk<'_> {
             Op::SetupConference => s.setup_conference(call).await.map(drop),
             Op::PrepareAddToConference => s.prepare_add_to_conference(call).await.map(drop),
             Op::AddToConference => {
-                let (parent, consultation) = if matches!(
-                    c.role,
-                    CallRole::Consultation {
-                        for_conference: true
-                    }
-                ) {
-                    let p = self.partner(op, c, calls, |o| {
-                        o.kind() == S::OnHoldPendingConference
-                            || matches!(o.role, CallRole::ConferenceParent { .. })
-                                && o.kind().is_held()
-                    })?;
+                let consulting = matches!(c.role, CallRole::Consultation { .. });
+                let p = self.partner(op, c, calls, |o| {
+                    matches!(o.role, CallRole::Consultation { .. }) != consulting
+                })?;
+                let (parent, consultation) = if consulting {
                     (p.call, call)
                 } else {
-                    let p = self.partner(op, c, calls, |o| {
-                        matches!(
-                            o.role,
-                            CallRole::Consultation {
-                                for_conference: true
-                            }
-                        )
-                    })?;
                     (call, p.call)
                 };
                 self.session.add_to_conference(parent, consultation).await
