@@ -437,24 +437,40 @@ function lineName(id) {
   return l ? l.name : String(id);
 }
 
-// Where an input of a call's card is: the call, the operation, the input's name.
-function inputKey(input) {
-  return `${input.closest("article")?.dataset.call}|${input.closest("form")?.dataset.op}|${input.name}`;
+// What a call's card shows, as one string: a card whose drawing would not change is kept as it is
+// (with whatever is being typed into it, and the focus), not drawn again.
+function cardKey(c) {
+  const mates = [...state.calls.values()]
+    .filter((o) => o.line_handle === c.line_handle)
+    .map((o) => [o.call, o.call_id, o.state_detail, o.features]);
+  return JSON.stringify([c, state.since.get(c.call), state.conferences.get(c.call), mates]);
 }
 
 function renderCalls() {
-  // Cards are drawn again on every change; what was being typed into them, and where, stays.
-  const typed = new Map();
-  for (const i of document.querySelectorAll("#calls input, #calls select")) {
-    if (i.value !== "" && i.tagName === "INPUT") typed.set(inputKey(i), i.value);
-  }
-  const active = document.activeElement && document.activeElement.closest("#calls") ? inputKey(document.activeElement) : null;
-  const cards = [...state.calls.values()].map(callCard);
-  $("#calls").replaceChildren(...(cards.length ? cards : [el("p", {}, "No calls.")]));
-  for (const i of document.querySelectorAll("#calls input")) {
-    const v = typed.get(inputKey(i));
-    if (v !== undefined) i.value = v;
-    if (active && inputKey(i) === active) i.focus();
+  const box = $("#calls");
+  const shown = new Map([...box.querySelectorAll("article.call")].map((a) => [a.dataset.call, a]));
+  const cards = [...state.calls.values()].map((c) => {
+    const key = cardKey(c);
+    const old = shown.get(c.call);
+    if (old && old.dataset.key === key) return old;
+    const card = callCard(c);
+    card.dataset.key = key;
+    // A card drawn again keeps what was being typed into it, and where.
+    if (old) {
+      for (const i of card.querySelectorAll("input")) {
+        const before = old.querySelector(`form[data-op="${i.closest("form")?.dataset.op}"] input[name="${i.name}"]`);
+        if (before) {
+          i.value = before.value;
+          if (document.activeElement === before) queueMicrotask(() => i.focus());
+        }
+      }
+    }
+    return card;
+  });
+  const wanted = cards.length ? cards : [el("p", {}, "No calls.")];
+  // Moving a node drops its focus: change the children only where they differ.
+  if (wanted.length !== box.children.length || wanted.some((c, i) => box.children[i] !== c)) {
+    box.replaceChildren(...wanted);
   }
   const filter = $("#event-filter");
   const chosen = filter.value;
