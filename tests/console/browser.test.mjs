@@ -189,9 +189,13 @@ async function callAnswerHoldConfer(alice, bob) {
   assert.equal(seqs.at(-1), 1, "the log goes back to the first event");
 
   // A three-way conference through buttons: start it, dial the consultation call, join.
+  // The consultation call is the new card in dial tone: the connected call lists dial too (digits go
+  // on as tones), so "a card with a dial form" could be either until the reply has been drawn.
   await card(a, callId).getByRole("button", { name: "Start conference" }).click();
-  const consult = a.locator("article.call", { has: a.locator('form[data-op="dial"]') }).first();
-  await consult.waitFor(WAIT);
+  const fresh = a.locator("article.call.dial_tone");
+  await fresh.waitFor(WAIT);
+  const consult = card(a, await fresh.getAttribute("data-call-id"));
+  assert.notEqual(await consult.getAttribute("data-call-id"), callId);
   await type(consult.locator('form[data-op="dial"] input'), "5555000");
   await consult.locator('form[data-op="dial"]').getByRole("button").click();
   const joining = a.locator('form[data-op="add-to-conference"]').first();

@@ -227,29 +227,50 @@ async function onMessage(msg) {
   if (r.refresh) await refreshCall(r.refresh);
 }
 
-// Reads the call again, and the other calls on its line: what one call may do depends on the others
-// (a consultation call answering lets its held original complete the transfer).
-async function refreshCall(handle) {
-  const line = state.calls.get(handle)?.line_handle;
-  const handles = [handle, ...[...state.calls.values()].filter((c) => c.call !== handle && c.line_handle === line).map((c) => c.call)];
-  await Promise.all(
-    handles.map(async (h) => {
-      try {
-        const c = await api("GET", `/v1/calls/${h}`);
-        setCall(c);
-        if (inConference(c)) {
-          const calls = await api("GET", `/v1/calls/${h}/conference-calls`);
-          state.conferences.set(h, calls.map((x) => x.call_id));
-        } else {
-          state.conferences.delete(h);
-        }
-      } catch (e) {
-        if (e.code === "invalid_call_handle") state.calls.delete(h);
-        if (e.code === "no_conference") state.conferences.delete(h);
-      }
-    }),
-  );
-  renderCalls();
+// Reads calls again after events named them, and the other calls on their lines: what one call may
+// do depends on the others (a consultation call answering lets its held original complete the
+// transfer). One reading runs at a time and a call named during it is read again afterwards, so a
+// reply that left the service before a later event can never be drawn over that event's result.
+const refreshing = { wanted: new Set(), running: null };
+
+function refreshCall(handle) {
+  refreshing.wanted.add(handle);
+  if (!refreshing.running) {
+    refreshing.running = drainRefreshes().finally(() => {
+      refreshing.running = null;
+    });
+  }
+  return refreshing.running;
+}
+
+async function drainRefreshes() {
+  while (refreshing.wanted.size > 0) {
+    const named = [...refreshing.wanted];
+    refreshing.wanted.clear();
+    const lines = new Set(named.map((h) => state.calls.get(h)?.line_handle));
+    const handles = new Set([
+      ...named,
+      ...[...state.calls.values()].filter((c) => lines.has(c.line_handle)).map((c) => c.call),
+    ]);
+    await Promise.all([...handles].map(readCall));
+    renderCalls();
+  }
+}
+
+async function readCall(h) {
+  try {
+    const c = await api("GET", `/v1/calls/${h}`);
+    setCall(c);
+    if (inConference(c)) {
+      const calls = await api("GET", `/v1/calls/${h}/conference-calls`);
+      state.conferences.set(h, calls.map((x) => x.call_id));
+    } else {
+      state.conferences.delete(h);
+    }
+  } catch (e) {
+    if (e.code === "invalid_call_handle") state.calls.delete(h);
+    if (e.code === "no_conference") state.conferences.delete(h);
+  }
 }
 
 function setCall(c) {
@@ -534,7 +555,8 @@ async function makeCall(form) {
   if (destination) body.destination = destination;
   const c = await api("POST", "/v1/calls", body);
   setCall(c);
-  renderCalls();
+  // The reply is the call as it was dialled; events since may have moved it on.
+  await refreshCall(c.call);
 }
 
 // ---- status, routes, history ----------------------------------------------------------------------
