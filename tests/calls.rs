@@ -787,7 +787,7 @@ async fn line_status_counts_each_address_calls_and_says_whether_the_line_is_in_s
     let (sup, sl) = pbx
         .app("supervisor", &[("100", OpenOptions::monitor())])
         .await;
-    let status = alice.line_status(al[0]).unwrap();
+    let status = alice.line_status(al[0]).await.unwrap();
     assert!(status.in_service, "{status:?}");
     assert_eq!(status.opens, 2);
     assert_eq!(status.addresses[0].number, "100");
@@ -799,10 +799,13 @@ async fn line_status_counts_each_address_calls_and_says_whether_the_line_is_in_s
         .unwrap();
     tapir_tests::poll_state(&alice, a, K::Connected).await;
     alice.hold(a).await.unwrap();
-    let held = sup.line_status(sl[0]).unwrap().addresses[0].usage;
+    let held = sup.line_status(sl[0]).await.unwrap().addresses[0].usage;
     assert_eq!((held.active, held.on_hold), (0, 1));
     assert!(
-        matches!(alice.line_status(sl[0]), Err(Error::InvalidLineHandle)),
+        matches!(
+            alice.line_status(sl[0]).await,
+            Err(Error::InvalidLineHandle)
+        ),
         "another session's line handle is no handle here"
     );
 

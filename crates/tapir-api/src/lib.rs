@@ -338,10 +338,29 @@ pub struct LineStatus {
     /// Why not, when not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The devices the line reaches, as its provider reports them: the phones registered to a SIP
+    /// line, its fixed contact. Empty for lines without devices of their own (simulated
+    /// extensions, modems).
+    #[serde(default)]
+    pub devices: Vec<LineDevice>,
     /// Opens of the line, by every session.
     pub opens: usize,
     /// Each address's calls.
     pub addresses: Vec<AddressStatus>,
+}
+
+/// A device a line reaches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LineDevice {
+    /// How the provider reaches it (a SIP contact URI).
+    pub contact: String,
+    /// Where it registered from, or where a fixed device is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Seconds until its registration lapses unless refreshed; absent for a fixed device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u32>,
 }
 
 /// An address's live calls by class.
@@ -466,6 +485,27 @@ pub struct Call {
     pub called: Party,
     /// The connected party.
     pub connected: Party,
+    /// Who redirected the call here (forwarded, transferred or redirected it), when someone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirecting: Option<Party>,
+    /// Where the call was redirected to, when the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirection: Option<Party>,
+    /// Where the call came from: `outbound`, `internal`, `external`, `conference`, …
+    #[serde(default)]
+    pub origin: String,
+    /// Why it arrived here: `direct`, `transfer`, `forward_no_answer`, `pickup`, …
+    #[serde(default)]
+    pub reason: String,
+    /// The call ID of a related call, as the provider reports it (a conference party names its
+    /// conference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related_call_id: Option<String>,
+    /// The call ID of the other call of a consultation, while both last: for the held original (or
+    /// the conference waiting for a party) its consultation call, for the consultation call its
+    /// original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consultation_call_id: Option<String>,
 }
 
 /// A row of the status table.
@@ -675,6 +715,9 @@ pub enum LineEvent {
     },
     /// The line's capabilities changed.
     CapsChanged,
+    /// The devices the line reaches changed (a phone registered or its registration ended); read
+    /// the line's status for them.
+    DevicesChanged,
     /// A kind this version of the types does not know (sent by a newer service).
     #[serde(other)]
     Other,

@@ -1130,6 +1130,7 @@ fn describe(k: &EventKind) -> String {
                 format!("line {line_handle} {call_id} left orbit {orbit}")
             }
             LineEvent::CapsChanged => format!("line {line_handle} capabilities changed"),
+            LineEvent::DevicesChanged => format!("line {line_handle} devices changed"),
             LineEvent::Other => format!("line {line_handle}: an event this tool does not know"),
         },
         EventKind::LineClosed { line_handle } => format!("line {line_handle} closed"),
@@ -1452,6 +1453,19 @@ fn line_status_text(st: &tapir_api::LineStatus) -> String {
             ]
         }),
     ));
+    for d in &st.devices {
+        out.push_str(&format!(
+            "device {}{}{}\n",
+            d.contact,
+            d.source
+                .as_deref()
+                .map(|s| format!(" from {s}"))
+                .unwrap_or_default(),
+            d.expires_in
+                .map(|e| format!(", registered for {e} s more"))
+                .unwrap_or_else(|| ", fixed".to_owned()),
+        ));
+    }
     out
 }
 

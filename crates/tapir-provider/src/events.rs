@@ -68,6 +68,21 @@ pub enum LineEvent {
     },
     /// The line's capabilities changed.
     CapsChanged(Box<LineCaps>),
+    /// The devices the line reaches changed (a phone registered, refreshed to another contact,
+    /// unregistered or lapsed); read them with [`Provider::line_devices`](crate::Provider::line_devices).
+    DevicesChanged,
+}
+
+/// A device a line reaches, as its provider knows it: a registered phone, a fixed contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineDevice {
+    /// How the provider reaches it (for SIP, the contact URI).
+    pub contact: String,
+    /// Where it registered from (the source address of its registration), or where a fixed device is.
+    pub source: Option<String>,
+    /// Seconds until its registration lapses unless refreshed; `None` for a device that does not
+    /// register (a fixed contact).
+    pub expires_in: Option<u32>,
 }
 
 /// Everything a provider reports.

@@ -37,7 +37,9 @@ use tapir_core::params::{
 };
 use tapir_core::{AddressId, CallLegId, LineId};
 
-pub use events::{EventHandler, EventLog, EventSink, LineEvent, NewCall, ProviderEvent};
+pub use events::{
+    EventHandler, EventLog, EventSink, LineDevice, LineEvent, NewCall, ProviderEvent,
+};
 
 /// The result type of provider methods.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -83,6 +85,14 @@ pub trait Provider: Send + Sync + 'static {
     /// The last application closed the line.
     async fn close_line(&self, _line: LineId) -> Result<()> {
         Ok(())
+    }
+
+    /// The devices the line reaches now (TAPI leaves a line's device status to its provider): the
+    /// phones registered to it, a fixed contact. A provider whose lines are not reached through
+    /// devices of their own (a simulated extension, a modem) has none to report — the default.
+    /// Report [`LineEvent::DevicesChanged`] when the answer changes.
+    async fn line_devices(&self, _line: LineId) -> Result<Vec<LineDevice>> {
+        Ok(Vec::new())
     }
 
     /// Places a call. Returns once the call exists and its destination (if any) has been dialled — at the

@@ -63,17 +63,35 @@ pub(crate) fn call_dto(s: &Session, call: CallHandle) -> Result<wire::Call, ApiE
         caller: party(&info.info.caller),
         called: party(&info.info.called),
         connected: party(&info.info.connected),
+        redirecting: someone(info.info.redirecting()),
+        redirection: someone(info.info.redirection()),
+        origin: info.info.origin.name().to_owned(),
+        reason: info.info.reason.name().to_owned(),
+        related_call_id: info.info.related_call_id.map(|c| c.to_string()),
+        consultation_call_id: info.consultation_partner.map(|c| c.to_string()),
     })
 }
 
 /// A line open's status as JSON.
-pub(crate) fn line_status(s: &Session, line: LineHandle) -> Result<wire::LineStatus, ApiError> {
-    let st = s.line_status(line)?;
+pub(crate) async fn line_status(
+    s: &Session,
+    line: LineHandle,
+) -> Result<wire::LineStatus, ApiError> {
+    let st = s.line_status(line).await?;
     Ok(wire::LineStatus {
         line_handle: line.to_string(),
         line: st.line.0,
         in_service: st.in_service,
         reason: st.reason,
+        devices: st
+            .devices
+            .into_iter()
+            .map(|d| wire::LineDevice {
+                contact: d.contact,
+                source: d.source,
+                expires_in: d.expires_in,
+            })
+            .collect(),
         opens: st.opens,
         addresses: st
             .addresses
@@ -96,6 +114,11 @@ pub(crate) fn party(p: &PartyId) -> wire::Party {
         number: p.number.as_deref().map(str::to_owned),
         name: p.name.as_deref().map(str::to_owned),
     }
+}
+
+/// The wire form of a party that is someone; `None` for the empty identity of no one.
+fn someone(p: &PartyId) -> Option<wire::Party> {
+    (*p != PartyId::default()).then(|| party(p))
 }
 
 /// The wire form of a status row.
@@ -203,6 +226,7 @@ pub fn event(e: &SessionEvent) -> wire::Event {
                     call_id: call_id.to_string(),
                 },
                 LineEvent::CapsChanged(_) => wire::LineEvent::CapsChanged,
+                LineEvent::DevicesChanged => wire::LineEvent::DevicesChanged,
             },
         },
         Event::LineClosed { line } => K::LineClosed {

@@ -280,7 +280,7 @@ async fn address_op(
         Op::Forward => {
             let forwarding = forwarding(&b)?;
             s.forward(line, forwarding).await?;
-            answer(StatusCode::OK, &line_status(s, line)?)
+            answer(StatusCode::OK, &line_status(s, line).await?)
         }
         Op::SetupConference => {
             conference(s, StatusCode::CREATED, s.setup_conference_on(line).await?)

@@ -910,11 +910,11 @@ async fn run_line_op(
 
 /// `GET /v1/line-opens/{line_handle}`: the line's status.
 async fn line_status(Authed(c): Authed, Path(line): Path<String>) -> Response {
-    reply(
-        parse_line(&line)
-            .and_then(|h| crate::api::line_status(&c.session, h))
-            .and_then(ok),
-    )
+    let status = match parse_line(&line) {
+        Ok(h) => crate::api::line_status(&c.session, h).await,
+        Err(e) => Err(e),
+    };
+    reply(status.and_then(ok))
 }
 
 /// An operation's body: empty is the default; otherwise JSON of the operation's shape, a field of

@@ -16,7 +16,7 @@ const CONFIG: &str = r#"
 [services.pbx]
 kind = "simswitch"
 ring_period_secs = 1
-extensions = [{ number = "2001", name = "Alice" }, { number = "2002", name = "Bob" }]
+extensions = [{ number = "2001", name = "Alice" }, { number = "2002", name = "Bob" }, { number = "2003", name = "Carol" }]
 outside = [{ number = "5551000", script = "answers", after_rings = 0 }]
 
 [locations.home]
@@ -1314,6 +1314,21 @@ async fn a_three_way_conference_over_http_then_a_party_hangs_up() {
         .expect("consultation")
         .to_owned();
     assert_eq!(setup["consultation"]["state"], "dial_tone", "{setup}");
+    // The conference waiting for its party and the consultation call name each other.
+    let call_id = |v: &Value| v["call_id"].as_str().expect("call ID").to_owned();
+    let (_, waiting) = svc.get(&format!("/v1/calls/{conference}"), &alice).await;
+    let (_, consulting) = svc.get(&format!("/v1/calls/{consultation}"), &alice).await;
+    assert_eq!(
+        waiting["consultation_call_id"],
+        json!(call_id(&consulting)),
+        "{waiting}"
+    );
+    assert_eq!(
+        consulting["consultation_call_id"],
+        json!(call_id(&waiting)),
+        "{consulting}"
+    );
+    assert_eq!(waiting["origin"], "conference", "{waiting}");
     let (status, dialled) = svc
         .post(
             &format!("/v1/calls/{consultation}/dial"),
@@ -1365,6 +1380,11 @@ async fn a_three_way_conference_over_http_then_a_party_hangs_up() {
     assert_eq!(parties[0]["state"], "connected", "{parties}");
     assert_eq!(parties[1]["state"], "conferenced");
     assert_eq!(parties[2]["state"], "conferenced");
+    // Joined, the consultation is over; each party names its conference as its related call.
+    assert_eq!(parties[2]["consultation_call_id"], Value::Null, "{parties}");
+    for party in &parties.as_array().expect("calls")[1..] {
+        assert_eq!(party["related_call_id"], parties[0]["call_id"], "{parties}");
+    }
 
     // Bob hangs up: his party of the conference is disconnected; Alice's outside party stays.
     let (status, _) = svc
@@ -1439,8 +1459,41 @@ async fn do_not_disturb_and_forwarding_over_http() {
     let forwarded = svc.connected_call(&alice, &line, "2002").await;
     let (_, c) = svc.get(&format!("/v1/calls/{forwarded}"), &alice).await;
     assert_eq!(c["connected"]["number"], "5551000", "{c}");
+    // The caller learns where the call went (the simulated PBX names the forwarding extension as
+    // redirecting party to the destination, which here is outside).
+    assert_eq!(c["redirection"]["number"], "5551000", "{c}");
+    assert_eq!(c["redirecting"], Value::Null, "{c}");
     let (_, offered) = svc.get("/v1/calls", &bob).await;
     assert_eq!(offered, json!([]), "bob's phone never rang");
+    svc.post(&format!("/v1/calls/{forwarded}/drop"), &alice, json!({}))
+        .await;
+
+    // Forwarded to an extension: the call offered there names Bob as who redirected it, and why.
+    let (status, body) = svc
+        .post(
+            &format!("/v1/line-opens/{bob_line}/forward"),
+            &bob,
+            json!({ "rules": [{ "condition": "unconditional", "destination": "2003" }] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let carol_line = svc.open(&alice, "2003").await;
+    svc.place_call(&alice, &line, "2002").await;
+    let mut at_carol = None;
+    for _ in 0..500 {
+        let (_, calls) = svc.get("/v1/calls", &alice).await;
+        at_carol = calls
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["line_handle"] == json!(carol_line)))
+            .cloned();
+        if at_carol.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let at_carol = at_carol.expect("the call is offered on 2003");
+    assert_eq!(at_carol["redirecting"]["number"], "2002", "{at_carol}");
+    assert_eq!(at_carol["reason"], "forward_unconditional", "{at_carol}");
     // An empty body cancels forwarding.
     let (status, _) = svc
         .post(

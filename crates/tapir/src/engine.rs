@@ -1886,9 +1886,12 @@ impl Inner {
     }
 
     /// Records that `party` joined the conference `parent` (parent and party locked one at a time).
+    /// A consultation call that joins is a consultation no more: neither names the other as its
+    /// partner from then on.
     pub(crate) fn join_conference(&self, parent: &Arc<CallEntry>, party: &Arc<CallEntry>) {
         let previous_last = {
             let mut rec = lock(&parent.rec);
+            rec.partner = None;
             let previous = rec.parties.list().last().cloned();
             rec.parties.push(party.clone());
             rec.role = CallRole::ConferenceParent {
@@ -1902,6 +1905,7 @@ impl Inner {
         let mut rec = lock(&party.rec);
         rec.role = CallRole::ConferenceParty { last_added: true };
         rec.conference = Some(Arc::downgrade(parent));
+        rec.partner = None;
     }
 
     /// Records that `party` left its conference.

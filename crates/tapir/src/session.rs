@@ -1,8 +1,8 @@
 //! An application session: the application's view of the engine.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use tapir_core::caps::{AddressCaps, LineCaps};
 use tapir_core::cdr::Disposition;
@@ -177,6 +177,10 @@ pub struct CallInfoView {
     pub num_owners: usize,
     /// Sessions monitoring the call.
     pub num_monitors: usize,
+    /// The other call of a consultation the engine set up, while it lasts: for the held original (or
+    /// the conference waiting for a party) its consultation call, for the consultation call its
+    /// original. The provider's call ID, so it names the call in any session.
+    pub consultation_partner: Option<CallId>,
 }
 
 impl CallInfoView {
@@ -1492,7 +1496,7 @@ impl Session {
         let holder = rec
             .holder(&self.inner, call)
             .ok_or(Error::InvalidCallHandle)?;
-        Ok(CallInfoView {
+        let mut view = CallInfoView {
             info: CallInfo::clone(&rec.info),
             provider: entry.key.0,
             line: entry.line.id,
@@ -1500,7 +1504,18 @@ impl Session {
             line_handle: holder.line,
             num_owners: rec.owners(),
             num_monitors: rec.monitors(),
-        })
+            consultation_partner: None,
+        };
+        let partner = rec.partner.as_ref().and_then(Weak::upgrade);
+        drop(rec);
+        // The partner's lock is taken only once this call's is let go: one call lock at a time.
+        if let Some(p) = partner {
+            let p = lock(&p.rec);
+            if !p.state.is_idle() {
+                view.consultation_partner = Some(p.info.call_id);
+            }
+        }
+        Ok(view)
     }
 
     /// The lines this session has open: each open's handle and the line.
@@ -1530,13 +1545,19 @@ impl Session {
         Ok(self.engine.take_up_calls(&slot, &self.inner, line))
     }
 
-    /// A line's status: whether it is in service (and why not), how many opens it has, and each
-    /// address's calls by class.
-    pub fn line_status(&self, line: LineHandle) -> Result<crate::LineStatus, Error> {
+    /// A line's status: whether it is in service (and why not), the devices it reaches (registered
+    /// phones, as its provider reports them), how many opens it has, and each address's calls by
+    /// class.
+    pub async fn line_status(&self, line: LineHandle) -> Result<crate::LineStatus, Error> {
         self.alive()?;
         let slot = self.open_line_slot(line)?;
+        let devices = self
+            .provider(slot.provider)
+            .line_devices(slot.local)
+            .await?;
         let reason = lock(&self.engine.provider(slot.provider).status).line_unusable(slot.local);
         Ok(crate::LineStatus {
+            devices,
             line: slot.id,
             in_service: reason.is_none(),
             reason,

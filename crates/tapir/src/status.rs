@@ -72,6 +72,9 @@ pub struct LineStatus {
     pub in_service: bool,
     /// Why it is not, when it is not.
     pub reason: Option<String>,
+    /// The devices it reaches, as its provider reports them (registered phones; none for a provider
+    /// without devices of its own).
+    pub devices: Vec<tapir_provider::LineDevice>,
     /// Opens of the line, by every session.
     pub opens: usize,
     /// Each address's calls.

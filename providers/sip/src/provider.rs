@@ -12,7 +12,7 @@ use tapir_core::params::{
     DigitMode, Forwarding, MakeCall, Origin, ParkMode, PickupTarget, RequestId, TransferMode,
 };
 use tapir_core::{AddressId, CallLegId, Error, LineId};
-use tapir_provider::{EventSink, Provider};
+use tapir_provider::{EventSink, LineDevice, Provider};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -34,6 +34,7 @@ pub struct Registration {
 enum Msg {
     Op(Command, oneshot::Sender<Result<Done, Error>>),
     Registrations(oneshot::Sender<Vec<Registration>>),
+    Devices(LineId, oneshot::Sender<Vec<LineDevice>>),
     Quiet(oneshot::Sender<bool>),
     Stop(oneshot::Sender<()>),
 }
@@ -164,6 +165,14 @@ impl Provider for SipProvider {
         let task = tokio::spawn(run(switch, stack, from_stack, rx, sink));
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(Running { tx, task });
         Ok(caps)
+    }
+
+    async fn line_devices(&self, line: LineId) -> Result<Vec<LineDevice>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Msg::Devices(line, reply))
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
     }
 
     async fn stop(&self) {
@@ -313,6 +322,9 @@ async fn run(
                         .map(|(number, contacts)| Registration { number, contacts })
                         .collect();
                     let _ = reply.send(regs);
+                }
+                Some(Msg::Devices(line, reply)) => {
+                    let _ = reply.send(switch.devices(Instant::now().into_std(), line));
                 }
                 Some(Msg::Quiet(reply)) => {
                     let _ = reply.send(switch.is_quiet() && stack.is_quiet());

@@ -38,6 +38,14 @@ impl Binding {
             expires: None,
         }
     }
+
+    /// Whole seconds it has left at `now` (at least 1 while it lasts); `None` for a fixed contact.
+    pub(crate) fn left(&self, now: Instant) -> Option<u32> {
+        self.expires.map(|e| {
+            let secs = e.saturating_duration_since(now).as_secs().max(1);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        })
+    }
 }
 
 /// The contacts of a REGISTER request.
@@ -178,20 +186,17 @@ impl Registrar {
     fn report(bindings: &[Binding], now: Instant) -> Vec<(String, u32)> {
         bindings
             .iter()
-            .filter_map(|b| {
-                let left = b.expires?.saturating_duration_since(now);
-                Some((b.contact.clone(), left.as_secs().max(1) as u32))
-            })
+            .filter_map(|b| Some((b.contact.clone(), b.left(now)?)))
             .collect()
     }
 
-    /// Removes every binding that lapsed by `now`; returns the lines that lost their last one.
+    /// Removes every binding that lapsed by `now`; returns the lines that lost one.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<usize> {
         let mut lost = Vec::new();
         for (i, bindings) in self.lines.iter_mut().enumerate() {
-            let had = !bindings.is_empty();
+            let had = bindings.len();
             bindings.retain(|b| b.expires.is_none_or(|e| e > now));
-            if had && bindings.is_empty() {
+            if bindings.len() != had {
                 lost.push(i);
             }
         }
@@ -257,6 +262,21 @@ mod tests {
         assert!(r.expire(t0 + Duration::from_secs(61)).is_empty());
         assert_eq!(r.expire(t1 + Duration::from_secs(60)), vec![0]);
         assert!(!r.reachable(0));
+    }
+
+    #[test]
+    fn a_line_that_loses_one_of_two_contacts_is_named_by_expire() {
+        let t0 = Instant::now();
+        let mut r = registrar();
+        r.register(t0, 0, &reg(1, one("sip:a@h", Some(60)), None));
+        r.register(t0, 0, &reg(2, one("sip:b@h", Some(120)), None));
+        assert_eq!(
+            r.contacts(0)[0].left(t0 + Duration::from_secs(15)),
+            Some(45)
+        );
+        assert_eq!(r.expire(t0 + Duration::from_secs(61)), vec![0]);
+        assert_eq!(r.contacts(0).len(), 1);
+        assert!(r.reachable(0), "the other phone still reaches the line");
     }
 
     #[test]

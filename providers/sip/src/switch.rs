@@ -38,7 +38,7 @@ use tapir_core::state::{
     transition_allowed,
 };
 use tapir_core::{AddressId, CallId, CallLegId, Error, LineId};
-use tapir_provider::{LineEvent, NewCall, ProviderEvent};
+use tapir_provider::{LineDevice, LineEvent, NewCall, ProviderEvent};
 
 use crate::cause;
 use crate::channel::{Channel, ChannelId, Phase, Reoffer, Way};
@@ -250,6 +250,9 @@ struct Line {
     /// The address of its fixed device, which is trusted without a password.
     fixed: Option<SocketAddr>,
     in_service: bool,
+    /// The contacts the engine was last told about (through `LineEvent::DevicesChanged`): its fixed
+    /// contact from the start, registered ones as they come and go.
+    devices: Vec<String>,
     /// Where its calls go instead, and whether it takes calls at all.
     forwarding: Forwarding,
 }
@@ -524,9 +527,10 @@ impl Switch {
                 name: l.name.as_str().into(),
                 password: l.password.clone(),
                 auto_answer: l.auto_answer,
-                fixed: contact.map(|c| c.addr),
+                fixed: contact.as_ref().map(|c| c.addr),
                 // The engine takes a line to be in service until told otherwise.
                 in_service: true,
+                devices: contact.map(|c| c.uri).into_iter().collect(),
                 forwarding: Forwarding::default(),
             });
         }
@@ -649,7 +653,7 @@ impl Switch {
     /// Reports the lines' first service state; call once the engine listens.
     pub(crate) fn start(&mut self, now: Instant) {
         for i in 0..self.lines.len() {
-            self.line_service(i);
+            self.line_changed(i);
         }
         if let Some(t) = self.registrar.next_expiry() {
             self.at(t, Timer::Registrations);
@@ -670,6 +674,20 @@ impl Switch {
     /// Whether the switch holds any call or dialog (for leak checks).
     pub(crate) fn is_quiet(&self) -> bool {
         self.legs.is_empty() && self.channels.is_empty() && self.ops.is_empty()
+    }
+
+    /// The devices `line` reaches now: each binding's contact, where it registered from, and how
+    /// long it has left at `now`.
+    pub(crate) fn devices(&self, now: Instant, line: LineId) -> Vec<LineDevice> {
+        self.registrar
+            .contacts(line.0 as usize)
+            .iter()
+            .map(|b| LineDevice {
+                contact: b.contact.clone(),
+                source: Some(b.addr.to_string()),
+                expires_in: b.left(now),
+            })
+            .collect()
     }
 
     /// How many contacts each line has, by number.
@@ -736,7 +754,7 @@ impl Switch {
             match timer {
                 Timer::Registrations => {
                     for line in self.registrar.expire(now) {
-                        self.line_service(line);
+                        self.line_changed(line);
                     }
                     if let Some(t) = self.registrar.next_expiry() {
                         self.at(t, Timer::Registrations);

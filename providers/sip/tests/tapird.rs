@@ -142,6 +142,27 @@ data_dir = "{}"
     app.open_line(line("2002"), "owner").await.unwrap();
     let mut events = app.events(0);
 
+    // The line's status names the phone registered to it: where it registered from and for how long.
+    let status = app.line_status(&alice_line).await.unwrap();
+    assert!(status.in_service, "{status:?}");
+    match &status.devices[..] {
+        [phone] => {
+            assert!(phone.contact.starts_with("sip:"), "{phone:?}");
+            assert!(
+                phone
+                    .source
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("127.0.0.1:")),
+                "{phone:?}"
+            );
+            assert!(
+                phone.expires_in.is_some_and(|e| (1..=60).contains(&e)),
+                "{phone:?}"
+            );
+        }
+        other => panic!("one phone registered to 2001, not {other:?}"),
+    }
+
     // The application calls 2002 from 2001: both phones answer by themselves, RTP flows.
     let call = app.make_call(&alice_line, "2002").await.unwrap().call;
     for phone in [&alice, &bob] {

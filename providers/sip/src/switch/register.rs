@@ -3,24 +3,37 @@
 use super::*;
 
 impl Switch {
-    pub(super) fn line_service(&mut self, line: usize) {
+    /// Tells the engine what changed about `line` since it was last told: its service (in service
+    /// while some contact is bound), then its devices (the set of bound contacts).
+    pub(super) fn line_changed(&mut self, line: usize) {
         let reachable = self.registrar.reachable(line);
+        let contacts: Vec<String> = self
+            .registrar
+            .contacts(line)
+            .iter()
+            .map(|b| b.contact.clone())
+            .collect();
         let l = &mut self.lines[line];
-        if l.in_service == reachable {
-            return;
-        }
-        l.in_service = reachable;
-        let event = if reachable {
-            LineEvent::InService
-        } else {
-            LineEvent::OutOfService {
-                reason: format!("line {}: no phone is registered", l.number),
+        let service = (l.in_service != reachable).then(|| {
+            l.in_service = reachable;
+            if reachable {
+                LineEvent::InService
+            } else {
+                LineEvent::OutOfService {
+                    reason: format!("line {}: no phone is registered", l.number),
+                }
             }
-        };
-        self.report(ProviderEvent::Line {
-            line: LineId(line as u32),
-            event,
         });
+        let devices = (l.devices != contacts).then(|| {
+            l.devices = contacts;
+            LineEvent::DevicesChanged
+        });
+        for event in service.into_iter().chain(devices) {
+            self.report(ProviderEvent::Line {
+                line: LineId(line as u32),
+                event,
+            });
+        }
     }
 
     /// Checks a request's digest answer for `line`. `Ok(())` when it proves the line's password;
@@ -92,7 +105,7 @@ impl Switch {
                     contacts,
                     min_expires: None,
                 });
-                self.line_service(line);
+                self.line_changed(line);
                 if let Some(t) = self.registrar.next_expiry() {
                     self.at(t, Timer::Registrations);
                 }

@@ -355,17 +355,48 @@ fn a_phone_registers_with_a_digest_and_its_line_comes_into_service_then_lapses()
     assert!(sip.iter().any(|a| matches!(a, SipAction::Respond { status: 200, contacts, .. } if contacts == &vec![("sip:phone@127.0.0.1:5071".to_owned(), 60)])), "{sip:#?}");
     assert!(matches!(
         t.reports[..],
-        [ProviderEvent::Line {
-            event: LineEvent::InService,
-            ..
-        }]
+        [
+            ProviderEvent::Line {
+                event: LineEvent::InService,
+                ..
+            },
+            ProviderEvent::Line {
+                event: LineEvent::DevicesChanged,
+                ..
+            }
+        ]
     ));
-    // Not refreshed: the binding lapses and the line goes out of service, saying why.
+    // The line reaches the phone, from where it registered, for the time granted.
     t.reports.clear();
+    let at = t.now + Duration::from_secs(20);
+    assert_eq!(
+        t.sw.devices(at, LineId(0)),
+        vec![LineDevice {
+            contact: "sip:phone@127.0.0.1:5071".into(),
+            source: Some("127.0.0.1:5071".into()),
+            expires_in: Some(40),
+        }]
+    );
+    // Refreshed from the same contact: nothing new to tell.
+    let tx = t.tx();
+    let again = answer_to(&challenge, "2001", "pw", "REGISTER", "sip:127.0.0.1:5060");
+    t.event(SipEvent::Register {
+        tx,
+        user: "2001".into(),
+        auth: Some(again),
+        request: t.register_request(3, 5071, 60),
+    });
+    assert_eq!(t.status_of(tx), 200);
+    assert!(t.reports.is_empty(), "{:?}", t.reports);
+    // Not refreshed: the binding lapses and the line goes out of service, saying why, and reaches
+    // no device.
     t.advance(Duration::from_secs(61));
     assert!(
-        matches!(&t.reports[..], [ProviderEvent::Line { event: LineEvent::OutOfService { reason }, .. }] if reason.contains("no phone"))
+        matches!(&t.reports[..], [ProviderEvent::Line { event: LineEvent::OutOfService { reason }, .. }, ProviderEvent::Line { event: LineEvent::DevicesChanged, .. }] if reason.contains("no phone")),
+        "{:?}",
+        t.reports
     );
+    assert!(t.sw.devices(t.now, LineId(0)).is_empty());
 }
 
 #[test]
