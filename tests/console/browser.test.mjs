@@ -196,6 +196,13 @@ async function callAnswerHoldConfer(alice, bob) {
   await fresh.waitFor(WAIT);
   const consult = card(a, await fresh.getAttribute("data-call-id"));
   assert.notEqual(await consult.getAttribute("data-call-id"), callId);
+  // The consultation call and the conference waiting for it name each other.
+  const waiting = a.locator("article.call.on_hold_pending_conference");
+  await waiting.waitFor(WAIT);
+  const waitingId = await waiting.getAttribute("data-call-id");
+  await until("the consultation names the conference", async () =>
+    (await consult.locator(".consultation-with").textContent().catch(() => "")) === waitingId);
+  assert.equal(await waiting.locator(".consultation-with").textContent(), await consult.getAttribute("data-call-id"));
   await type(consult.locator('form[data-op="dial"] input'), "5555000");
   await consult.locator('form[data-op="dial"]').getByRole("button").click();
   const joining = a.locator('form[data-op="add-to-conference"]').first();

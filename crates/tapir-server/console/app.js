@@ -5,11 +5,13 @@ import {
   Stream,
   buttonsFor,
   describe,
+  devicesText,
   elapsed,
   inConference,
   errorText,
   partnersFor,
   party,
+  relations,
   requestFor,
   stateText,
 } from "./model.js";
@@ -41,7 +43,7 @@ function el(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else if (v !== false && v !== undefined && v !== null) e.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
   }
   return e;
@@ -329,6 +331,7 @@ function lineRow(line) {
       : status.in_service
         ? "in service"
         : `out of service${status.reason ? `: ${status.reason}` : ""}`;
+  const devices = status ? devicesText(status.devices) : "";
   const name = `${line.name}`;
   const actions = o
     ? [
@@ -352,7 +355,7 @@ function lineRow(line) {
     el("th", { scope: "row" }, name),
     el("td", {}, line.provider),
     el("td", {}, line.addresses.join(", ")),
-    el("td", {}, serviceText),
+    el("td", {}, serviceText, devices ? el("div", { class: "devices" }, `Devices: ${devices}`) : null),
     el("td", {}, actions),
   );
 }
@@ -402,6 +405,7 @@ function callCard(c) {
       el("dt", {}, "Handle"), el("dd", { class: "handle" }, c.call),
       el("dt", {}, "Privilege"), el("dd", { class: "privilege" }, c.privilege),
       el("dt", {}, "Line"), el("dd", {}, lineName(c.line)),
+      relations(c).map(([label, text]) => [el("dt", {}, label), el("dd", { class: label.toLowerCase().replaceAll(" ", "-") }, text)]),
       state.conferences.has(c.call)
         ? [el("dt", {}, "Conference"), el("dd", { class: "conference" }, state.conferences.get(c.call).join(", "))]
         : null,

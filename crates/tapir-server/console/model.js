@@ -201,3 +201,29 @@ export function elapsed(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
+
+// The facts about a call beyond its three parties, as [label, text] rows, only those it has: who
+// redirected it and where to, where it came from and why, and the calls it is tied to.
+export function relations(call) {
+  const rows = [];
+  if (call.redirecting) rows.push(["Redirected by", party(call.redirecting)]);
+  if (call.redirection) rows.push(["Redirected to", party(call.redirection)]);
+  if (call.origin || call.reason) {
+    rows.push(["Origin", [call.origin, call.reason].filter((x) => x && x !== "direct").map(stateText).join(", ") || "direct"]);
+  }
+  if (call.consultation_call_id) rows.push(["Consultation with", call.consultation_call_id]);
+  if (call.related_call_id) rows.push(["Related call", call.related_call_id]);
+  return rows;
+}
+
+// A line's devices (registered phones) in words: "sip:2001@… from 127.0.0.1:5071, 45 s left".
+export function devicesText(devices) {
+  if (!devices || devices.length === 0) return "";
+  return devices
+    .map((d) => {
+      const from = d.source ? ` from ${d.source}` : "";
+      const left = d.expires_in === undefined || d.expires_in === null ? ", fixed" : `, ${d.expires_in} s left`;
+      return `${d.contact}${from}${left}`;
+    })
+    .join("; ");
+}

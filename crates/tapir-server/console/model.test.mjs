@@ -1,7 +1,7 @@
 // Unit tests of the console's logic: `node --test crates/tapir-server/console/`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { OPERATIONS, Stream, bodyFor, buttonsFor, describe, errorText, partnersFor, requestFor, stateText, inConference } from "./model.js";
+import { OPERATIONS, Stream, bodyFor, buttonsFor, describe, devicesText, errorText, partnersFor, relations, requestFor, stateText, inConference } from "./model.js";
 
 test("a call's buttons are exactly its features, in its order", () => {
   const call = { features: ["answer", "reject", "drop"] };
@@ -104,4 +104,37 @@ test("the calls of a conference are the ones whose cards list it", () => {
   assert.ok(inConference({ state: "on_hold_pending_conference", features: [] }));
   assert.ok(inConference({ state: "connected", features: ["prepare-add-to-conference"] }));
   assert.ok(!inConference({ state: "connected", features: ["hold", "setup-conference"] }));
+});
+
+test("a call's relations: redirection, origin and reason, and the calls it is tied to, only those it has", () => {
+  assert.deepEqual(relations({ origin: "outbound", reason: "direct" }), [["Origin", "outbound"]]);
+  assert.deepEqual(
+    relations({
+      origin: "internal",
+      reason: "forward_unconditional",
+      redirecting: { number: "2002", name: "Bob" },
+      consultation_call_id: "call-7",
+    }),
+    [
+      ["Redirected by", "Bob (2002)"],
+      ["Origin", "internal, forward unconditional"],
+      ["Consultation with", "call-7"],
+    ],
+  );
+  assert.deepEqual(relations({ related_call_id: "call-2", redirection: { number: "5551000" } }), [
+    ["Redirected to", "5551000"],
+    ["Related call", "call-2"],
+  ]);
+});
+
+test("a line's devices in words: where each registered from and how long it has left, or fixed", () => {
+  assert.equal(devicesText([]), "");
+  assert.equal(devicesText(undefined), "");
+  assert.equal(
+    devicesText([
+      { contact: "sip:2001@127.0.0.1:5071", source: "127.0.0.1:5071", expires_in: 45 },
+      { contact: "sip:127.0.0.1:5099" },
+    ]),
+    "sip:2001@127.0.0.1:5071 from 127.0.0.1:5071, 45 s left; sip:127.0.0.1:5099, fixed",
+  );
 });
