@@ -4,8 +4,9 @@
 //! refused with [`Error::OperationUnavailable`](crate::Error::OperationUnavailable) in every state;
 //! what is possible **now** is the feature table in [`gate`](crate::gate).
 
-use crate::gate::{AddressOperation, CallOperation, FeatureSet};
 use crate::media::MediaModes;
+pub use crate::ops::AddressFeatureSet;
+use crate::ops::{AddressOperation, CallOperation, FeatureSet};
 
 /// Capabilities of one line device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,39 +212,5 @@ impl AddressCaps {
             auto_reconnect: false,
             conference_drop: false,
         }
-    }
-}
-
-/// A set of [`AddressOperation`]s.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct AddressFeatureSet(u32);
-
-impl AddressFeatureSet {
-    /// The empty set.
-    pub const EMPTY: Self = Self(0);
-
-    /// A set of the given operations.
-    pub fn from_slice(ops: &[AddressOperation]) -> Self {
-        ops.iter().fold(Self::EMPTY, |s, op| s.with(*op))
-    }
-    /// This set plus `op`.
-    pub const fn with(self, op: AddressOperation) -> Self {
-        Self(self.0 | (1 << op as u32))
-    }
-    /// Whether `op` is in the set.
-    pub const fn contains(self, op: AddressOperation) -> bool {
-        self.0 & (1 << op as u32) != 0
-    }
-    /// The operations in the set.
-    pub fn iter(self) -> impl Iterator<Item = AddressOperation> {
-        AddressOperation::ALL
-            .into_iter()
-            .filter(move |op| self.contains(*op))
-    }
-}
-
-impl std::fmt::Debug for AddressFeatureSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
     }
 }

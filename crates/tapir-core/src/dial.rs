@@ -19,7 +19,6 @@
 use std::fmt;
 
 use crate::caps::DialCaps;
-use crate::error::Error;
 
 /// The longest dial string accepted, in characters.
 pub const MAX_DIAL_STRING: usize = 128;
@@ -48,6 +47,10 @@ pub enum DialModifier {
     /// `;` at the end: partial dialling.
     Partial,
 }
+
+/// A dial string uses a modifier the line does not honour (see [`DialString::check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModifierUnsupported(pub DialModifier);
 
 impl DialModifier {
     /// The character that stands for the modifier.
@@ -227,9 +230,10 @@ impl DialString {
         out
     }
 
-    /// Checks the string against what a line honours; the first modifier it cannot honour is the error.
+    /// Checks the string against what a line honours; the first modifier it cannot honour is the error
+    /// (which `?` turns into [`Error::DialModifierUnsupported`](crate::Error::DialModifierUnsupported)).
     /// `?` (prompt the user) is never honoured: a service has no user to prompt.
-    pub fn check(&self, caps: &DialCaps) -> Result<(), Error> {
+    pub fn check(&self, caps: &DialCaps) -> Result<(), ModifierUnsupported> {
         for m in self.modifiers() {
             let ok = match m {
                 DialModifier::WaitForDialTone => caps.wait_for_dial_tone,
@@ -241,7 +245,7 @@ impl DialString {
                 DialModifier::Partial => caps.partial_dial,
             };
             if !ok {
-                return Err(Error::DialModifierUnsupported(m));
+                return Err(ModifierUnsupported(m));
             }
         }
         Ok(())
@@ -332,17 +336,17 @@ mod tests {
         assert!(DialString::parse("9W555;").unwrap().check(&caps).is_ok());
         assert_eq!(
             DialString::parse("9@555").unwrap().check(&caps),
-            Err(Error::DialModifierUnsupported(DialModifier::WaitForQuiet))
+            Err(ModifierUnsupported(DialModifier::WaitForQuiet))
         );
         assert_eq!(
             DialString::parse("555?").unwrap().check(&caps),
-            Err(Error::DialModifierUnsupported(DialModifier::Prompt))
+            Err(ModifierUnsupported(DialModifier::Prompt))
         );
         assert_eq!(
             DialString::parse("555;")
                 .unwrap()
                 .check(&DialCaps::default()),
-            Err(Error::DialModifierUnsupported(DialModifier::Partial))
+            Err(ModifierUnsupported(DialModifier::Partial))
         );
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::dial::{DialModifier, DialStringError};
+use crate::dial::{DialModifier, DialStringError, ModifierUnsupported};
 use crate::ids::{LineId, ProviderId};
 use crate::state::CallStateKind;
 
@@ -199,5 +199,11 @@ impl std::error::Error for Error {}
 impl From<DialStringError> for Error {
     fn from(e: DialStringError) -> Self {
         Self::InvalidDialString(e)
+    }
+}
+
+impl From<ModifierUnsupported> for Error {
+    fn from(e: ModifierUnsupported) -> Self {
+        Self::DialModifierUnsupported(e.0)
     }
 }

@@ -70,6 +70,7 @@ pub mod gate;
 pub mod ids;
 pub mod info;
 pub mod media;
+pub mod ops;
 pub mod params;
 pub mod privilege;
 pub mod route;
