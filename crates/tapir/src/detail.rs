@@ -9,12 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use tapir_core::cdr::{CallDetailRecord, CdrParty, Disposition};
 use tapir_core::info::CallInfo;
-use tapir_core::privilege::CallPrivilege;
 use tapir_core::state::{CallState, DisconnectReason};
 use tapir_core::{AddressId, CallId, LineId};
 use tokio::time::Instant;
-
-use crate::engine::Holder;
 
 /// Wall-clock time for tokio instants: one pair taken when the engine was built.
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +21,7 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
+    /// The anchor: the wall clock and tokio's clock read together now.
     pub(crate) fn now() -> Self {
         Self {
             wall: SystemTime::now(),
@@ -56,8 +54,8 @@ pub(crate) struct Detail {
 }
 
 impl Detail {
-    pub(crate) fn new(first: CallState, info: &CallInfo) -> Self {
-        let now = Instant::now();
+    /// The notes of a call that appeared at `now` in state `first`.
+    pub(crate) fn new(first: CallState, info: &CallInfo, now: Instant) -> Self {
         let mut d = Self {
             started: now,
             answered: None,
@@ -77,9 +75,9 @@ impl Detail {
         d
     }
 
-    /// Notes a state change from `old` to `new`.
-    pub(crate) fn changed(&mut self, old: CallState, new: CallState) {
-        self.note_state(Instant::now(), old, new);
+    /// Notes a state change from `old` to `new` at `now`.
+    pub(crate) fn changed(&mut self, now: Instant, old: CallState, new: CallState) {
+        self.note_state(now, old, new);
     }
 
     fn note_state(&mut self, now: Instant, old: CallState, new: CallState) {
@@ -130,16 +128,6 @@ impl Detail {
         }
     }
 
-    /// Notes the applications owning the call now.
-    pub(crate) fn note_owners(&mut self, holders: &[Holder]) {
-        for h in holders
-            .iter()
-            .filter(|h| h.privilege == CallPrivilege::Owner)
-        {
-            self.note_owner(&h.session.app);
-        }
-    }
-
     /// Notes one application as an owner.
     pub(crate) fn note_owner(&mut self, app: &str) {
         if !self.owners.iter().any(|o| o == app) {
@@ -181,15 +169,14 @@ impl Detail {
         }
     }
 
-    /// The record, once the call has ended (call it when the call goes idle); `None` before that, or if
-    /// it was already written.
+    /// The record, once the call has ended (call it when the call goes idle, having noted its owners);
+    /// `None` before that, or if it was already written.
     pub(crate) fn finish(&mut self, what: Finished<'_>) -> Option<CallDetailRecord> {
         let ended = self.ended?;
         if self.written {
             return None;
         }
         self.written = true;
-        self.note_owners(what.holders);
         let ringing = self.answered.unwrap_or(ended) - self.started;
         let talking = self
             .answered
@@ -235,7 +222,6 @@ impl Detail {
 pub(crate) struct Finished<'a> {
     pub(crate) clock: &'a Clock,
     pub(crate) info: &'a CallInfo,
-    pub(crate) holders: &'a [Holder],
     pub(crate) line: LineId,
     pub(crate) line_name: &'a str,
     pub(crate) address: AddressId,

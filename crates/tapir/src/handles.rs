@@ -1,4 +1,5 @@
-//! Per-session handles: unguessable, and meaningless outside the session that holds them.
+//! Per-session handles, unguessable and meaningless outside the session that holds them, and the
+//! sessions' own identities.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -54,6 +55,26 @@ impl fmt::Debug for LineHandle {
 impl fmt::Display for LineHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The identity of an application session: a random UUID, unguessable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(uuid::Uuid);
+
+impl SessionId {
+    pub(crate) fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+    /// The UUID.
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 

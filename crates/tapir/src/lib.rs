@@ -31,24 +31,36 @@
 //! # Ok(()) }
 //! ```
 
+mod call;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod detail;
+mod dispatch;
 mod engine;
 mod event;
 mod handles;
+mod holds;
+mod inbox;
+mod inner;
+mod line;
+mod logon;
+mod opens;
 pub mod profile;
+mod requests;
+mod routing;
 mod session;
+mod session_state;
 pub mod status;
+mod sync;
 pub mod translate;
 
+pub use call::{CallInfoView, CallStatus};
 pub use engine::{DEFAULT_EVENT_QUEUE_CAPACITY, Engine, EngineBuilder, EngineStats};
 pub use event::{Event, LineEvent, SessionEvent};
-pub use handles::{CallHandle, LineHandle};
+pub use handles::{CallHandle, LineHandle, SessionId};
+pub use line::LineInfo;
 pub use profile::{LogonOptions, Profile, Service, SessionMode};
-pub use session::{
-    CallInfoView, CallStatus, LineInfo, MakeCallParams, OpenOptions, Session, SessionId,
-};
+pub use session::{MakeCallParams, OpenOptions, Session};
 pub use status::{AddressStatus, LineStatus, ServiceState, StatusRow};
 pub use tapir_core::{self as core, CallId, Error};
 pub use tapir_provider as provider;
