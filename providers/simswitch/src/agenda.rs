@@ -16,7 +16,24 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::switch::Timer;
+/// What a timer does when it fires, if its leg has not changed state since it was set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Timer {
+    /// The called line rings (ring `count`, from 0).
+    Ring { count: u32 },
+    /// Caller ID of an outside call arrives.
+    CallerId,
+    /// An unanswered call is given up.
+    NoAnswer,
+    /// The outside caller gives up ringing.
+    GiveUp,
+    /// The outside party answers.
+    FarEndAnswers,
+    /// The outside party hangs up.
+    FarEndHangsUp,
+    /// An offered call rang as many times as forward-on-no-answer allows.
+    ForwardNoAnswer,
+}
 
 /// Work the switch has set for later.
 #[derive(Clone, Debug)]

@@ -33,8 +33,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use agenda::Timer;
 use async_trait::async_trait;
-use switch::{Forwarded, Peer, Shared, State, Timer};
+use switch::{Forwarded, Peer, Shared, State};
 use tapir_core::caps::{
     AddressCaps, AddressFeatureSet, DialCaps, ForwardModes, LineCaps, ParkModes, PickupModes,
     RemoveFromConference, TransferModes,

@@ -21,7 +21,7 @@ use tapir_provider::{EventSink, LineEvent, NewCall, ProviderEvent};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::agenda::{Added, Agenda, Due};
+use crate::agenda::{Added, Agenda, Due, Timer};
 use crate::script::{Answer, Extension, FarEnd, ParkLot, Timing};
 
 /// Maps keyed by numbers the switch assigns itself: a fast seeded hash is enough.
@@ -38,25 +38,6 @@ impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// What a timer does when it fires, if its leg has not changed state since it was set.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Timer {
-    /// The called line rings (ring `count`, from 0).
-    Ring { count: u32 },
-    /// Caller ID of an outside call arrives.
-    CallerId,
-    /// An unanswered call is given up.
-    NoAnswer,
-    /// The outside caller gives up ringing.
-    GiveUp,
-    /// The outside party answers.
-    FarEndAnswers,
-    /// The outside party hangs up.
-    FarEndHangsUp,
-    /// An offered call rang as many times as forward-on-no-answer allows.
-    ForwardNoAnswer,
 }
 
 /// Who a leg is talking to.
