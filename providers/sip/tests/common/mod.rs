@@ -68,16 +68,17 @@ pub async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Waits (up to 5 s) until the provider holds no call, dialog or transaction; fails the test if it
+/// Waits (up to 15 s: three times a UDP transaction's longest linger, Timer K, and slack for a
+/// loaded machine) until the provider holds no call, dialog or transaction; fails the test if it
 /// still does.
 pub async fn assert_quiet(provider: &tapir_sip::SipProvider) {
-    for _ in 0..200 {
-        if provider.is_quiet().await {
-            return;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !provider.is_quiet().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!("the provider still holds a call, dialog or transaction after 15 s");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("the provider still holds a call, dialog or transaction");
 }
 
 /// A scratch directory for a test's peers, removed at the end.
