@@ -134,7 +134,7 @@ impl Inner {
             call.state,
             call.info,
             self.keeps_records(),
-            Instant::now(),
+            Instant::now,
         );
         let follow = {
             let _enter = entry.enter();
@@ -174,7 +174,7 @@ impl Inner {
             return;
         };
         let _enter = entry.enter();
-        if let Some(follow) = entry.apply_state(state, Instant::now(), &self.clock) {
+        if let Some(follow) = entry.apply_state(state, Instant::now, &self.clock) {
             self.follow_up(&entry, follow);
         }
     }

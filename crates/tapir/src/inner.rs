@@ -217,6 +217,9 @@ impl Inner {
     /// Does what a change to `entry` left to do once its lock was let go, in this order: forgets it,
     /// takes it out of the conference it left, hands over its detail record, drops it as an orphan.
     pub(crate) fn follow_up(&self, entry: &Arc<CallEntry>, follow: FollowUp) {
+        if follow.is_nothing() {
+            return;
+        }
         if follow.forget {
             self.calls_of(entry.key.0).remove(&entry.key.1);
         }
@@ -224,7 +227,7 @@ impl Inner {
             CallEntry::remove_party(&parent, entry);
         }
         if let (Some(record), Some(sink)) = (follow.record, &self.cdr) {
-            sink.record(record);
+            sink.record(*record);
         }
         if follow.drop_orphan {
             self.drop_orphan(entry);

@@ -22,8 +22,10 @@ pub(crate) struct Opener {
     pub(crate) order: u64,
 }
 
-/// The opens of one line.
+/// The opens of one line. Aligned to its own cache lines: every call offered on a line locks its
+/// opener list, and lines taking calls on different threads must not share a line of memory.
 #[derive(Default)]
+#[repr(align(128))]
 pub(crate) struct LineOpens {
     pub(crate) openers: Mutex<Vec<Opener>>,
     /// Serialises telling the provider that the line is opened or closed; holds whether it is open.

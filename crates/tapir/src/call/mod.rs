@@ -122,8 +122,9 @@ pub(crate) struct FollowUp {
     pub(crate) forget: bool,
     /// The call left this conference: take it out of the conference's list.
     pub(crate) left_conference: Option<Arc<CallEntry>>,
-    /// The call's detail record, finished.
-    pub(crate) record: Option<CallDetailRecord>,
+    /// The call's detail record, finished. Boxed: a follow-up is returned for every change to every
+    /// call, and nearly none carries a record.
+    pub(crate) record: Option<Box<CallDetailRecord>>,
 }
 
 /// What [`CallEntry::take_up`] did.
@@ -135,6 +136,14 @@ pub(crate) enum TakenUp {
     Skipped,
     /// The session has ended.
     SessionEnded,
+}
+
+impl FollowUp {
+    /// Whether there is nothing to do (nearly always).
+    #[inline]
+    pub(crate) fn is_nothing(&self) -> bool {
+        !self.drop_orphan && !self.forget && self.left_conference.is_none() && self.record.is_none()
+    }
 }
 
 /// A call's status as one session sees it.
@@ -198,8 +207,8 @@ fn kind_code(kind: CallStateKind) -> u8 {
 }
 
 impl CallEntry {
-    /// A call that appeared at `now` on `line`, with no holder yet; `notes` keeps notes for its
-    /// detail record.
+    /// A call that appeared on `line`, with no holder yet; `notes` keeps notes for its detail
+    /// record, from the time `now` reads.
     pub(crate) fn new(
         key: (ProviderId, CallLegId),
         line: Arc<LineSlot>,
@@ -207,11 +216,11 @@ impl CallEntry {
         state: CallState,
         info: Arc<CallInfo>,
         notes: bool,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Arc<Self> {
         let span =
             tracing::info_span!("call", call_id = info.call_id.0, provider = %key.0, leg = key.1.0);
-        let detail = notes.then(|| Box::new(Detail::new(state, &info, now)));
+        let detail = notes.then(|| Box::new(Detail::new(state, &info, now())));
         Arc::new(Self {
             key,
             line,
@@ -268,14 +277,14 @@ impl CallEntry {
         self.span.as_deref().map(tracing::Span::enter)
     }
 
-    /// Applies `state`, reported by the provider at `now`: delivered to every holder, counted on the
-    /// address, noted for the detail record (finished, with `clock`, when the call goes idle). `None`
-    /// when the report changes nothing: the call is forgotten, already in that state, or the
-    /// transition is not in the table (logged).
+    /// Applies `state`, reported by the provider: delivered to every holder, counted on the address,
+    /// noted for the detail record at the time `now` reads (only read when the call keeps notes), the
+    /// record finished with `clock` when the call goes idle. `None` when the report changes nothing:
+    /// the call is forgotten, already in that state, or the transition is not in the table (logged).
     pub(crate) fn apply_state(
         &self,
         state: CallState,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
         clock: &Clock,
     ) -> Option<FollowUp> {
         let mut rec = lock(&self.rec);
@@ -298,18 +307,20 @@ impl CallEntry {
         let mut follow = FollowUp::default();
         let rec = &mut *rec;
         if let Some(d) = &mut rec.detail {
-            d.changed(now, old, state);
+            d.changed(now(), old, state);
             if state.is_idle() {
                 for h in rec.holders.iter().filter(|h| h.is_owner()) {
                     d.note_owner(&h.inbox.app);
                 }
-                follow.record = d.finish(Finished {
-                    clock,
-                    info: &rec.info,
-                    line: self.line.id,
-                    line_name: &self.line.caps.name,
-                    address: self.address,
-                });
+                follow.record = d
+                    .finish(Finished {
+                        clock,
+                        info: &rec.info,
+                        line: self.line.id,
+                        line_name: &self.line.caps.name,
+                        address: self.address,
+                    })
+                    .map(Box::new);
             }
         }
         // A party that hangs up, is dropped, transferred or parked away has left its conference,

@@ -99,7 +99,7 @@ fn call(line: &Arc<LineSlot>, leg: u64, state: CallState, now: Instant) -> Arc<C
         state,
         Arc::new(info),
         true,
-        now,
+        || now,
     )
 }
 
@@ -159,8 +159,8 @@ fn a_call_being_made_is_held_back_from_its_session_until_published() {
     let c = call(&line, 1, CallState::DialTone(DialToneMode::Normal), t0);
     let _ = c.admit(|| {}, vec![me.holder(5, CallPrivilege::Owner, false)], true);
     let clock = Clock::now();
-    let _ = c.apply_state(CallState::Dialing, t0, &clock);
-    let _ = c.apply_state(CallState::Proceeding, t0, &clock);
+    let _ = c.apply_state(CallState::Dialing, || t0, &clock);
+    let _ = c.apply_state(CallState::Proceeding, || t0, &clock);
     assert!(me.events().is_empty(), "nothing before the handle is given");
     c.publish(&me.inbox, CallHandle(5)).expect("published");
     let events = me.events();
@@ -208,13 +208,13 @@ fn states_reach_every_holder_and_reports_the_table_forbids_change_nothing() {
     );
     owner.events();
     monitor.events();
-    assert!(c.apply_state(CONNECTED, t0, &clock).is_some());
+    assert!(c.apply_state(CONNECTED, || t0, &clock).is_some());
     assert!(
-        c.apply_state(CONNECTED, t0, &clock).is_none(),
+        c.apply_state(CONNECTED, || t0, &clock).is_none(),
         "the same state again"
     );
     assert!(
-        c.apply_state(OFFERING, t0, &clock).is_none(),
+        c.apply_state(OFFERING, || t0, &clock).is_none(),
         "connected → offering is not in the table"
     );
     assert_eq!(c.kind(), CallStateKind::Connected);
@@ -238,18 +238,20 @@ fn the_far_end_clearing_a_call_nobody_owns_makes_it_the_orphan_policys() {
     let follow = c
         .apply_state(
             CallState::Disconnected(DisconnectReason::Normal),
-            t0,
+            || t0,
             &clock,
         )
         .expect("applied");
     assert!(follow.drop_orphan);
     assert!(!follow.forget, "a holder still holds it");
-    let follow = c.apply_state(CallState::Idle, t0, &clock).expect("applied");
+    let follow = c
+        .apply_state(CallState::Idle, || t0, &clock)
+        .expect("applied");
     assert!(!follow.drop_orphan && !follow.forget);
     let follow = c.release(&monitor.inbox, &monitor.index, CallHandle(21));
     assert!(follow.forget, "idle, and nobody holds it");
     assert!(
-        c.apply_state(CallState::Idle, t0, &clock).is_none(),
+        c.apply_state(CallState::Idle, || t0, &clock).is_none(),
         "a forgotten call takes no more reports"
     );
 }
@@ -295,7 +297,7 @@ fn the_sole_owner_of_a_live_call_cannot_let_it_go_and_others_hear_of_privilege_c
         c.status(&b.inbox, CallHandle(1)),
         Err(Error::InvalidCallHandle)
     ));
-    let _ = c.apply_state(CallState::Idle, t0, &clock);
+    let _ = c.apply_state(CallState::Idle, || t0, &clock);
     assert!(
         !c.sole_live_owner(&b.inbox, CallHandle(2)),
         "an idle call is nobody's to keep"
@@ -388,7 +390,7 @@ fn a_party_that_hangs_up_leaves_its_conference_and_the_last_added_moves_back() {
     let follow = p2
         .apply_state(
             CallState::Disconnected(DisconnectReason::Normal),
-            t0,
+            || t0,
             &clock,
         )
         .expect("applied");
@@ -416,7 +418,7 @@ fn consultation_partners_name_each_other_while_both_live() {
     let view = |c: &Arc<CallEntry>, h| c.info_view(&me.inbox, CallHandle(h)).expect("view");
     assert_eq!(view(&original, 1).consultation_partner, Some(CallId(1002)));
     assert_eq!(view(&consult, 2).consultation_partner, Some(CallId(1001)));
-    let _ = consult.apply_state(CallState::Idle, t0, &clock);
+    let _ = consult.apply_state(CallState::Idle, || t0, &clock);
     assert_eq!(view(&original, 1).consultation_partner, None);
 }
 
@@ -432,15 +434,15 @@ fn the_detail_record_is_finished_when_the_call_goes_idle_with_times_as_fed_in() 
     let held = answered + Duration::from_secs(10);
     let ended = held + Duration::from_secs(5);
     assert!(
-        c.apply_state(CONNECTED, answered, &clock)
+        c.apply_state(CONNECTED, || answered, &clock)
             .expect("applied")
             .record
             .is_none()
     );
-    let _ = c.apply_state(CallState::OnHold, held, &clock);
+    let _ = c.apply_state(CallState::OnHold, || held, &clock);
     c.intend(Some(Disposition::Transferred));
     let follow = c
-        .apply_state(CallState::Idle, ended, &clock)
+        .apply_state(CallState::Idle, || ended, &clock)
         .expect("applied");
     let record = follow.record.expect("a record when idle");
     assert_eq!(record.ringing, Duration::from_secs(4));
