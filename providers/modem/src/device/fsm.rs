@@ -2,7 +2,7 @@
 //! come out. The task in [`super`] drives it; everything here is synchronous and deterministic.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::debug;
@@ -1216,25 +1216,14 @@ fn is_dtmf(c: char) -> bool {
 
 /// Month, day, hour and minute in UTC, for caller ID when the call does not fix them.
 fn utc_now() -> (u8, u8, u8, u8) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    // Each is in range for a u8 (month 1–12, day 1–31, hour 0–23, minute 0–59).
+    let field = |v: i8| u8::try_from(v).unwrap_or(0);
     (
-        month as u8,
-        day as u8,
-        (rem / 3600) as u8,
-        ((rem % 3600) / 60) as u8,
+        field(now.month()),
+        field(now.day()),
+        field(now.hour()),
+        field(now.minute()),
     )
 }
 
