@@ -37,7 +37,7 @@ const INDEX: &str = include_str!("../console/index.html");
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The console's routes, for [`router`](crate::server::router) to merge.
+/// The console's routes, for [`router`](crate::router) to merge.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(

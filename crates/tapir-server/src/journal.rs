@@ -96,6 +96,41 @@ impl Journal {
     }
 }
 
+/// Most events the pump takes from its session at once.
+const PUMP_BATCH: usize = 64;
+
+/// Starts the pump of a log-on: its session's events, in order, into its journal and (as log-on
+/// `stored`) the store, until the session's stream ends; then the journal is ended too.
+pub(crate) fn pump(
+    session: tapir::Session,
+    journal: Arc<Journal>,
+    store: crate::store::Store,
+    stored: i64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // Every event queued when the pump wakes goes on as one batch: one journal lock and one
+        // wake-up of the log-on's event sockets, one entry in the store's queue.
+        while let Some(first) = session.next_event().await {
+            let mut events = Vec::new();
+            let mut next = Some(first);
+            while let Some(e) = next {
+                let json: Arc<str> = serde_json::to_string(&crate::api::event(&e))
+                    .unwrap_or_default()
+                    .into();
+                events.push((e.seq, json));
+                next = if events.len() < PUMP_BATCH {
+                    session.try_next_event()
+                } else {
+                    None
+                };
+            }
+            journal.append(&events);
+            store.append(stored, events).await;
+        }
+        journal.end();
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,16 +4,21 @@
 //! routes, address translation), and a WebSocket per log-on that delivers the session's events,
 //! numbered, and resumes after the last one a reconnecting client saw. `docs/api.md` describes it.
 //!
-//! [`serve`] runs the service on a listener until a shutdown signal; [`server::router`] is the API
+//! [`serve`] runs the service on a listener until a shutdown signal; [`router`] is the API
 //! alone, for embedding.
 
 pub mod api;
 pub mod console;
 pub mod error;
+mod extract;
+mod idempotency;
 pub mod journal;
+mod metrics;
 pub mod openapi;
 mod ops;
-pub mod server;
+mod reply;
+mod routes;
+mod state;
 pub mod store;
 
 use std::future::Future;
@@ -25,7 +30,9 @@ use tapir_config::{Config, Running};
 use tokio::net::TcpListener;
 use tracing::info;
 
-pub use server::AppState;
+pub use extract::{Authed, Body, Token};
+pub use routes::router;
+pub use state::{AppState, NetworkLogon};
 pub use store::{Store, StoreError};
 
 use tapir::core::cdr::CdrSink;
@@ -142,7 +149,7 @@ pub async fn serve_with(
             }
         }
     });
-    let app = server::router(state.clone(), config.server.body_limit);
+    let app = router(state.clone(), config.server.body_limit);
     info!(address = ?listener.local_addr().ok(), store = ?state.store().path(), "tapird listening");
     // Replies and events are written whole, each as soon as it is ready: without Nagle's delay.
     let listener = listener.tap_io(|tcp| {

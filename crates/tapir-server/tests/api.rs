@@ -400,6 +400,20 @@ async fn two_applications_call_each_other_with_their_own_handles_and_one_call_id
         .post(&format!("/v1/calls/{bob_call}/drop"), &bob, json!({}))
         .await;
     assert_eq!(status, 200);
+    // Each operation's time is a histogram by its name: two drops, one make-call; a name that is no
+    // operation is no label.
+    svc.post(&format!("/v1/calls/{bob_call}/no-such-op"), &bob, json!({}))
+        .await;
+    let metrics = svc.metrics().await;
+    for (op, n) in [("drop", 2), ("make-call", 1)] {
+        assert!(
+            metrics.contains(&format!(
+                "tapir_operation_duration_seconds_count{{operation=\"{op}\"}} {n}\n"
+            )),
+            "{op} timed {n} times:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("no-such-op"), "{metrics}");
     for (token, call) in [(&alice, &alice_call), (&bob, &bob_call)] {
         let (status, _) = svc
             .call(

@@ -464,6 +464,7 @@ impl CallEntry {
     }
 
     /// The call's relation to others, as the engine's own operations made it.
+    #[cfg(any(test, feature = "conformance"))]
     pub(crate) fn role(&self) -> CallRole {
         lock(&self.rec).role
     }
