@@ -24,7 +24,7 @@ pub enum Answer {
     One(&'static str),
     /// An array of the named schema.
     Many(&'static str),
-    /// Plain text.
+    /// Prometheus' OpenMetrics text (`/metrics`).
     Text,
     /// A JSON document without a schema of its own.
     Json,
@@ -88,7 +88,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     open(ep(
         "GET",
         "/metrics",
-        "Prometheus metrics: sessions, calls by state, operations by result, events delivered, queue depths.",
+        "Prometheus (OpenMetrics) text: sessions, calls by state, operations by result and their latency by operation, events delivered, queue depths.",
         None,
         200,
         Answer::Text,
@@ -717,7 +717,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
                     .build(),
             ),
             Answer::Text => ok.content(
-                "text/plain",
+                "application/openmetrics-text",
                 ContentBuilder::new()
                     .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
                     .build(),
