@@ -817,12 +817,14 @@ impl Stack {
                 }
             }
             SipAction::Reoffer { ch, sdp } => {
-                let Some(c) = self.channels.get(&ch) else {
+                let Some(c) = self.channels.get_mut(&ch) else {
                     return;
                 };
                 let d = c.dialog.clone();
                 let out = self.out.clone();
-                tokio::spawn(async move {
+                // In order with the dialog's other messages: a BYE for a call hung up while its
+                // re-INVITE is out leaves after the re-INVITE's answer and ACK, as peers expect.
+                c.in_order(async move {
                     let result = match d
                         .reinvite(Some(vec![sdp_header()]), Some(sdp.into_bytes()))
                         .await
