@@ -6,7 +6,7 @@
 //! loss may take back the last transactions before a checkpoint. `docs/cdr.md` has the details.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::types::Value;
@@ -135,48 +135,86 @@ fn text(o: &Option<String>) -> Value {
     o.clone().map_or(Value::Null, Value::Text)
 }
 
+/// How one column's value is taken from a record.
+type FieldValue = fn(&CallDetailRecord) -> Value;
+
+/// The columns of `cdrs` a record fills, one row of this table each: its name and its value for a
+/// record. The insert and the select are written from it; a test holds the schema to it.
+const FIELDS: [(&str, FieldValue); 23] = [
+    ("call_id", |r| Value::Integer(r.call_id.0 as i64)),
+    ("line", |r| Value::Integer(i64::from(r.line.0))),
+    ("line_name", |r| Value::Text(r.line_name.clone())),
+    ("address", |r| Value::Integer(i64::from(r.address.0))),
+    ("origin", |r| Value::Text(r.origin.name().into())),
+    ("reason", |r| Value::Text(r.reason.name().into())),
+    ("caller_number", |r| text(&r.caller.number)),
+    ("caller_name", |r| text(&r.caller.name)),
+    ("called_number", |r| text(&r.called.number)),
+    ("called_name", |r| text(&r.called.name)),
+    ("connected_number", |r| text(&r.connected.number)),
+    ("connected_name", |r| text(&r.connected.name)),
+    ("redirecting_number", |r| text(&r.redirecting.number)),
+    ("redirecting_name", |r| text(&r.redirecting.name)),
+    ("started_ms", |r| Value::Integer(millis(r.started))),
+    ("answered_ms", |r| {
+        r.answered
+            .map_or(Value::Null, |a| Value::Integer(millis(a)))
+    }),
+    ("ended_ms", |r| Value::Integer(millis(r.ended))),
+    ("ringing_ms", |r| {
+        Value::Integer(r.ringing.as_millis() as i64)
+    }),
+    ("talking_ms", |r| {
+        Value::Integer(r.talking.as_millis() as i64)
+    }),
+    ("on_hold_ms", |r| {
+        Value::Integer(r.on_hold.as_millis() as i64)
+    }),
+    ("disposition", |r| Value::Text(r.disposition.name().into())),
+    ("disconnect", |r| {
+        r.disconnect
+            .map_or(Value::Null, |d| Value::Text(d.name().into()))
+    }),
+    ("owners", |r| {
+        Value::Text(serde_json::to_string(&r.owners).unwrap_or_else(|_| "[]".into()))
+    }),
+];
+
+/// The columns a query selects: the record's number, then [`FIELDS`] in order.
+static COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    std::iter::once("id")
+        .chain(FIELDS.iter().map(|(name, _)| *name))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The insert of one record's [`FIELDS`].
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = FIELDS.iter().map(|(name, _)| *name).collect();
+    let marks: Vec<String> = (1..=FIELDS.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO cdrs ({}) VALUES ({})",
+        names.join(", "),
+        marks.join(", ")
+    )
+});
+
+/// Where field `name` is in a row selected with [`COLUMNS`] (past the end for no field, which
+/// reading then refuses as a bad column).
+fn at(name: &str) -> usize {
+    1 + FIELDS
+        .iter()
+        .position(|(n, _)| *n == name)
+        .unwrap_or(FIELDS.len())
+}
+
 fn insert_all(conn: &mut Connection, records: &[CallDetailRecord]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     {
-        let mut cdr = tx.prepare_cached(
-            "INSERT INTO cdrs (call_id, line, line_name, address, origin, reason,
-                caller_number, caller_name, called_number, called_name, connected_number,
-                connected_name, redirecting_number, redirecting_name, started_ms, answered_ms,
-                ended_ms, ringing_ms, talking_ms, on_hold_ms, disposition, disconnect, owners)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23)",
-        )?;
+        let mut cdr = tx.prepare_cached(&INSERT)?;
         let mut link = tx.prepare_cached("INSERT INTO cdr_links (cdr, call_id) VALUES (?1, ?2)")?;
         for r in records {
-            let owners = serde_json::to_string(&r.owners).unwrap_or_else(|_| "[]".into());
-            let values: [Value; 23] = [
-                Value::Integer(r.call_id.0 as i64),
-                Value::Integer(i64::from(r.line.0)),
-                Value::Text(r.line_name.clone()),
-                Value::Integer(i64::from(r.address.0)),
-                Value::Text(r.origin.name().into()),
-                Value::Text(r.reason.name().into()),
-                text(&r.caller.number),
-                text(&r.caller.name),
-                text(&r.called.number),
-                text(&r.called.name),
-                text(&r.connected.number),
-                text(&r.connected.name),
-                text(&r.redirecting.number),
-                text(&r.redirecting.name),
-                Value::Integer(millis(r.started)),
-                r.answered
-                    .map_or(Value::Null, |a| Value::Integer(millis(a))),
-                Value::Integer(millis(r.ended)),
-                Value::Integer(r.ringing.as_millis() as i64),
-                Value::Integer(r.talking.as_millis() as i64),
-                Value::Integer(r.on_hold.as_millis() as i64),
-                Value::Text(r.disposition.name().into()),
-                r.disconnect
-                    .map_or(Value::Null, |d| Value::Text(d.name().into())),
-                Value::Text(owners),
-            ];
-            cdr.execute(params_from_iter(values))?;
+            cdr.execute(params_from_iter(FIELDS.iter().map(|(_, value)| value(r))))?;
             let id = tx.last_insert_rowid();
             for related in &r.related_call_ids {
                 link.execute(params![id, related.0 as i64])?;
@@ -188,65 +226,66 @@ fn insert_all(conn: &mut Connection, records: &[CallDetailRecord]) -> Result<(),
 
 /// Reads a row selected with [`COLUMNS`]; the related call IDs come separately.
 fn read_row(row: &Row<'_>) -> Result<StoredCdr, rusqlite::Error> {
-    let bad = |i: usize, what: &str, v: String| {
+    let bad = |name: &str, what: &str, v: String| {
         rusqlite::Error::FromSqlConversionFailure(
-            i,
+            at(name),
             rusqlite::types::Type::Text,
             format!("unknown {what} {v:?}").into(),
         )
     };
-    let party = |n: usize| -> Result<CdrParty, rusqlite::Error> {
+    let party = |number: &str, name: &str| -> Result<CdrParty, rusqlite::Error> {
         Ok(CdrParty {
-            number: row.get(n)?,
-            name: row.get(n + 1)?,
+            number: row.get(at(number))?,
+            name: row.get(at(name))?,
         })
     };
-    let ms = |n: usize| -> Result<Duration, rusqlite::Error> {
-        Ok(Duration::from_millis(row.get::<_, i64>(n)?.max(0) as u64))
+    let ms = |name: &str| -> Result<Duration, rusqlite::Error> {
+        Ok(Duration::from_millis(
+            row.get::<_, i64>(at(name))?.max(0) as u64
+        ))
     };
-    let origin: String = row.get(5)?;
-    let reason: String = row.get(6)?;
-    let disposition: String = row.get(21)?;
-    let disconnect: Option<String> = row.get(22)?;
-    let owners: String = row.get(23)?;
+    let origin: String = row.get(at("origin"))?;
+    let reason: String = row.get(at("reason"))?;
+    let disposition: String = row.get(at("disposition"))?;
+    let disconnect: Option<String> = row.get(at("disconnect"))?;
+    let owners: String = row.get(at("owners"))?;
     Ok(StoredCdr {
         id: row.get::<_, i64>(0)? as u64,
         record: CallDetailRecord {
-            call_id: CallId(row.get::<_, i64>(1)? as u64),
+            call_id: CallId(row.get::<_, i64>(at("call_id"))? as u64),
             related_call_ids: Vec::new(),
-            line: LineId(row.get(2)?),
-            line_name: row.get(3)?,
-            address: AddressId(row.get(4)?),
+            line: LineId(row.get(at("line"))?),
+            line_name: row.get(at("line_name"))?,
+            address: AddressId(row.get(at("address"))?),
             origin: CallOrigin::from_name(&origin)
-                .ok_or_else(|| bad(5, "origin", origin.clone()))?,
+                .ok_or_else(|| bad("origin", "origin", origin.clone()))?,
             reason: CallReason::from_name(&reason)
-                .ok_or_else(|| bad(6, "reason", reason.clone()))?,
-            caller: party(7)?,
-            called: party(9)?,
-            connected: party(11)?,
-            redirecting: party(13)?,
-            started: from_millis(row.get(15)?),
-            answered: row.get::<_, Option<i64>>(16)?.map(from_millis),
-            ended: from_millis(row.get(17)?),
-            ringing: ms(18)?,
-            talking: ms(19)?,
-            on_hold: ms(20)?,
+                .ok_or_else(|| bad("reason", "reason", reason.clone()))?,
+            caller: party("caller_number", "caller_name")?,
+            called: party("called_number", "called_name")?,
+            connected: party("connected_number", "connected_name")?,
+            redirecting: party("redirecting_number", "redirecting_name")?,
+            started: from_millis(row.get(at("started_ms"))?),
+            answered: row
+                .get::<_, Option<i64>>(at("answered_ms"))?
+                .map(from_millis),
+            ended: from_millis(row.get(at("ended_ms"))?),
+            ringing: ms("ringing_ms")?,
+            talking: ms("talking_ms")?,
+            on_hold: ms("on_hold_ms")?,
             disposition: Disposition::from_name(&disposition)
-                .ok_or_else(|| bad(21, "disposition", disposition.clone()))?,
+                .ok_or_else(|| bad("disposition", "disposition", disposition.clone()))?,
             disconnect: disconnect
                 .map(|d| {
-                    DisconnectReason::from_name(&d).ok_or_else(|| bad(22, "disconnect reason", d))
+                    DisconnectReason::from_name(&d)
+                        .ok_or_else(|| bad("disconnect", "disconnect reason", d))
                 })
                 .transpose()?,
-            owners: serde_json::from_str(&owners).map_err(|e| bad(23, "owners", e.to_string()))?,
+            owners: serde_json::from_str(&owners)
+                .map_err(|e| bad("owners", "owners", e.to_string()))?,
         },
     })
 }
-
-const COLUMNS: &str = "id, call_id, line, line_name, address, origin, reason, caller_number,
-    caller_name, called_number, called_name, connected_number, connected_name, redirecting_number,
-    redirecting_name, started_ms, answered_ms, ended_ms, ringing_ms, talking_ms, on_hold_ms,
-    disposition, disconnect, owners";
 
 fn run_query(conn: &mut Connection, q: &CdrQuery) -> Result<Page, rusqlite::Error> {
     let mut clauses: Vec<String> = Vec::new();
@@ -320,7 +359,8 @@ fn run_query(conn: &mut Connection, q: &CdrQuery) -> Result<Page, rusqlite::Erro
     };
     values.push(Value::Integer(i64::from(q.limit) + 1));
     let sql = format!(
-        "SELECT {COLUMNS} FROM cdrs {filter} ORDER BY id DESC LIMIT ?{}",
+        "SELECT {} FROM cdrs {filter} ORDER BY id DESC LIMIT ?{}",
+        *COLUMNS,
         values.len()
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -419,5 +459,30 @@ mod tests {
             other => panic!("expected NewerSchema, got {other:?}"),
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_schema_has_exactly_the_fields_the_store_writes_and_reads() {
+        let store = SqliteStore::open(None).expect("opens");
+        let conn = store.conn.lock().expect("lock");
+        let mut info = conn
+            .prepare("SELECT name FROM pragma_table_info('cdrs') ORDER BY cid")
+            .expect("pragma");
+        let columns: Vec<String> = info
+            .query_map([], |r| r.get(0))
+            .expect("columns")
+            .collect::<Result<_, _>>()
+            .expect("names");
+        let fields: Vec<String> = std::iter::once("id")
+            .chain(FIELDS.iter().map(|(n, _)| *n))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(columns, fields);
+        assert_eq!(at("owners"), fields.len() - 1);
+        assert_eq!(
+            at("no such field"),
+            fields.len(),
+            "past the end: refused when read"
+        );
     }
 }
