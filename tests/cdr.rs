@@ -11,10 +11,10 @@ use tapir::core::dial::DialString;
 use tapir::core::info::{CallOrigin, CallReason};
 use tapir::core::params::{ForwardCondition, Forwarding, ParkMode, PickupTarget, TransferMode};
 use tapir::core::state::{CallStateKind as K, DisconnectReason};
-use tapir::{CallId, Engine, OpenOptions, Session};
+use tapir::{CallId, OpenOptions};
 use tapir_cdr::{MemoryStore, Recorder, RecorderOptions};
-use tapir_simswitch::{CallerId, FarEnd, ParkLot, RingIn, SimSwitch};
-use tapir_tests::{Pbx, Watcher, close_all, numbers};
+use tapir_simswitch::{CallerId, RingIn};
+use tapir_tests::{Desk, Pbx, close_all, numbers, pbx_built};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -25,54 +25,20 @@ struct Office {
 }
 
 async fn office() -> Office {
-    let switch = SimSwitch::builder()
-        .extension("100", "Alice")
-        .extension("200", "Bob")
-        .extension("300", "Carol")
-        .far_end(
-            numbers::ANSWERS,
-            FarEnd::answers_after_rings(2).named("Dave"),
-        )
-        .far_end(numbers::BUSY, FarEnd::busy())
-        .far_end(numbers::NO_ANSWER, FarEnd::never_answers())
-        .far_end(numbers::UNREACHABLE, FarEnd::unreachable())
-        .park_lot(ParkLot {
-            orbits: vec!["701".into()],
-            timeout: S(60),
-        })
-        .pickup_group("sales", ["200", "300"])
-        .build()
-        .unwrap();
     let store = Arc::new(MemoryStore::new());
     let recorder = Recorder::start(store.clone(), RecorderOptions::default());
-    let engine = Engine::builder()
-        .provider(switch.clone())
-        .cdr_sink(Arc::new(recorder.clone()))
-        .build()
-        .await
-        .unwrap();
+    let sink = Arc::new(recorder.clone());
+    let pbx = pbx_built(tapir_tests::office(&["701"]), |b| b.cdr_sink(sink)).await;
     Office {
-        pbx: Pbx { engine, switch },
+        pbx,
         store,
         recorder,
     }
 }
 
-struct Desk {
-    s: Session,
-    line: tapir::LineHandle,
-    w: Watcher,
-}
-
 impl Office {
     async fn desk(&self, app: &str, ext: &str) -> Desk {
-        let (s, lines) = self.pbx.app(app, &[(ext, OpenOptions::owner())]).await;
-        let w = Watcher::new(&s);
-        Desk {
-            s,
-            line: lines[0],
-            w,
-        }
+        self.pbx.desk(app, ext).await
     }
 
     /// Every record written so far, in the order the calls ended.
@@ -92,7 +58,7 @@ impl Office {
     }
 
     async fn close(self, desks: Vec<Desk>) {
-        close_all(&self.pbx, desks.into_iter().map(|d| d.s)).await;
+        close_all(&self.pbx, desks.into_iter().map(|d| d.session)).await;
     }
 }
 
@@ -105,19 +71,23 @@ fn only(records: Vec<CallDetailRecord>) -> CallDetailRecord {
 async fn an_answered_call_has_exact_durations_on_both_lines() {
     let o = office().await;
     let (alice, mut bob) = (o.desk("alice", "100").await, o.desk("bob", "200").await);
-    let a = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let a = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let b = bob.w.new_call().await;
     tokio::time::sleep(S(12)).await;
-    bob.s.answer(b).await.unwrap();
+    bob.session.answer(b).await.unwrap();
     tokio::time::sleep(S(30)).await;
-    alice.s.hold(a).await.unwrap();
+    alice.session.hold(a).await.unwrap();
     tokio::time::sleep(S(10)).await;
-    alice.s.unhold(a).await.unwrap();
+    alice.session.unhold(a).await.unwrap();
     tokio::time::sleep(S(20)).await;
-    alice.s.drop_call(a).await.unwrap();
+    alice.session.drop_call(a).await.unwrap();
     bob.w.state(b, K::Disconnected).await;
     tokio::time::sleep(S(2)).await;
-    bob.s.drop_call(b).await.unwrap();
+    bob.session.drop_call(b).await.unwrap();
 
     let ra = only(o.on("100").await);
     let rb = only(o.on("200").await);
@@ -125,7 +95,7 @@ async fn an_answered_call_has_exact_durations_on_both_lines() {
         ra.call_id, rb.call_id,
         "both legs carry the switch's call ID"
     );
-    assert_eq!(ra.call_id, alice.s.call_info(a).unwrap().call_id());
+    assert_eq!(ra.call_id, alice.session.call_info(a).unwrap().call_id());
     assert_eq!(
         (ra.origin, rb.origin),
         (CallOrigin::Outbound, CallOrigin::Internal)
@@ -170,26 +140,26 @@ async fn busy_no_answer_rejected_and_failed_calls() {
     let (mut alice, mut bob) = (o.desk("alice", "100").await, o.desk("bob", "200").await);
 
     let c = alice
-        .s
+        .session
         .make_call(alice.line, Some(numbers::BUSY))
         .await
         .unwrap();
     alice.w.state(c, K::Busy).await;
-    alice.s.drop_call(c).await.unwrap();
-    alice.s.deallocate(c).unwrap();
+    alice.session.drop_call(c).await.unwrap();
+    alice.session.deallocate(c).unwrap();
     let busy = only(o.on("100").await);
     assert_eq!(busy.disposition, Disposition::Busy);
     assert_eq!((busy.talking, busy.answered), (S(0), None));
 
     // Outside: the switch gives up after its 30 s no-answer timeout.
     let c = alice
-        .s
+        .session
         .make_call(alice.line, Some(numbers::NO_ANSWER))
         .await
         .unwrap();
     alice.w.state(c, K::Disconnected).await;
-    alice.s.drop_call(c).await.unwrap();
-    alice.s.deallocate(c).unwrap();
+    alice.session.drop_call(c).await.unwrap();
+    alice.session.deallocate(c).unwrap();
     let r = o.on("100").await.pop().unwrap();
     assert_eq!(
         (r.disposition, r.disconnect),
@@ -198,13 +168,17 @@ async fn busy_no_answer_rejected_and_failed_calls() {
     assert_eq!(r.ringing, S(30));
 
     // Inside: Bob lets it ring; Alice gives up after 8 s.
-    let c = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let c = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let b = bob.w.new_call().await;
     tokio::time::sleep(S(8)).await;
-    alice.s.drop_call(c).await.unwrap();
-    alice.s.deallocate(c).unwrap();
+    alice.session.drop_call(c).await.unwrap();
+    alice.session.deallocate(c).unwrap();
     bob.w.state(b, K::Idle).await;
-    bob.s.deallocate(b).unwrap();
+    bob.session.deallocate(b).unwrap();
     let (ra, rb) = (o.on("100").await.pop().unwrap(), only(o.on("200").await));
     assert_eq!(
         (ra.disposition, rb.disposition),
@@ -213,13 +187,17 @@ async fn busy_no_answer_rejected_and_failed_calls() {
     assert_eq!((ra.ringing, rb.ringing), (S(8), S(8)));
 
     // Bob rejects: his record says rejected; Alice's says she was refused.
-    let c = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let c = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let b = bob.w.new_call().await;
-    bob.s.reject(b).await.unwrap();
-    bob.s.deallocate(b).unwrap();
+    bob.session.reject(b).await.unwrap();
+    bob.session.deallocate(b).unwrap();
     alice.w.state(c, K::Disconnected).await;
-    alice.s.drop_call(c).await.unwrap();
-    alice.s.deallocate(c).unwrap();
+    alice.session.drop_call(c).await.unwrap();
+    alice.session.deallocate(c).unwrap();
     assert_eq!(
         o.on("200").await.pop().unwrap().disposition,
         Disposition::Rejected
@@ -228,13 +206,13 @@ async fn busy_no_answer_rejected_and_failed_calls() {
     assert_eq!(ra.disposition, Disposition::Rejected, "{ra:?}");
 
     let c = alice
-        .s
+        .session
         .make_call(alice.line, Some(numbers::UNREACHABLE))
         .await
         .unwrap();
     alice.w.state(c, K::Disconnected).await;
-    alice.s.drop_call(c).await.unwrap();
-    alice.s.deallocate(c).unwrap();
+    alice.session.drop_call(c).await.unwrap();
+    alice.session.deallocate(c).unwrap();
     assert_eq!(
         o.on("100").await.pop().unwrap().disposition,
         Disposition::Failed
@@ -260,8 +238,8 @@ async fn outside_call_to(
         .unwrap();
     let c = desk.w.new_call().await;
     tokio::time::sleep(after).await;
-    desk.s.answer(c).await.unwrap();
-    let id = desk.s.call_info(c).unwrap().call_id();
+    desk.session.answer(c).await.unwrap();
+    let id = desk.session.call_info(c).unwrap().call_id();
     (c, id)
 }
 
@@ -271,13 +249,13 @@ async fn a_blind_transfer_links_the_two_lines_records() {
     let (mut alice, mut bob) = (o.desk("alice", "100").await, o.desk("bob", "200").await);
     let (a, id) = outside_call_to(&o, &mut alice, S(6)).await;
     tokio::time::sleep(S(20)).await;
-    alice.s.blind_transfer(a, "200").await.unwrap();
-    alice.s.deallocate(a).unwrap();
+    alice.session.blind_transfer(a, "200").await.unwrap();
+    alice.session.deallocate(a).unwrap();
     let b = bob.w.new_call().await;
     tokio::time::sleep(S(6)).await;
-    bob.s.answer(b).await.unwrap();
+    bob.session.answer(b).await.unwrap();
     tokio::time::sleep(S(40)).await;
-    bob.s.drop_call(b).await.unwrap();
+    bob.session.drop_call(b).await.unwrap();
 
     let ra = only(o.on("100").await);
     assert_eq!(
@@ -315,23 +293,23 @@ async fn a_consultation_transfer_links_original_and_consultation() {
     let (mut alice, mut bob) = (o.desk("alice", "100").await, o.desk("bob", "200").await);
     let (a, original) = outside_call_to(&o, &mut alice, S(0)).await;
     tokio::time::sleep(S(10)).await;
-    let consult = alice.s.setup_transfer(a).await.unwrap();
-    let consult_id = alice.s.call_info(consult).unwrap().call_id();
-    alice.s.dial(consult, "200").await.unwrap();
+    let consult = alice.session.setup_transfer(a).await.unwrap();
+    let consult_id = alice.session.call_info(consult).unwrap().call_id();
+    alice.session.dial(consult, "200").await.unwrap();
     let b = bob.w.new_call().await;
     tokio::time::sleep(S(6)).await;
-    bob.s.answer(b).await.unwrap();
+    bob.session.answer(b).await.unwrap();
     tokio::time::sleep(S(15)).await;
     alice
-        .s
+        .session
         .complete_transfer(a, consult, TransferMode::Transfer)
         .await
         .unwrap();
     for c in [a, consult] {
-        alice.s.deallocate(c).unwrap();
+        alice.session.deallocate(c).unwrap();
     }
     tokio::time::sleep(S(30)).await;
-    bob.s.drop_call(b).await.unwrap();
+    bob.session.drop_call(b).await.unwrap();
 
     let mut ra = o.on("100").await;
     ra.sort_by_key(|r| r.call_id);
@@ -368,27 +346,35 @@ async fn a_conference_links_its_parties_to_the_conference_call() {
         o.desk("bob", "200").await,
         o.desk("carol", "300").await,
     );
-    let first = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let first = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let b = bob.w.new_call().await;
-    bob.s.answer(b).await.unwrap();
-    let (conf, consult) = alice.s.setup_conference(first).await.unwrap();
-    alice.s.dial(consult, "300").await.unwrap();
+    bob.session.answer(b).await.unwrap();
+    let (conf, consult) = alice.session.setup_conference(first).await.unwrap();
+    alice.session.dial(consult, "300").await.unwrap();
     let c = carol.w.new_call().await;
-    carol.s.answer(c).await.unwrap();
-    alice.s.add_to_conference(conf, consult).await.unwrap();
+    carol.session.answer(c).await.unwrap();
+    alice
+        .session
+        .add_to_conference(conf, consult)
+        .await
+        .unwrap();
     tokio::time::sleep(S(60)).await;
-    alice.s.drop_call(conf).await.unwrap();
+    alice.session.drop_call(conf).await.unwrap();
     for h in [first, consult, conf] {
         alice.w.state(h, K::Idle).await;
-        alice.s.deallocate(h).unwrap();
+        alice.session.deallocate(h).unwrap();
     }
     for d in [&mut bob, &mut carol] {
-        let h = d.s.calls()[0];
+        let h = d.session.calls()[0];
         d.w.state(h, K::Disconnected).await;
-        d.s.drop_call(h).await.unwrap();
+        d.session.drop_call(h).await.unwrap();
     }
 
-    let conf_id = alice.s.call_info(conf).map(|i| i.call_id()).ok();
+    let conf_id = alice.session.call_info(conf).map(|i| i.call_id()).ok();
     let ra = o.on("100").await;
     assert_eq!(ra.len(), 3, "{ra:#?}");
     let parent = ra
@@ -412,21 +398,25 @@ async fn a_conference_links_its_parties_to_the_conference_call() {
 async fn a_parked_call_that_times_out_comes_back_as_a_reminder_with_its_call_id() {
     let o = office().await;
     let (mut alice, mut bob) = (o.desk("alice", "100").await, o.desk("bob", "200").await);
-    let a = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let a = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let b = bob.w.new_call().await;
-    bob.s.answer(b).await.unwrap();
-    let id = bob.s.call_info(b).unwrap().call_id();
+    bob.session.answer(b).await.unwrap();
+    let id = bob.session.call_info(b).unwrap().call_id();
     tokio::time::sleep(S(5)).await;
-    bob.s.park(b, ParkMode::NonDirected).await.unwrap();
-    bob.s.deallocate(b).unwrap();
+    bob.session.park(b, ParkMode::NonDirected).await.unwrap();
+    bob.session.deallocate(b).unwrap();
     // Nobody retrieves it: after the 60 s park timeout it rings Bob again.
     let recall = bob.w.new_call().await;
     tokio::time::sleep(S(6)).await;
-    bob.s.answer(recall).await.unwrap();
+    bob.session.answer(recall).await.unwrap();
     tokio::time::sleep(S(10)).await;
-    bob.s.drop_call(recall).await.unwrap();
+    bob.session.drop_call(recall).await.unwrap();
     alice.w.state(a, K::Disconnected).await;
-    alice.s.drop_call(a).await.unwrap();
+    alice.session.drop_call(a).await.unwrap();
 
     let rb = o.on("200").await;
     assert_eq!(rb.len(), 2, "{rb:#?}");
@@ -462,20 +452,24 @@ async fn a_pickup_ends_the_ringing_leg_and_starts_one_at_the_picker() {
         o.desk("bob", "200").await,
         o.desk("carol", "300").await,
     );
-    let a = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let a = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let b = bob.w.new_call().await;
     tokio::time::sleep(S(4)).await;
     let c = carol
-        .s
+        .session
         .pickup(carol.line, PickupTarget::Group("sales".into()))
         .await
         .unwrap();
     bob.w.state(b, K::Idle).await;
-    bob.s.deallocate(b).unwrap();
+    bob.session.deallocate(b).unwrap();
     tokio::time::sleep(S(25)).await;
-    carol.s.drop_call(c).await.unwrap();
+    carol.session.drop_call(c).await.unwrap();
     alice.w.state(a, K::Disconnected).await;
-    alice.s.drop_call(a).await.unwrap();
+    alice.session.drop_call(a).await.unwrap();
 
     let rb = only(o.on("200").await);
     assert_eq!(
@@ -508,19 +502,23 @@ async fn forwarded_calls_name_who_forwarded_them() {
         do_not_disturb: false,
         rules: vec![(condition, DialString::parse("300").unwrap())],
     };
-    bob.s
+    bob.session
         .forward(bob.line, rule(ForwardCondition::Unconditional))
         .await
         .unwrap();
-    let a = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let a = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let c = carol.w.new_call().await;
-    carol.s.answer(c).await.unwrap();
+    carol.session.answer(c).await.unwrap();
     tokio::time::sleep(S(9)).await;
-    carol.s.drop_call(c).await.unwrap();
-    carol.s.deallocate(c).unwrap();
+    carol.session.drop_call(c).await.unwrap();
+    carol.session.deallocate(c).unwrap();
     alice.w.state(a, K::Disconnected).await;
-    alice.s.drop_call(a).await.unwrap();
-    alice.s.deallocate(a).unwrap();
+    alice.session.drop_call(a).await.unwrap();
+    alice.session.deallocate(a).unwrap();
     assert!(
         o.on("200").await.is_empty(),
         "unconditional: Bob's line never saw the call"
@@ -531,17 +529,21 @@ async fn forwarded_calls_name_who_forwarded_them() {
     assert_eq!((rc.disposition, rc.talking), (Disposition::Answered, S(9)));
 
     // On no answer: Bob's line rings twice, then the call moves on and his record says so.
-    bob.s
+    bob.session
         .forward(bob.line, rule(ForwardCondition::NoAnswer { rings: 2 }))
         .await
         .unwrap();
-    let a = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let a = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let c = carol.w.new_call().await;
-    carol.s.answer(c).await.unwrap();
-    carol.s.drop_call(c).await.unwrap();
-    carol.s.deallocate(c).unwrap();
+    carol.session.answer(c).await.unwrap();
+    carol.session.drop_call(c).await.unwrap();
+    carol.session.deallocate(c).unwrap();
     alice.w.state(a, K::Disconnected).await;
-    alice.s.drop_call(a).await.unwrap();
+    alice.session.drop_call(a).await.unwrap();
     let rb = only(o.on("200").await);
     assert_eq!(rb.disposition, Disposition::Forwarded);
     assert_eq!(rb.disconnect, Some(DisconnectReason::Forwarded));
@@ -560,13 +562,13 @@ async fn a_handoff_names_the_new_owner_too() {
     let (mut alice, bob) = (o.desk("alice", "100").await, o.desk("bob", "200").await);
     let (crm, _) = o.pbx.app("crm", &[("100", OpenOptions::monitor())]).await;
     let a = alice
-        .s
+        .session
         .make_call(alice.line, Some(numbers::ANSWERS))
         .await
         .unwrap();
     alice.w.state(a, K::Connected).await;
-    alice.s.handoff(a, "crm").unwrap();
-    alice.s.drop_call(a).await.unwrap();
+    alice.session.handoff(a, "crm").unwrap();
+    alice.session.drop_call(a).await.unwrap();
     let r = only(o.on("100").await);
     assert_eq!(r.owners, vec!["alice".to_string(), "crm".to_string()]);
     assert_eq!(r.connected.name.as_deref(), Some("Dave"));
@@ -583,22 +585,26 @@ async fn a_redirect_and_an_unpark_say_so() {
         o.desk("carol", "300").await,
     );
     // Bob deflects Alice's call to Carol before answering.
-    let a = alice.s.make_call(alice.line, Some("200")).await.unwrap();
+    let a = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
     let b = bob.w.new_call().await;
     tokio::time::sleep(S(3)).await;
-    bob.s.redirect(b, "300").await.unwrap();
-    bob.s.deallocate(b).unwrap();
+    bob.session.redirect(b, "300").await.unwrap();
+    bob.session.deallocate(b).unwrap();
     let c = carol.w.new_call().await;
-    carol.s.answer(c).await.unwrap();
+    carol.session.answer(c).await.unwrap();
     // Carol parks it; Bob takes it back from the orbit 7 s later and talks for 20 s.
-    let orbit = carol.s.park(c, ParkMode::NonDirected).await.unwrap();
-    carol.s.deallocate(c).unwrap();
+    let orbit = carol.session.park(c, ParkMode::NonDirected).await.unwrap();
+    carol.session.deallocate(c).unwrap();
     tokio::time::sleep(S(7)).await;
-    let u = bob.s.unpark(bob.line, &orbit).await.unwrap();
+    let u = bob.session.unpark(bob.line, &orbit).await.unwrap();
     tokio::time::sleep(S(20)).await;
-    bob.s.drop_call(u).await.unwrap();
+    bob.session.drop_call(u).await.unwrap();
     alice.w.state(a, K::Disconnected).await;
-    alice.s.drop_call(a).await.unwrap();
+    alice.session.drop_call(a).await.unwrap();
 
     let rb = o.on("200").await;
     assert_eq!(rb.len(), 2, "{rb:#?}");

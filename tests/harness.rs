@@ -11,9 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tapir::core::state::{CallState, CallStateKind};
-use tapir::{CallHandle, CallId, Engine, Event, LineHandle, OpenOptions, Session, SessionEvent};
+use tapir::{
+    CallHandle, CallId, Engine, EngineBuilder, Event, LineHandle, OpenOptions, Session,
+    SessionEvent,
+};
 use tapir_core::LineId;
-use tapir_simswitch::{FarEnd, SimSwitch};
+use tapir_simswitch::{FarEnd, ParkLot, SimSwitch, SimSwitchBuilder};
 
 /// Outside numbers scripted in [`pbx`].
 pub mod numbers {
@@ -41,15 +44,7 @@ pub async fn pbx() -> Pbx {
 
 /// A switch with the given extensions and the scripted [`numbers`].
 pub async fn pbx_with(extensions: &[&str]) -> Pbx {
-    let mut b = SimSwitch::builder()
-        .far_end(
-            numbers::ANSWERS,
-            FarEnd::answers_after_rings(2).named("Dave"),
-        )
-        .far_end(numbers::ANSWERS_AT_ONCE, FarEnd::answers_after_rings(0))
-        .far_end(numbers::BUSY, FarEnd::busy())
-        .far_end(numbers::NO_ANSWER, FarEnd::never_answers())
-        .far_end(numbers::UNREACHABLE, FarEnd::unreachable());
+    let mut b = scripted(SimSwitch::builder());
     for (i, n) in extensions.iter().enumerate() {
         b = b.extension(*n, format!("User {i}"));
     }
@@ -58,12 +53,57 @@ pub async fn pbx_with(extensions: &[&str]) -> Pbx {
 
 /// An engine in front of the given switch.
 pub async fn pbx_from(switch: SimSwitch) -> Pbx {
-    let engine = Engine::builder()
-        .provider(switch.clone())
+    pbx_built(switch, |b| b).await
+}
+
+/// An engine in front of the given switch, its builder finished by `more` (a record sink, say).
+pub async fn pbx_built(
+    switch: SimSwitch,
+    more: impl FnOnce(EngineBuilder) -> EngineBuilder,
+) -> Pbx {
+    let engine = more(Engine::builder().provider(switch.clone()))
         .build()
         .await
         .unwrap();
     Pbx { engine, switch }
+}
+
+/// The office of the park, pickup and call-record scenarios: extensions 100 Alice, 200 Bob, 300
+/// Carol and 400 Dave, the scripted [`numbers`], a park lot of `orbits` (calls come back after
+/// 60 s), and the pickup group "sales" of 200 and 300.
+pub fn office(orbits: &[&str]) -> SimSwitch {
+    scripted(SimSwitch::builder())
+        .extension("100", "Alice")
+        .extension("200", "Bob")
+        .extension("300", "Carol")
+        .extension("400", "Dave")
+        .park_lot(ParkLot {
+            orbits: orbits.iter().map(|o| o.to_string()).collect(),
+            timeout: Duration::from_secs(60),
+        })
+        .pickup_group("sales", ["200", "300"])
+        .build()
+        .unwrap()
+}
+
+/// `b` with the scripted [`numbers`].
+fn scripted(b: SimSwitchBuilder) -> SimSwitchBuilder {
+    b.far_end(
+        numbers::ANSWERS,
+        FarEnd::answers_after_rings(2).named("Dave"),
+    )
+    .far_end(numbers::ANSWERS_AT_ONCE, FarEnd::answers_after_rings(0))
+    .far_end(numbers::BUSY, FarEnd::busy())
+    .far_end(numbers::NO_ANSWER, FarEnd::never_answers())
+    .far_end(numbers::UNREACHABLE, FarEnd::unreachable())
+}
+
+/// One application at one extension: its session, its line open as owner, and a [`Watcher`] on
+/// its events.
+pub struct Desk {
+    pub session: Session,
+    pub line: LineHandle,
+    pub w: Watcher,
 }
 
 /// Logs every session off and asserts the engine and the switch hold nothing.
@@ -98,6 +138,17 @@ impl Pbx {
             handles.push(s.open_line(self.line(number), *opts).await.unwrap());
         }
         (s, handles)
+    }
+
+    /// Logs `app` on with extension `ext` open as owner, and watches its events.
+    pub async fn desk(&self, app: &str, ext: &str) -> Desk {
+        let (session, lines) = self.app(app, &[(ext, OpenOptions::owner())]).await;
+        let w = Watcher::new(&session);
+        Desk {
+            session,
+            line: lines[0],
+            w,
+        }
     }
 
     /// Asserts the engine and the switch hold nothing.

@@ -7,40 +7,16 @@ use tapir::core::gate::CallOperation;
 use tapir::core::info::{CallReason, PartyId};
 use tapir::core::params::{ParkMode, PickupTarget};
 use tapir::core::state::{CallState, CallStateKind as K, DisconnectReason};
-use tapir::{Error, Event, LineEvent, OpenOptions, Session};
-use tapir_simswitch::{CallerId, ParkLot, RingIn, SimSwitch};
-use tapir_tests::{Pbx, Watcher, close_all, pbx_from};
+use tapir::{Error, Event, LineEvent};
+use tapir_simswitch::{CallerId, RingIn};
+use tapir_tests::{Desk, Pbx, close_all, pbx_from};
 
 async fn office(orbits: &[&str]) -> Pbx {
-    let switch = SimSwitch::builder()
-        .extension("100", "Alice")
-        .extension("200", "Bob")
-        .extension("300", "Carol")
-        .extension("400", "Dave")
-        .park_lot(ParkLot {
-            orbits: orbits.iter().map(|o| o.to_string()).collect(),
-            timeout: Duration::from_secs(60),
-        })
-        .pickup_group("sales", ["200", "300"])
-        .build()
-        .unwrap();
-    pbx_from(switch).await
-}
-
-struct Desk {
-    session: Session,
-    line: tapir::LineHandle,
-    w: Watcher,
+    pbx_from(tapir_tests::office(orbits)).await
 }
 
 async fn desk(pbx: &Pbx, name: &str, ext: &str) -> Desk {
-    let (session, lines) = pbx.app(name, &[(ext, OpenOptions::owner())]).await;
-    let w = Watcher::new(&session);
-    Desk {
-        session,
-        line: lines[0],
-        w,
-    }
+    pbx.desk(name, ext).await
 }
 
 /// Alice calls Bob, Bob answers. Returns Alice's and Bob's handles.
