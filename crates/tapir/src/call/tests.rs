@@ -103,6 +103,12 @@ fn call(line: &Arc<LineSlot>, leg: u64, state: CallState, now: Instant) -> Arc<C
     )
 }
 
+/// Gives a call that has just appeared (offered, made by nobody here) its first holders.
+fn offer(c: &Arc<CallEntry>, holders: Vec<NewHolder<'_>>) {
+    let follow = c.admit(|| {}, holders, false);
+    assert!(!follow.drop_orphan);
+}
+
 fn states(events: &[Event]) -> Vec<CallStateKind> {
     events
         .iter()
@@ -198,13 +204,12 @@ fn states_reach_every_holder_and_reports_the_table_forbids_change_nothing() {
     let (owner, monitor) = (Sess::new("owner"), Sess::new("monitor"));
     let line = line();
     let c = call(&line, 1, OFFERING, t0);
-    let _ = c.admit(
-        || {},
+    offer(
+        &c,
         vec![
             owner.holder(11, CallPrivilege::Owner, true),
             monitor.holder(21, CallPrivilege::Monitor, true),
         ],
-        false,
     );
     owner.events();
     monitor.events();
@@ -230,11 +235,7 @@ fn the_far_end_clearing_a_call_nobody_owns_makes_it_the_orphan_policys() {
     let monitor = Sess::new("monitor");
     let line = line();
     let c = call(&line, 1, CONNECTED, t0);
-    let _ = c.admit(
-        || {},
-        vec![monitor.holder(21, CallPrivilege::Monitor, true)],
-        false,
-    );
+    offer(&c, vec![monitor.holder(21, CallPrivilege::Monitor, true)]);
     let follow = c
         .apply_state(
             CallState::Disconnected(DisconnectReason::Normal),
@@ -263,13 +264,12 @@ fn the_sole_owner_of_a_live_call_cannot_let_it_go_and_others_hear_of_privilege_c
     let (a, b) = (Sess::new("a"), Sess::new("b"));
     let line = line();
     let c = call(&line, 1, CONNECTED, t0);
-    let _ = c.admit(
-        || {},
+    offer(
+        &c,
         vec![
             a.holder(1, CallPrivilege::Owner, true),
             b.holder(2, CallPrivilege::Monitor, true),
         ],
-        false,
     );
     a.events();
     b.events();
@@ -311,13 +311,12 @@ fn hand_off_raises_a_monitor_or_gives_a_new_owner_handle_announced_first() {
     let (a, b, c2) = (Sess::new("a"), Sess::new("b"), Sess::new("c"));
     let line = line();
     let c = call(&line, 1, CONNECTED, t0);
-    let _ = c.admit(
-        || {},
+    offer(
+        &c,
         vec![
             a.holder(1, CallPrivilege::Owner, true),
             b.holder(2, CallPrivilege::Monitor, true),
         ],
-        false,
     );
     a.events();
     b.events();
@@ -347,13 +346,12 @@ fn a_monitor_reads_only_the_features_a_monitor_may_use() {
     let (a, b) = (Sess::new("a"), Sess::new("b"));
     let line = line();
     let c = call(&line, 1, CONNECTED, t0);
-    let _ = c.admit(
-        || {},
+    offer(
+        &c,
         vec![
             a.holder(1, CallPrivilege::Owner, true),
             b.holder(2, CallPrivilege::Monitor, true),
         ],
-        false,
     );
     let owner = c.status(&a.inbox, CallHandle(1)).expect("status").features;
     let monitor = c.status(&b.inbox, CallHandle(2)).expect("status").features;
@@ -412,7 +410,7 @@ fn consultation_partners_name_each_other_while_both_live() {
     let original = call(&line, 1, CallState::OnHoldPendingTransfer, t0);
     let consult = call(&line, 2, CallState::DialTone(DialToneMode::Normal), t0);
     for (c, h) in [(&original, 1), (&consult, 2)] {
-        let _ = c.admit(|| {}, vec![me.holder(h, CallPrivilege::Owner, true)], false);
+        offer(c, vec![me.holder(h, CallPrivilege::Owner, true)]);
     }
     CallEntry::pair_consultation(&original, &consult, false);
     let view = |c: &Arc<CallEntry>, h| c.info_view(&me.inbox, CallHandle(h)).expect("view");
@@ -429,7 +427,7 @@ fn the_detail_record_is_finished_when_the_call_goes_idle_with_times_as_fed_in() 
     let me = Sess::new("softphone");
     let line = line();
     let c = call(&line, 1, OFFERING, t0);
-    let _ = c.admit(|| {}, vec![me.holder(1, CallPrivilege::Owner, true)], false);
+    offer(&c, vec![me.holder(1, CallPrivilege::Owner, true)]);
     let answered = t0 + Duration::from_secs(4);
     let held = answered + Duration::from_secs(10);
     let ended = held + Duration::from_secs(5);
@@ -459,7 +457,7 @@ fn new_information_reaches_holders_as_the_fields_that_changed() {
     let me = Sess::new("me");
     let line = line();
     let c = call(&line, 1, OFFERING, t0);
-    let _ = c.admit(|| {}, vec![me.holder(1, CallPrivilege::Owner, true)], false);
+    offer(&c, vec![me.holder(1, CallPrivilege::Owner, true)]);
     me.events();
     let mut info = CallInfo::clone(&c.info_view(&me.inbox, CallHandle(1)).expect("view").info);
     c.apply_info(Arc::new(info.clone()));

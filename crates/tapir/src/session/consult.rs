@@ -11,7 +11,9 @@ use tapir_core::params::{Origin, ParkMode, RequestId, TransferMode};
 use tapir_core::state::CallStateKind;
 use tracing::Instrument;
 
-use super::{Session, intending, line_address, missing_destination, no_params, parse_destination};
+use super::{
+    Authorized, Session, intending, line_address, missing_destination, no_params, parse_destination,
+};
 use crate::call::CallEntry;
 use crate::handles::{CallHandle, LineHandle};
 
@@ -45,19 +47,10 @@ impl Session {
         let a = self.authorize(call, CallOperation::SetupTransfer, no_params)?;
         let line = self.line_of(&a.entry, call)?;
         let (provider, leg) = (a.provider.clone(), a.leg);
-        let consult = self
-            .create(line, |request| async move {
-                provider.setup_transfer(leg, request).await.map(|c| vec![c])
-            })
-            .instrument(a.entry.span())
-            .await?
-            .into_iter()
-            .next()
-            .ok_or(Error::OperationFailed {
-                reason: "the provider created no consultation call".into(),
-            })?;
-        self.pair_consultation(&a.entry, consult, false);
-        Ok(consult)
+        self.consult(&a, line, false, |request| async move {
+            provider.setup_transfer(leg, request).await
+        })
+        .await
     }
 
     /// Completes a consultation transfer of `held` (on hold pending transfer) with `consultation`
@@ -208,22 +201,10 @@ impl Session {
         let a = self.authorize(conference, CallOperation::PrepareAddToConference, no_params)?;
         let line = self.line_of(&a.entry, conference)?;
         let (provider, leg) = (a.provider.clone(), a.leg);
-        let consult = self
-            .create(line, |request| async move {
-                provider
-                    .prepare_add_to_conference(leg, request)
-                    .await
-                    .map(|c| vec![c])
-            })
-            .instrument(a.entry.span())
-            .await?
-            .into_iter()
-            .next()
-            .ok_or(Error::OperationFailed {
-                reason: "the provider created no consultation call".into(),
-            })?;
-        self.pair_consultation(&a.entry, consult, true);
-        Ok(consult)
+        self.consult(&a, line, true, |request| async move {
+            provider.prepare_add_to_conference(leg, request).await
+        })
+        .await
     }
 
     /// Adds a consultation call to the conference it was made for.
@@ -261,6 +242,34 @@ impl Session {
             .iter()
             .filter_map(|m| m.handle_of(&self.inner.inbox))
             .collect())
+    }
+
+    /// Runs `run`, a request that creates one consultation call for the call `a` through line open
+    /// `line`, and pairs the two (for a conference waiting for a party, or for a transfer).
+    async fn consult<F, Fut>(
+        &self,
+        a: &Authorized,
+        line: LineHandle,
+        for_conference: bool,
+        run: F,
+    ) -> Result<CallHandle, Error>
+    where
+        F: FnOnce(RequestId) -> Fut,
+        Fut: Future<Output = Result<tapir_core::CallLegId, Error>>,
+    {
+        let consult = self
+            .create(line, |request| async move {
+                run(request).await.map(|c| vec![c])
+            })
+            .instrument(a.entry.span())
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(Error::OperationFailed {
+                reason: "the provider created no consultation call".into(),
+            })?;
+        self.pair_consultation(&a.entry, consult, for_conference);
+        Ok(consult)
     }
 
     /// Makes `consult` the consultation call of `original` (a call held pending a transfer, or a
