@@ -8,7 +8,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A text that is none of an enum's names.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {text:?}: expected {}", expected.join(", "))]
 pub struct UnknownName {
     /// The enum's wire name, e.g. `digit_mode`.
     pub kind: &'static str,
@@ -17,20 +18,6 @@ pub struct UnknownName {
     /// The names it could have been.
     pub expected: &'static [&'static str],
 }
-
-impl fmt::Display for UnknownName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {:?}: expected {}",
-            self.kind,
-            self.text,
-            self.expected.join(", ")
-        )
-    }
-}
-
-impl std::error::Error for UnknownName {}
 
 macro_rules! vocabulary {
     ($(#[$meta:meta])* $name:ident as $kind:literal { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {

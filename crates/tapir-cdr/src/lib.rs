@@ -100,10 +100,20 @@ impl Default for CdrQuery {
     }
 }
 
+/// The dispositions' names, for a refusal that lists them.
+fn disposition_names() -> String {
+    Disposition::ALL
+        .iter()
+        .map(|d| d.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A query that cannot be run, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     /// `since` or `until` is not an RFC 3339 time.
+    #[error("{field} must be an RFC 3339 time such as 2026-11-21T10:00:00Z, not {value:?}")]
     BadTime {
         /// Which parameter.
         field: &'static str,
@@ -111,47 +121,24 @@ pub enum QueryError {
         value: String,
     },
     /// `until` is not after `since`.
+    #[error("until must be later than since")]
     EmptyRange,
     /// The call ID is neither `call-N` nor `N`.
+    #[error("call_id must look like call-7 or 7, not {0:?}")]
     BadCallId(String),
     /// Not one of the dispositions.
+    #[error("disposition must be one of {names}, not {0:?}", names = disposition_names())]
     BadDisposition(String),
     /// The number filter is empty or has characters no number has.
+    #[error("number must be 1 to 64 of the characters 0-9 A-D * # + -, not {0:?}")]
     BadNumber(String),
     /// The limit is outside 1..=1000.
+    #[error("limit must be 1 to {MAX_LIMIT}, not {0}")]
     BadLimit(u32),
     /// `format` is not `json`, `csv` or `jsonl`.
+    #[error("format must be json, csv or jsonl, not {0:?}")]
     BadFormat(String),
 }
-
-impl std::fmt::Display for QueryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::BadTime { field, value } => write!(
-                f,
-                "{field} must be an RFC 3339 time such as 2026-11-21T10:00:00Z, not {value:?}"
-            ),
-            Self::EmptyRange => f.write_str("until must be later than since"),
-            Self::BadCallId(v) => write!(f, "call_id must look like call-7 or 7, not {v:?}"),
-            Self::BadDisposition(v) => {
-                let names: Vec<&str> = Disposition::ALL.iter().map(|d| d.name()).collect();
-                write!(
-                    f,
-                    "disposition must be one of {}, not {v:?}",
-                    names.join(", ")
-                )
-            }
-            Self::BadNumber(v) => write!(
-                f,
-                "number must be 1 to 64 of the characters 0-9 A-D * # + -, not {v:?}"
-            ),
-            Self::BadLimit(n) => write!(f, "limit must be 1 to {MAX_LIMIT}, not {n}"),
-            Self::BadFormat(v) => write!(f, "format must be json, csv or jsonl, not {v:?}"),
-        }
-    }
-}
-
-impl std::error::Error for QueryError {}
 
 /// An export format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -272,11 +259,15 @@ pub struct Retention {
 }
 
 /// A store failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database said no (the text is SQLite's, or the backend's).
+    #[error("call record store: {0}")]
     Database(String),
     /// The database was written by a newer tapir (its schema version is higher than this one knows).
+    #[error(
+        "call record store has schema version {found}; this tapir knows up to {known} (written by a newer tapir?)"
+    )]
     NewerSchema {
         /// The version found.
         found: i64,
@@ -284,23 +275,9 @@ pub enum StoreError {
         known: i64,
     },
     /// The recorder has stopped.
+    #[error("call record recorder has stopped")]
     Closed,
 }
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Database(e) => write!(f, "call record store: {e}"),
-            Self::NewerSchema { found, known } => write!(
-                f,
-                "call record store has schema version {found}; this tapir knows up to {known} (written by a newer tapir?)"
-            ),
-            Self::Closed => f.write_str("call record recorder has stopped"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 /// Where call detail records are kept. Implement it for another database; give it to a [`Recorder`].
 #[async_trait::async_trait]

@@ -75,10 +75,11 @@ pub use tapir_api as api;
 const RETRIES: u32 = 2;
 
 /// Why a request failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The service refused or failed the request: its HTTP status and error body.
+    #[error("{message} ({code}, HTTP {status})")]
     Api {
         /// The HTTP status.
         status: u16,
@@ -88,10 +89,13 @@ pub enum ClientError {
         message: String,
     },
     /// The service could not be reached, or the connection broke (after the retries).
+    #[error("cannot reach tapird: {0}")]
     Transport(String),
     /// The service answered something this client does not understand.
+    #[error("unexpected answer from tapird: {0}")]
     Protocol(String),
     /// The base URL is not `http://HOST:PORT`.
+    #[error("bad service URL: {0}")]
     BadUrl(String),
 }
 
@@ -112,23 +116,6 @@ impl ClientError {
         }
     }
 }
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Api {
-                status,
-                code,
-                message,
-            } => write!(f, "{message} ({code}, HTTP {status})"),
-            ClientError::Transport(m) => write!(f, "cannot reach tapird: {m}"),
-            ClientError::Protocol(m) => write!(f, "unexpected answer from tapird: {m}"),
-            ClientError::BadUrl(m) => write!(f, "bad service URL: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// The connection to a service, without a log-on: health, and logging on.
 #[derive(Clone)]

@@ -20,7 +20,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,9 +39,10 @@ use tapir_sip::{SipLine, SipProvider, SipSettings, SipTiming};
 pub const EMBEDDED: &str = include_str!("default.toml");
 
 /// Why a configuration was refused. Nothing is started for a refused configuration.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -50,8 +50,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The text is not valid TOML for the schema (unknown key, wrong type …), with where.
+    #[error("configuration: {0}")]
     Syntax(String),
     /// The values do not fit together or are out of range; names the key.
+    #[error("configuration: {key}: {reason}")]
     Invalid {
         /// The key, e.g. `services.pbx.outside[2]`.
         key: String,
@@ -59,21 +61,9 @@ pub enum ConfigError {
         reason: String,
     },
     /// The engine refused the result (or no provider could start).
+    #[error("configuration: {0}")]
     Engine(Error),
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
-            Self::Syntax(e) => write!(f, "configuration: {e}"),
-            Self::Invalid { key, reason } => write!(f, "configuration: {key}: {reason}"),
-            Self::Engine(e) => write!(f, "configuration: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl From<Error> for ConfigError {
     fn from(e: Error) -> Self {

@@ -74,16 +74,19 @@ impl fmt::Display for DialModifier {
 }
 
 /// Why a dial string was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DialStringError {
     /// Nothing to dial where something is required.
+    #[error("empty")]
     Empty,
     /// Longer than [`MAX_DIAL_STRING`].
+    #[error("{len} characters, at most {MAX_DIAL_STRING}")]
     TooLong {
         /// Its length in characters.
         len: usize,
     },
     /// A character that is neither a digit, a modifier nor formatting.
+    #[error("{ch:?} at position {position} is not dialable")]
     InvalidCharacter {
         /// The character.
         ch: char,
@@ -91,36 +94,18 @@ pub enum DialStringError {
         position: usize,
     },
     /// `+` anywhere but first.
+    #[error("'+' at position {position}; it may only come first")]
     MisplacedPlus {
         /// Its position.
         position: usize,
     },
     /// `;` anywhere but last.
+    #[error("';' at position {position}; it may only come last")]
     MisplacedSemicolon {
         /// Its position.
         position: usize,
     },
 }
-
-impl fmt::Display for DialStringError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => f.write_str("empty"),
-            Self::TooLong { len } => write!(f, "{len} characters, at most {MAX_DIAL_STRING}"),
-            Self::InvalidCharacter { ch, position } => {
-                write!(f, "{ch:?} at position {position} is not dialable")
-            }
-            Self::MisplacedPlus { position } => {
-                write!(f, "'+' at position {position}; it may only come first")
-            }
-            Self::MisplacedSemicolon { position } => {
-                write!(f, "';' at position {position}; it may only come last")
-            }
-        }
-    }
-}
-
-impl std::error::Error for DialStringError {}
 
 /// A parsed, valid dial string.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,5 @@
 //! The one error type of tapir's public boundary.
 
-use std::fmt;
-
 use crate::dial::{DialModifier, DialStringError, ModifierUnsupported};
 use crate::ids::{LineId, ProviderId};
 use crate::state::CallStateKind;
@@ -12,74 +10,97 @@ use crate::state::CallStateKind;
 /// The variants an application most often needs to tell apart are the "never / not now / not yours"
 /// triple: [`OperationUnavailable`](Error::OperationUnavailable),
 /// [`InvalidCallState`](Error::InvalidCallState) and [`NotOwner`](Error::NotOwner).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The call handle is unknown to this session: never issued, already deallocated, or issued to another
     /// session. The three cases are deliberately indistinguishable.
+    #[error("invalid call handle")]
     InvalidCallHandle,
     /// The line handle is unknown to this session (never issued, closed, or another session's).
+    #[error("invalid line handle")]
     InvalidLineHandle,
     /// No line device has this ID.
+    #[error("no such line: {0}")]
     InvalidLine(LineId),
     /// The line has no address with this ID.
+    #[error("no such address on the line")]
     InvalidAddressId,
     /// The caller holds the call as a monitor and tried to change it.
+    #[error("the session is not an owner of the call")]
     NotOwner,
     /// The operation is supported, but not in the call's current state (`state`). "Not now."
+    #[error("not possible while the call is {}", state.name())]
     InvalidCallState {
         /// The state the call was in when the operation was refused.
         state: CallStateKind,
     },
     /// The provider can never perform `operation` on this address (its capabilities do not include it).
     /// "Never."
+    #[error("{operation} is not supported here")]
     OperationUnavailable {
         /// The operation's name, e.g. `"hold"`.
         operation: &'static str,
     },
     /// The request was valid but the switch or device failed to carry it out.
+    #[error("operation failed: {reason}")]
     OperationFailed {
         /// What went wrong, in words.
         reason: String,
     },
     /// A transient limit (hold slots, DSP resources) was reached; retrying later may work.
+    #[error("resource unavailable: {what}")]
     ResourceUnavailable {
         /// Which resource.
         what: &'static str,
     },
     /// No call appearance is free on the address (it already has as many calls as it can).
+    #[error("no call appearance is free")]
     CallUnavailable,
     /// The line or address is in use by another station.
+    #[error("in use by another station")]
     InUse,
     /// A parameter is malformed or out of range.
+    #[error("invalid parameter: {reason}")]
     InvalidParameter {
         /// What is wrong with it.
         reason: String,
     },
     /// The destination address is not valid on this switch.
+    #[error("invalid address: {reason}")]
     InvalidAddress {
         /// What is wrong with it.
         reason: String,
     },
     /// The dial string is malformed. Nothing was dialled.
+    #[error("invalid dial string: {0}")]
     InvalidDialString(DialStringError),
     /// The dial string uses a modifier the line cannot honour. Nothing was dialled.
+    #[error("the line cannot honour the dial modifier {0}")]
     DialModifierUnsupported(DialModifier),
     /// The media mode is not one the line supports, or not exactly one mode where one is required.
+    #[error("invalid media mode")]
     InvalidMediaMode,
     /// The privilege combination is not valid for this request.
+    #[error("invalid privilege")]
     InvalidPrivilege,
     /// The conference has as many parties as it can.
+    #[error("the conference is full")]
     ConferenceFull,
     /// The call is not part of a conference.
+    #[error("the call is not in a conference")]
     NoConference,
     /// No other application with that name has the call's line open (hand-off).
+    #[error("no other application of that name has the line open")]
     TargetNotFound,
     /// The hand-off target is the calling application itself.
+    #[error("a call cannot be handed off to its own session")]
     TargetSelf,
     /// The application session has ended (logged off, or the engine shut down).
+    #[error("the application session has ended")]
     SessionEnded,
     /// The provider is not running.
+    #[error("{provider} is unavailable: {reason}")]
     ProviderUnavailable {
         /// Which provider.
         provider: ProviderId,
@@ -87,6 +108,7 @@ pub enum Error {
         reason: String,
     },
     /// Log-on refused: a provider of the profile already serves as many sessions as it can.
+    #[error("provider {name} ({provider}) already serves its limit of {limit} sessions")]
     SessionLimit {
         /// Which provider.
         provider: ProviderId,
@@ -96,67 +118,17 @@ pub enum Error {
         limit: u32,
     },
     /// Log-on refused: no profile of that name is configured.
+    #[error("no profile named {name:?}")]
     UnknownProfile {
         /// The name asked for.
         name: String,
     },
     /// Log-on refused: every service of the profile is disabled for the session.
+    #[error("no service of the profile is usable: {reason}")]
     NoServiceAvailable {
         /// Which services were disabled, and why.
         reason: String,
     },
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidCallHandle => f.write_str("invalid call handle"),
-            Self::InvalidLineHandle => f.write_str("invalid line handle"),
-            Self::InvalidLine(id) => write!(f, "no such line: {id}"),
-            Self::InvalidAddressId => f.write_str("no such address on the line"),
-            Self::NotOwner => f.write_str("the session is not an owner of the call"),
-            Self::InvalidCallState { state } => {
-                write!(f, "not possible while the call is {state:?}")
-            }
-            Self::OperationUnavailable { operation } => {
-                write!(f, "{operation} is not supported here")
-            }
-            Self::OperationFailed { reason } => write!(f, "operation failed: {reason}"),
-            Self::ResourceUnavailable { what } => write!(f, "resource unavailable: {what}"),
-            Self::CallUnavailable => f.write_str("no call appearance is free"),
-            Self::InUse => f.write_str("in use by another station"),
-            Self::InvalidParameter { reason } => write!(f, "invalid parameter: {reason}"),
-            Self::InvalidAddress { reason } => write!(f, "invalid address: {reason}"),
-            Self::InvalidDialString(e) => write!(f, "invalid dial string: {e}"),
-            Self::DialModifierUnsupported(m) => {
-                write!(f, "the line cannot honour the dial modifier {m}")
-            }
-            Self::InvalidMediaMode => f.write_str("invalid media mode"),
-            Self::InvalidPrivilege => f.write_str("invalid privilege"),
-            Self::ConferenceFull => f.write_str("the conference is full"),
-            Self::NoConference => f.write_str("the call is not in a conference"),
-            Self::TargetNotFound => {
-                f.write_str("no other application of that name has the line open")
-            }
-            Self::TargetSelf => f.write_str("a call cannot be handed off to its own session"),
-            Self::SessionEnded => f.write_str("the application session has ended"),
-            Self::ProviderUnavailable { provider, reason } => {
-                write!(f, "{provider} is unavailable: {reason}")
-            }
-            Self::SessionLimit {
-                provider,
-                name,
-                limit,
-            } => write!(
-                f,
-                "provider {name} ({provider}) already serves its limit of {limit} sessions"
-            ),
-            Self::UnknownProfile { name } => write!(f, "no profile named {name:?}"),
-            Self::NoServiceAvailable { reason } => {
-                write!(f, "no service of the profile is usable: {reason}")
-            }
-        }
-    }
 }
 
 impl Error {
@@ -193,8 +165,6 @@ impl Error {
         }
     }
 }
-
-impl std::error::Error for Error {}
 
 impl From<DialStringError> for Error {
     fn from(e: DialStringError) -> Self {

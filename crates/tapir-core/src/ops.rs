@@ -124,16 +124,9 @@ impl fmt::Display for CallOperation {
 }
 
 /// A name that is no operation's (the text it was).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no operation is named {0:?}")]
 pub struct UnknownOperation(pub String);
-
-impl fmt::Display for UnknownOperation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "no operation is named {:?}", self.0)
-    }
-}
-
-impl std::error::Error for UnknownOperation {}
 
 /// The one of `all` whose name is `s`: the inverse of each operation table's `name`.
 fn by_name<T: Copy>(

@@ -91,8 +91,8 @@ test("errors, states and events read as words", () => {
   assert.equal(stateText("on_hold_pending_transfer"), "on hold pending transfer");
   assert.equal(stateText("connected (active)"), "connected (active)");
   assert.equal(
-    errorText(409, { code: "invalid_call_state", message: "not possible while the call is Idle" }),
-    "not possible while the call is Idle (invalid_call_state, 409)",
+    errorText(409, { code: "invalid_call_state", message: "not possible while the call is idle" }),
+    "not possible while the call is idle (invalid_call_state, 409)",
   );
   assert.equal(errorText(502, null), "request failed with status 502");
   assert.equal(describe({ type: "call_state", state: "connected", state_detail: "connected (active)" }), "connected (active)");

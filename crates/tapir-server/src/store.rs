@@ -75,7 +75,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// A store that could not be opened or used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct StoreError(String);
 
 impl StoreError {
@@ -84,14 +85,6 @@ impl StoreError {
         Self(text.into())
     }
 }
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {

@@ -236,24 +236,15 @@ impl RingIn {
 }
 
 /// Why a call could not be rung in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RingInError {
     /// No modem is attached at that number.
+    #[error("no modem is attached at number {0}")]
     NoSuchNumber(String),
     /// The modem's line is in use (off hook or in a call).
+    #[error("the line at number {0} is busy")]
     Busy(String),
 }
-
-impl fmt::Display for RingInError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoSuchNumber(n) => write!(f, "no modem is attached at number {n}"),
-            Self::Busy(n) => write!(f, "the line at number {n} is busy"),
-        }
-    }
-}
-
-impl std::error::Error for RingInError {}
 
 /// Options of a line a modem attaches with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -83,21 +83,12 @@ impl Default for SimModemConfig {
 }
 
 /// Why a modem could not be attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
     /// Another line already has that number.
+    #[error("number {0} is already attached to the network")]
     NumberInUse(String),
 }
-
-impl std::fmt::Display for AttachError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NumberInUse(n) => write!(f, "number {n} is already attached to the network"),
-        }
-    }
-}
-
-impl std::error::Error for AttachError {}
 
 /// Builds simulated modems.
 #[derive(Clone, Debug, Default)]
