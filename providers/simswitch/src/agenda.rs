@@ -1,19 +1,18 @@
 //! The switch's agenda: everything it has set for later — a leg's timer, a park timeout, call-completion
-//! callbacks — kept in due order and run by one task per switch.
+//! callbacks — kept in due order. A value like the rest of the switch: entries are set for instants
+//! it is given, and come out when it is told the time; one timer in the switch's shell sleeps until
+//! the earliest entry (`lib.rs`).
 //!
-//! One task and one heap instead of one tokio task (and one timer) per timer: setting a timer is a heap
-//! push under the switch's lock, which the caller holds anyway. Nothing is ever cancelled in the heap: a
+//! One heap instead of one tokio task (and one timer) per timer: setting a timer is a heap push
+//! under the switch's lock, which the caller holds anyway. Nothing is ever cancelled in the heap: a
 //! leg's timer carries the leg's epoch and does nothing if the leg has changed state since (see
 //! `State::run_due`). The switch counts the entries that went stale and prunes once they are half of the
 //! heap, so the heap stays within twice what is still due (or a small floor).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::sync::Arc;
 
 use tapir_core::CallLegId;
-use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 /// What a timer does when it fires, if its leg has not changed state since it was set.
@@ -78,60 +77,32 @@ impl Ord for Entry {
 /// Fewest entries before pruning is considered.
 const PRUNE_FLOOR: usize = 1024;
 
+#[derive(Default)]
 pub(crate) struct Agenda {
     queue: BinaryHeap<Entry>,
     next_seq: u64,
-    /// When the running task wakes next; `None` when it waits for work (or has not been started).
+    /// When the timer wakes next, as last told; `None` when it waits for work.
     wakes_at: Option<Instant>,
-    /// The running task, once started.
-    task: Option<AbortHandle>,
+    /// An entry earlier than `wakes_at` was added since the timer was last told: it must wake sooner.
+    earlier: bool,
     /// Leg timers known to be stale (their leg changed state or ended) still in the queue.
     stale: usize,
-    /// Wakes the running task: an earlier entry was added.
-    wake: Arc<Notify>,
-}
-
-impl Default for Agenda {
-    fn default() -> Self {
-        Self {
-            queue: BinaryHeap::new(),
-            next_seq: 0,
-            wakes_at: None,
-            task: None,
-            stale: 0,
-            wake: Arc::new(Notify::new()),
-        }
-    }
-}
-
-/// What [`Agenda::add`] asks of its caller.
-pub(crate) enum Added {
-    /// Nothing: the running task will get to it.
-    Queued,
-    /// The running task must be started, with this to wake it.
-    Start(Arc<Notify>),
 }
 
 impl Agenda {
     /// Sets `due` for `at`; entries due at the same instant run in the order they were set.
-    pub(crate) fn add(&mut self, at: Instant, due: Due) -> Added {
+    pub(crate) fn add(&mut self, at: Instant, due: Due) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.queue.push(Entry { at, seq, due });
         if self.wakes_at.is_none_or(|w| at < w) {
-            self.wakes_at = Some(at);
-            self.wake.notify_one();
+            self.earlier = true;
         }
-        // Not started yet, or its runtime has shut down since (a switch can outlive one).
-        if self.task.as_ref().is_none_or(AbortHandle::is_finished) {
-            return Added::Start(self.wake.clone());
-        }
-        Added::Queued
     }
 
-    /// Records the running task [`Added::Start`] asked for.
-    pub(crate) fn started(&mut self, task: AbortHandle) {
-        self.task = Some(task);
+    /// Whether something was set for earlier than the timer wakes (asked once: it resets).
+    pub(crate) fn take_earlier(&mut self) -> bool {
+        std::mem::take(&mut self.earlier)
     }
 
     /// The next entry due at `now` or before, earliest first.
@@ -143,9 +114,10 @@ impl Agenda {
         }
     }
 
-    /// Records when the running task will wake next (the earliest entry left) and returns it.
+    /// Records when the timer will wake next (the earliest entry left) and returns it.
     pub(crate) fn sleep(&mut self) -> Option<Instant> {
         self.wakes_at = self.queue.peek().map(|e| e.at);
+        self.earlier = false;
         self.wakes_at
     }
 
@@ -179,14 +151,5 @@ impl Agenda {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
-    }
-}
-
-impl Drop for Agenda {
-    /// The switch is gone, and so is its running task.
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
     }
 }

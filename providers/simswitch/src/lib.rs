@@ -26,16 +26,20 @@
 //! ```
 
 mod agenda;
+mod outbox;
 mod script;
+mod shell;
 mod switch;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agenda::Timer;
 use async_trait::async_trait;
-use switch::{Forwarded, Peer, Shared, State};
+use outbox::Outbox;
+use shell::{Shared, Turn};
+use switch::{Forwarded, Peer, State};
 use tapir_core::caps::{
     AddressCaps, AddressFeatureSet, DialCaps, ForwardModes, LineCaps, ParkModes, PickupModes,
     RemoveFromConference, TransferModes,
@@ -51,6 +55,8 @@ use tapir_core::params::{
 use tapir_core::state::{CallState, DialToneMode, DisconnectReason};
 use tapir_core::{AddressId, CallLegId, Error, LineId};
 use tapir_provider::{EventSink, Provider};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 pub use script::{Answer, CallerId, CallerIdTiming, Extension, FarEnd, ParkLot, RingIn, Timing};
 
@@ -175,7 +181,7 @@ impl SimSwitchBuilder {
             }
         }
         Ok(SimSwitch {
-            shared: Arc::new_cyclic(|me| Shared {
+            shared: Arc::new(Shared {
                 timing: self.timing,
                 disabled: self.disabled,
                 state: Mutex::new(State::new(
@@ -183,8 +189,12 @@ impl SimSwitchBuilder {
                     self.far_ends,
                     self.park_lot,
                     self.pickup_groups,
-                    me.clone(),
+                    self.timing,
+                    Instant::now(),
                 )),
+                outbox: Outbox::default(),
+                wake: Arc::new(Notify::new()),
+                timer: Mutex::new(None),
             }),
         })
     }
@@ -225,16 +235,18 @@ impl RemoteCall {
     }
     /// The far end hangs up (or gives up, if the call was not answered yet).
     pub fn hang_up(&self) {
-        let mut st = self.switch.shared.lock();
+        let shared = &self.switch.shared;
+        let started = shared.outbox.is_attached();
+        let mut st = shared.turn();
         let leg = st.outside.get(&self.party).and_then(|o| o.leg);
-        match (st.sink.clone(), leg) {
-            (Some(sink), Some(leg)) => st.far_end_clears(&sink, leg),
-            (Some(sink), None) => {
+        match (started, leg) {
+            (true, Some(leg)) => st.far_end_clears(leg),
+            (true, None) => {
                 // Not in a call with any leg: it may be waiting in a park orbit.
-                st.forget_parked(&sink, Peer::Outside(self.party));
+                st.forget_parked(Peer::Outside(self.party));
                 st.outside.remove(&self.party);
             }
-            (None, _) => {
+            (false, _) => {
                 st.outside.remove(&self.party);
             }
         }
@@ -357,8 +369,7 @@ impl SimSwitch {
     /// A call from outside rings an extension. Fails with `InvalidAddress` for an unknown extension and
     /// `InUse` if the extension already has a call (the outside caller would hear busy).
     pub fn ring_in(&self, ring: RingIn) -> Result<RemoteCall, Error> {
-        let mut st = self.shared.lock();
-        let sink = st.sink.clone().ok_or_else(not_started)?;
+        let mut st = self.started()?;
         let line = st
             .extension_index(&ring.to)
             .ok_or_else(|| Error::InvalidAddress {
@@ -414,20 +425,15 @@ impl SimSwitch {
         };
         // The outside party is already "answered": it is the caller.
         let party = st.new_outside(caller.clone(), ring.hang_up_after, true);
-        let leg = st.offer(&self.shared, &sink, line, info, Peer::Outside(party));
+        let leg = st.offer(line, info, Peer::Outside(party));
         if let Some(l) = st.legs.get_mut(&leg) {
             l.pending_caller = late.then(|| Box::new(caller));
         }
         if let Some(give_up) = ring.give_up_after {
-            st.schedule(&self.shared, give_up, leg, Timer::GiveUp);
+            st.schedule(give_up, leg, Timer::GiveUp);
         }
         if late {
-            st.schedule(
-                &self.shared,
-                self.shared.timing.ring_period / 2,
-                leg,
-                Timer::CallerId,
-            );
+            st.schedule(self.shared.timing.ring_period / 2, leg, Timer::CallerId);
         }
         Ok(RemoteCall {
             switch: self.clone(),
@@ -445,19 +451,21 @@ impl SimSwitch {
     }
 
     /// Refuses an operation switched off with [`SimSwitchBuilder::disable`], else locks the switch.
-    fn op(&self, op: CallOperation) -> Result<(EventSink, MutexGuard<'_, State>), Error> {
+    fn op(&self, op: CallOperation) -> Result<Turn<'_>, Error> {
         if self.shared.disabled.contains(op) {
             return Err(Error::OperationUnavailable {
                 operation: op.name(),
             });
         }
-        self.sink_and_state()
+        self.started()
     }
 
-    fn sink_and_state(&self) -> Result<(EventSink, MutexGuard<'_, State>), Error> {
-        let st = self.shared.lock();
-        let sink = st.sink.clone().ok_or_else(not_started)?;
-        Ok((sink, st))
+    /// A turn of the switch, once it is started.
+    fn started(&self) -> Result<Turn<'_>, Error> {
+        if !self.shared.outbox.is_attached() {
+            return Err(not_started());
+        }
+        Ok(self.shared.turn())
     }
 }
 
@@ -468,9 +476,10 @@ impl Provider for SimSwitch {
     }
 
     async fn start(&self, sink: EventSink) -> Result<Vec<LineCaps>, Error> {
-        let mut st = self.shared.lock();
-        st.sink = Some(sink);
-        Ok(st
+        self.shared.outbox.attach(Some(sink));
+        Ok(self
+            .shared
+            .lock()
             .extensions
             .iter()
             .map(|e| line_caps(e, self.shared.disabled))
@@ -478,19 +487,19 @@ impl Provider for SimSwitch {
     }
 
     async fn stop(&self) {
-        let mut st = self.shared.lock();
-        if let Some(sink) = st.sink.clone() {
+        {
+            let mut st = self.shared.turn();
             let legs: Vec<CallLegId> = st.legs.keys().copied().collect();
             for id in legs {
-                st.set_state(&sink, id, CallState::Idle);
+                st.set_state(id, CallState::Idle);
             }
+            st.outside.clear();
         }
-        st.outside.clear();
-        st.sink = None;
+        self.shared.outbox.attach(None);
     }
 
     async fn make_call(&self, request: MakeCall) -> Result<CallLegId, Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let mut st = self.started()?;
         let line = request.line.0 as usize;
         if line >= st.extensions.len() || request.address != AddressId(0) {
             return Err(Error::InvalidAddressId);
@@ -508,7 +517,6 @@ impl Provider for SimSwitch {
             ..CallInfo::default()
         };
         let leg = st.new_leg(
-            &sink,
             line,
             CallState::DialTone(DialToneMode::Internal),
             info,
@@ -516,64 +524,64 @@ impl Provider for SimSwitch {
             Some(request.request),
         );
         if let Some(destination) = &request.destination {
-            st.dial(&self.shared, &sink, leg, destination)?;
+            st.dial(leg, destination)?;
         }
         Ok(leg)
     }
 
     async fn dial(&self, leg: CallLegId, digits: &DialString) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::Dial)?;
-        st.dial(&self.shared, &sink, leg, digits)
+        let mut st = self.op(CallOperation::Dial)?;
+        st.dial(leg, digits)
     }
 
     async fn accept(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::Accept)?;
-        st.accept(&sink, leg)
+        let mut st = self.op(CallOperation::Accept)?;
+        st.accept(leg)
     }
 
     async fn answer(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::Answer)?;
-        st.answer(&self.shared, &sink, leg)
+        let mut st = self.op(CallOperation::Answer)?;
+        st.answer(leg)
     }
 
     async fn reject(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::Reject)?;
-        st.reject(&sink, leg)
+        let mut st = self.op(CallOperation::Reject)?;
+        st.reject(leg)
     }
 
     async fn drop_call(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::Drop)?;
-        st.drop_leg(&sink, leg, DisconnectReason::Normal)
+        let mut st = self.op(CallOperation::Drop)?;
+        st.drop_leg(leg, DisconnectReason::Normal)
     }
 
     async fn hold(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::Hold)?;
-        st.hold(&sink, leg)
+        let mut st = self.op(CallOperation::Hold)?;
+        st.hold(leg)
     }
 
     async fn unhold(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::Unhold)?;
-        st.unhold(&sink, leg)
+        let mut st = self.op(CallOperation::Unhold)?;
+        st.unhold(leg)
     }
 
     async fn swap_hold(&self, active: CallLegId, held: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::SwapHold)?;
-        st.swap_hold(&sink, active, held)
+        let mut st = self.op(CallOperation::SwapHold)?;
+        st.swap_hold(active, held)
     }
 
     async fn blind_transfer(&self, leg: CallLegId, destination: &DialString) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::BlindTransfer)?;
-        st.blind_transfer(&self.shared, &sink, leg, destination)
+        let mut st = self.op(CallOperation::BlindTransfer)?;
+        st.blind_transfer(leg, destination)
     }
 
     async fn redirect(&self, leg: CallLegId, destination: &DialString) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::Redirect)?;
-        st.redirect(&self.shared, &sink, leg, destination)
+        let mut st = self.op(CallOperation::Redirect)?;
+        st.redirect(leg, destination)
     }
 
     async fn secure_call(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::SecureCall)?;
-        st.secure(&sink, leg)
+        let mut st = self.op(CallOperation::SecureCall)?;
+        st.secure(leg)
     }
 
     async fn generate_digits(
@@ -582,13 +590,13 @@ impl Provider for SimSwitch {
         digits: &str,
         mode: DigitMode,
     ) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::GenerateDigits)?;
-        st.generate_digits(&sink, leg, digits, mode)
+        let mut st = self.op(CallOperation::GenerateDigits)?;
+        st.generate_digits(leg, digits, mode)
     }
 
     async fn setup_transfer(&self, leg: CallLegId, request: RequestId) -> Result<CallLegId, Error> {
-        let (sink, mut st) = self.op(CallOperation::SetupTransfer)?;
-        st.setup_transfer(&sink, leg, request)
+        let mut st = self.op(CallOperation::SetupTransfer)?;
+        st.setup_transfer(leg, request)
     }
 
     async fn complete_transfer(
@@ -598,10 +606,8 @@ impl Provider for SimSwitch {
         mode: TransferMode,
         request: RequestId,
     ) -> Result<Option<CallLegId>, Error> {
-        let (sink, mut st) = self.op(CallOperation::CompleteTransfer)?;
+        let mut st = self.op(CallOperation::CompleteTransfer)?;
         st.complete_transfer(
-            &self.shared,
-            &sink,
             held,
             consultation,
             mode == TransferMode::Conference,
@@ -614,12 +620,12 @@ impl Provider for SimSwitch {
         leg: Option<CallLegId>,
         origin: Origin,
     ) -> Result<(CallLegId, CallLegId), Error> {
-        let (sink, mut st) = self.op(CallOperation::SetupConference)?;
+        let mut st = self.op(CallOperation::SetupConference)?;
         // A conference is always set up from an existing call here (no "setup conference null").
         let leg = leg.ok_or(Error::OperationUnavailable {
             operation: "setup-conference",
         })?;
-        st.setup_conference(&sink, leg, origin.request)
+        st.setup_conference(leg, origin.request)
     }
 
     async fn prepare_add_to_conference(
@@ -627,8 +633,8 @@ impl Provider for SimSwitch {
         conference: CallLegId,
         request: RequestId,
     ) -> Result<CallLegId, Error> {
-        let (sink, mut st) = self.op(CallOperation::PrepareAddToConference)?;
-        st.prepare_add_to_conference(&sink, conference, request, MAX_CONFERENCE_PARTIES)
+        let mut st = self.op(CallOperation::PrepareAddToConference)?;
+        st.prepare_add_to_conference(conference, request, MAX_CONFERENCE_PARTIES)
     }
 
     async fn add_to_conference(
@@ -636,34 +642,34 @@ impl Provider for SimSwitch {
         conference: CallLegId,
         consultation: CallLegId,
     ) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::AddToConference)?;
-        st.add_to_conference(&sink, conference, consultation, MAX_CONFERENCE_PARTIES)
+        let mut st = self.op(CallOperation::AddToConference)?;
+        st.add_to_conference(conference, consultation, MAX_CONFERENCE_PARTIES)
     }
 
     async fn remove_from_conference(&self, leg: CallLegId) -> Result<(), Error> {
-        let (sink, mut st) = self.op(CallOperation::RemoveFromConference)?;
-        st.remove_from_conference(&sink, leg)
+        let mut st = self.op(CallOperation::RemoveFromConference)?;
+        st.remove_from_conference(leg)
     }
 
     async fn park(&self, leg: CallLegId, mode: &ParkMode) -> Result<String, Error> {
-        let (sink, mut st) = self.op(CallOperation::Park)?;
+        let mut st = self.op(CallOperation::Park)?;
         let orbit = match mode {
             ParkMode::Directed(o) => Some(o.as_str()),
             ParkMode::NonDirected => None,
         };
-        st.park(&self.shared, &sink, leg, orbit)
+        st.park(leg, orbit)
     }
 
     async fn unpark(&self, origin: Origin, orbit: &str) -> Result<CallLegId, Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let mut st = self.started()?;
         let line = self.local_line(&st, origin)?;
-        st.unpark(&sink, line, orbit, origin.request)
+        st.unpark(line, orbit, origin.request)
     }
 
     async fn pickup(&self, origin: Origin, target: &PickupTarget) -> Result<CallLegId, Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let mut st = self.started()?;
         let line = self.local_line(&st, origin)?;
-        st.pickup(&sink, line, target, origin.request)
+        st.pickup(line, target, origin.request)
     }
 
     async fn forward(
@@ -672,7 +678,7 @@ impl Provider for SimSwitch {
         address: AddressId,
         forwarding: &Forwarding,
     ) -> Result<(), Error> {
-        let (sink, mut st) = self.sink_and_state()?;
+        let mut st = self.started()?;
         let line = self.local_line(
             &st,
             Origin {
@@ -681,16 +687,16 @@ impl Provider for SimSwitch {
                 address,
             },
         )?;
-        st.set_forwarding(&sink, line, forwarding)
+        st.set_forwarding(line, forwarding)
     }
 
     async fn complete_call(&self, leg: CallLegId, mode: CompletionMode) -> Result<u32, Error> {
-        let (sink, mut st) = self.op(CallOperation::CompleteCall)?;
-        st.complete_call(&sink, leg, mode)
+        let mut st = self.op(CallOperation::CompleteCall)?;
+        st.complete_call(leg, mode)
     }
 
     async fn cancel_call_completion(&self, line: LineId, completion: u32) -> Result<(), Error> {
-        let (_, mut st) = self.op(CallOperation::CompleteCall)?;
+        let mut st = self.op(CallOperation::CompleteCall)?;
         let line = self.local_line(
             &st,
             Origin {
@@ -703,7 +709,7 @@ impl Provider for SimSwitch {
     }
 
     async fn monitor_digits(&self, leg: CallLegId, mode: Option<DigitMode>) -> Result<(), Error> {
-        let (_, mut st) = self.op(CallOperation::MonitorDigits)?;
+        let mut st = self.op(CallOperation::MonitorDigits)?;
         st.monitor_digits(leg, mode)
     }
 }
