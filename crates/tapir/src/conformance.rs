@@ -32,7 +32,7 @@ use tapir_core::{AddressId, CallLegId, Error, LineId};
 use tapir_provider::Provider;
 use tapir_provider::conformance::{Arguments, Harness, invoke};
 
-use crate::{CallHandle, Engine, LineHandle, OpenOptions, Session};
+use crate::{CallHandle, Engine, EngineStats, LineHandle, OpenOptions, Session};
 
 /// How long and where a walk goes.
 #[derive(Clone, Copy, Debug)]
@@ -72,7 +72,7 @@ pub struct WalkReport {
     /// The states the walk's calls were in when an operation was tried on them.
     pub states: BTreeMap<CallStateKind, usize>,
     /// Every disagreement between the features and the provider, with the step it happened at.
-    pub failures: Vec<String>,
+    pub failures: Vec<WalkFinding>,
 }
 
 /// Counts for one operation in a [`WalkReport`].
@@ -84,6 +84,84 @@ pub struct Tally {
     pub listed_failed: usize,
     /// Not listed, and the provider refused it.
     pub unlisted_refused: usize,
+}
+
+/// What a walk found wrong: where (the seed, and the step unless it was found setting up or
+/// finishing) and what.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("seed {seed}{}: {problem}", .step.map(|s| format!(" step {s}")).unwrap_or_default())]
+pub struct WalkFinding {
+    /// The walk's seed: the same seed walks the same way.
+    pub seed: u64,
+    /// The step, for what a step found.
+    pub step: Option<usize>,
+    /// What is wrong.
+    pub problem: WalkProblem,
+}
+
+/// What is wrong, as found by a [`walk`].
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalkProblem {
+    /// The engine, the log-on or opening a line failed before the walk began.
+    #[error("{what} failed: {error}")]
+    Setup {
+        /// Which of them.
+        what: &'static str,
+        /// Its error.
+        error: Error,
+    },
+    /// A call listed an operation that was then refused for a reason the gate could have seen,
+    /// while the call stayed in the state it was listed in.
+    #[error("{operation} listed on {} ({role:?}, {leg}) but refused: {error}", .state.name())]
+    ListedRefused {
+        /// The operation.
+        operation: CallOperation,
+        /// The call's state.
+        state: CallStateKind,
+        /// The call's role.
+        role: CallRole,
+        /// The call.
+        leg: CallLegId,
+        /// The refusal.
+        error: Error,
+    },
+    /// A call did not list an operation that the provider, asked directly, carried out.
+    #[error("{operation} not listed on {} ({role:?}) but the provider carried it out", .state.name())]
+    UnlistedCarriedOut {
+        /// The operation.
+        operation: CallOperation,
+        /// The call's state.
+        state: CallStateKind,
+        /// The call's role.
+        role: CallRole,
+    },
+    /// A call listed a two-call operation with no other call on its address to pair it with.
+    #[error("{operation} listed on {} ({role:?}) with no call to pair it with", .state.name())]
+    Unpaired {
+        /// The operation.
+        operation: CallOperation,
+        /// The call's state.
+        state: CallStateKind,
+        /// The call's role.
+        role: CallRole,
+    },
+    /// A number the harness or a line gave is not a dial string.
+    #[error("{0:?} is not a dial string")]
+    NotADialString(String),
+    /// Calls were still there after the walk hung everything up.
+    #[error("calls left after hanging up: {}", left_names(.0))]
+    CallsLeft(Vec<(CallStateKind, CallRole)>),
+    /// After log-off the engine still held calls, handles or requests.
+    #[error("after log-off the engine still tracks {0:?}")]
+    EngineNotEmpty(EngineStats),
+}
+
+fn left_names(left: &[(CallStateKind, CallRole)]) -> String {
+    left.iter()
+        .map(|(state, role)| format!("{} ({role:?})", state.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl WalkReport {
@@ -230,11 +308,11 @@ pub async fn walk(harness: &dyn Harness, options: WalkOptions) -> WalkReport {
         .await
     {
         Ok(e) => e,
-        Err(e) => return failed(format!("the engine did not start: {e}")),
+        Err(error) => return failed(options, "starting the engine", error),
     };
     let session = match engine.logon("conformance-walk").await {
         Ok(s) => s,
-        Err(e) => return failed(format!("log-on failed: {e}")),
+        Err(error) => return failed(options, "log-on", error),
     };
     let mut lines = Vec::new();
     for info in session.lines() {
@@ -248,7 +326,7 @@ pub async fn walk(harness: &dyn Harness, options: WalkOptions) -> WalkReport {
                     .unwrap_or_default();
                 lines.push((h, info.id, number));
             }
-            Err(e) => return failed(format!("opening {} failed: {e}", info.id)),
+            Err(error) => return failed(options, "opening a line", error),
         }
     }
     let mut w = Walk {
@@ -272,19 +350,24 @@ pub async fn walk(harness: &dyn Harness, options: WalkOptions) -> WalkReport {
     report
 }
 
-fn failed(what: String) -> WalkReport {
+fn failed(options: WalkOptions, what: &'static str, error: Error) -> WalkReport {
     WalkReport {
-        failures: vec![what],
+        failures: vec![WalkFinding {
+            seed: options.seed,
+            step: None,
+            problem: WalkProblem::Setup { what, error },
+        }],
         ..WalkReport::default()
     }
 }
 
 impl Walk<'_> {
-    fn fail(&mut self, what: String) {
-        self.report.failures.push(format!(
-            "seed {} step {}: {what}",
-            self.options.seed, self.step
-        ));
+    fn fail(&mut self, problem: WalkProblem) {
+        self.report.failures.push(WalkFinding {
+            seed: self.options.seed,
+            step: Some(self.step),
+            problem,
+        });
     }
 
     /// The walk's calls now, idle ones released.
@@ -416,12 +499,13 @@ impl Walk<'_> {
                     let now = self.session.call_status(c.call).map(|s| s.state).ok();
                     // Refused after the call moved on by itself: the features were true when read.
                     if now == Some(c.state) {
-                        self.fail(format!(
-                            "{op} listed on {} ({:?}, {}) but refused: {e}",
-                            c.state.kind().name(),
-                            c.role,
-                            c.leg,
-                        ));
+                        self.fail(WalkProblem::ListedRefused {
+                            operation: op,
+                            state: c.kind(),
+                            role: c.role,
+                            leg: c.leg,
+                            error: e,
+                        });
                     } else {
                         self.tally(op).listed_failed += 1;
                     }
@@ -435,7 +519,7 @@ impl Walk<'_> {
                 .map_or(c.leg, |o| o.leg);
             let to = self.number(Some(c.line));
             let Ok(destination) = tapir_core::dial::DialString::parse_destination(&to) else {
-                self.fail(format!("{to:?} is not a dial string"));
+                self.fail(WalkProblem::NotADialString(to));
                 return;
             };
             let args = Arguments {
@@ -450,11 +534,11 @@ impl Walk<'_> {
                 request: tapir_core::params::RequestId(u64::MAX),
             };
             match invoke(&*self.provider, op, c.leg, with, &args).await {
-                Ok(()) => self.fail(format!(
-                    "{op} not listed on {} ({:?}) but the provider carried it out",
-                    c.state.kind().name(),
-                    c.role
-                )),
+                Ok(()) => self.fail(WalkProblem::UnlistedCarriedOut {
+                    operation: op,
+                    state: c.kind(),
+                    role: c.role,
+                }),
                 Err(_) => self.tally(op).unlisted_refused += 1,
             }
         }
@@ -482,11 +566,11 @@ impl Walk<'_> {
             .iter()
             .find(|o| o.same_address(c) && o.features.contains(op) && accepts(o));
         if found.is_none() {
-            self.fail(format!(
-                "{op} listed on {} ({:?}) with no call to pair it with",
-                c.kind().name(),
-                c.role
-            ));
+            self.fail(WalkProblem::Unpaired {
+                operation: op,
+                state: c.kind(),
+                role: c.role,
+            });
         }
         found.ok_or(Error::InvalidCallHandle)
     }
@@ -598,13 +682,10 @@ impl Walk<'_> {
             }
             tokio::time::sleep(self.options.settle).await;
         }
-        let left: Vec<String> = self
-            .calls()
-            .iter()
-            .map(|c| format!("{} ({:?})", c.kind().name(), c.role))
-            .collect();
+        let left: Vec<(CallStateKind, CallRole)> =
+            self.calls().iter().map(|c| (c.kind(), c.role)).collect();
         if !left.is_empty() {
-            self.fail(format!("calls left after hanging up: {}", left.join(", ")));
+            self.fail(WalkProblem::CallsLeft(left));
         }
         let Walk {
             session,
@@ -615,10 +696,11 @@ impl Walk<'_> {
         session.logoff().await;
         let stats = engine.stats();
         if stats.calls != 0 || stats.call_handles != 0 || stats.pending_requests != 0 {
-            report.failures.push(format!(
-                "seed {}: after log-off the engine still tracks {stats:?}",
-                options.seed
-            ));
+            report.failures.push(WalkFinding {
+                seed: options.seed,
+                step: None,
+                problem: WalkProblem::EngineNotEmpty(stats),
+            });
         }
         report
     }
