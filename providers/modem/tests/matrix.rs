@@ -3,19 +3,18 @@
 
 use std::time::Duration;
 
-use tapir_modem::device::Mode;
-use tapir_modem::{CallerId, FarEnd, ModemHandle, Network, RemoteCall, RingIn, SimModem};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::time::{sleep, timeout};
+use tapir_modem::device::{Device, Mode};
+use tapir_modem::{CallerId, FarEnd, Network, RemoteCall, RingIn, SimModem};
+use tokio::time::Instant;
 
 const FW: &str = "tapir-simmodem 1.0";
 const OUTSIDE: &str = "5551234";
 const OURS: &str = "5550100";
 
-/// The host's side of the serial line.
+/// The host's side of the serial line: it drives the modem value itself, so what it reads is exactly
+/// what the modem has sent by the current instant, and time passes only when a test lets it.
 struct Host {
-    io: DuplexStream,
-    modem: ModemHandle,
+    device: Device,
 }
 
 impl Host {
@@ -23,33 +22,62 @@ impl Host {
         Self::with(network, SimModem::builder())
     }
     fn with(network: &Network, modem: SimModem) -> Self {
-        let (io, modem) = modem.attach(network, OURS).expect("attach");
-        Self { io, modem }
+        let device = modem.device(network, OURS).expect("attach");
+        Self { device }
+    }
+    /// Lets the network's tasks run, and hands the modem what they said and what is due, until
+    /// nothing more happens at this instant.
+    async fn settle(&mut self) {
+        let mut quiet = 0;
+        while quiet < 3 {
+            tokio::task::yield_now().await;
+            let now = Instant::now();
+            let heard = self.device.network(now);
+            let due = self.device.next_deadline().is_some_and(|d| d <= now);
+            if due {
+                self.device.timer(now);
+            }
+            quiet = if heard || due { 0 } else { quiet + 1 };
+        }
     }
     async fn send(&mut self, bytes: &[u8]) {
-        self.io.write_all(bytes).await.expect("write");
+        self.settle().await;
+        self.device.input(Instant::now(), bytes);
     }
     /// Everything the modem has sent by now.
     async fn read(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 512];
-        while let Ok(Ok(n)) = timeout(Duration::from_millis(1), self.io.read(&mut buf)).await {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        out
+        self.settle().await;
+        self.device.take_output()
     }
     /// Sends a line and returns the modem's reply.
     async fn cmd(&mut self, line: &str) -> Vec<u8> {
         self.send(line.as_bytes()).await;
         self.read().await
     }
+    /// Lets `d` pass: the modem's timers and the network's signals run at their instants.
+    async fn wait(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        loop {
+            self.settle().await;
+            if Instant::now() >= end {
+                return;
+            }
+            let wake = self.device.next_deadline().map_or(end, |t| t.min(end));
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                ready = self.device.network_ready() => if !ready {
+                    tokio::time::sleep_until(wake).await;
+                }
+            }
+        }
+    }
     /// Lets `d` pass and returns what the modem sent meanwhile.
     async fn after(&mut self, d: Duration) -> Vec<u8> {
-        sleep(d).await;
+        self.wait(d).await;
         self.read().await
+    }
+    fn set_dtr(&mut self, high: bool) {
+        self.device.set_dtr(Instant::now(), high);
     }
     async fn echo_off(&mut self) {
         assert_eq!(self.cmd("ATE0\r").await, b"ATE0\r\r\nOK\r\n");
@@ -83,7 +111,7 @@ async fn online(network: &Network, setup: &str) -> (Host, RemoteCall) {
     expect!(host.read().await, b"\r\nRING\r\n");
     host.send(b"ATA\r").await;
     expect!(host.after(secs(3.0)).await, b"\r\nCONNECT 33600\r\n");
-    assert!(host.modem.dcd());
+    assert!(host.device.dcd());
     (host, caller)
 }
 
@@ -208,8 +236,8 @@ async fn row16_dial_a_modem_that_answers() {
     h.echo_off().await;
     expect!(h.cmd("ATDT5551234\r").await, b"");
     expect!(h.after(secs(20.0)).await, b"\r\nCONNECT 33600\r\n");
-    assert!(h.modem.dcd());
-    assert_eq!(h.modem.mode(), Mode::Online);
+    assert!(h.device.dcd());
+    assert_eq!(h.device.mode(), Mode::Online);
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,7 +248,7 @@ async fn row17_busy_at_x4() {
     h.echo_off().await;
     h.send(b"ATX4DT5551234\r").await;
     expect!(h.after(secs(10.0)).await, b"\r\nBUSY\r\n");
-    assert!(!h.modem.off_hook());
+    assert!(!h.device.off_hook());
 }
 
 #[tokio::test(start_paused = true)]
@@ -242,7 +270,7 @@ async fn row19_dead_line_at_x4() {
     h.echo_off().await;
     h.send(b"ATX4DT5551234\r").await;
     expect!(h.after(secs(10.0)).await, b"\r\nNO DIALTONE\r\n");
-    assert!(!h.modem.off_hook());
+    assert!(!h.device.off_hook());
 }
 
 #[tokio::test(start_paused = true)]
@@ -256,7 +284,7 @@ async fn row20_ringing_past_s7_is_no_carrier() {
     // Dialling takes about 2 s (dial tone, seven tones); S7 runs from then.
     expect!(h.after(secs(5.0)).await, b"");
     expect!(h.after(secs(3.0)).await, b"\r\nNO CARRIER\r\n");
-    assert!(!h.modem.off_hook());
+    assert!(!h.device.off_hook());
     assert_eq!(net.live_calls(), 0);
 }
 
@@ -279,9 +307,9 @@ async fn row22_semicolon_returns_to_command_state_off_hook() {
     h.echo_off().await;
     h.send(b"ATDT5551234;\r").await;
     expect!(h.after(secs(5.0)).await, b"\r\nOK\r\n");
-    assert!(h.modem.off_hook());
+    assert!(h.device.off_hook());
     expect!(h.cmd("ATH\r").await, b"\r\nOK\r\n");
-    assert!(!h.modem.off_hook());
+    assert!(!h.device.off_hook());
     assert_eq!(net.live_calls(), 0);
 }
 
@@ -294,7 +322,7 @@ async fn row23_a_byte_while_dialling_aborts() {
     h.send(b"ATDT5551234\r").await;
     expect!(h.after(secs(4.0)).await, b"");
     expect!(h.cmd("x").await, b"\r\nNO CARRIER\r\n");
-    assert!(!h.modem.off_hook());
+    assert!(!h.device.off_hook());
     assert_eq!(net.live_calls(), 0);
 }
 
@@ -364,7 +392,7 @@ async fn row28_on_hook_while_ringing_lets_it_ring() {
     net.ring_in(OURS, RingIn::modem(CallerId::number("5559999")))
         .expect("ring in");
     expect!(h.read().await, b"\r\nRING\r\n");
-    sleep(secs(1.0)).await;
+    h.wait(secs(1.0)).await;
     expect!(h.cmd("ATH\r").await, b"\r\nOK\r\n");
     expect!(h.after(secs(4.9)).await, b"");
     expect!(h.after(secs(0.2)).await, b"\r\nRING\r\n");
@@ -405,11 +433,11 @@ async fn row30_ring_count_clears_after_the_caller_gives_up() {
 async fn row31_escape_with_guard_times() {
     let net = Network::new();
     let (mut h, caller) = online(&net, "").await;
-    sleep(secs(1.2)).await;
+    h.wait(secs(1.2)).await;
     h.send(b"+++").await;
     expect!(h.after(secs(1.2)).await, b"\r\nOK\r\n");
-    assert!(h.modem.dcd());
-    assert_eq!(h.modem.mode(), Mode::OnlineCommand);
+    assert!(h.device.dcd());
+    assert_eq!(h.device.mode(), Mode::OnlineCommand);
     assert_eq!(caller.received(), b"+++");
 }
 
@@ -420,48 +448,48 @@ async fn row32a_escape_needs_a_leading_guard() {
     h.send(b"abc+++").await;
     expect!(h.after(secs(2.0)).await, b"");
     assert_eq!(caller.received(), b"abc+++");
-    assert_eq!(h.modem.mode(), Mode::Online);
+    assert_eq!(h.device.mode(), Mode::Online);
 }
 
 #[tokio::test(start_paused = true)]
 async fn row32b_escape_characters_must_come_together() {
     let net = Network::new();
     let (mut h, caller) = online(&net, "").await;
-    sleep(secs(1.2)).await;
+    h.wait(secs(1.2)).await;
     h.send(b"++").await;
-    sleep(secs(1.2)).await;
+    h.wait(secs(1.2)).await;
     h.send(b"+").await;
     expect!(h.after(secs(1.2)).await, b"");
     assert_eq!(caller.received(), b"+++");
-    assert_eq!(h.modem.mode(), Mode::Online);
+    assert_eq!(h.device.mode(), Mode::Online);
 }
 
 #[tokio::test(start_paused = true)]
 async fn row32c_four_escape_characters_are_data() {
     let net = Network::new();
     let (mut h, caller) = online(&net, "").await;
-    sleep(secs(1.2)).await;
+    h.wait(secs(1.2)).await;
     h.send(b"++++").await;
     expect!(h.after(secs(1.2)).await, b"");
     assert_eq!(caller.received(), b"++++");
-    assert_eq!(h.modem.mode(), Mode::Online);
+    assert_eq!(h.device.mode(), Mode::Online);
 }
 
 #[tokio::test(start_paused = true)]
 async fn row33_back_online_and_hang_up_from_online_command() {
     let net = Network::new();
     let (mut h, caller) = online(&net, "").await;
-    sleep(secs(1.2)).await;
+    h.wait(secs(1.2)).await;
     h.send(b"+++").await;
     expect!(h.after(secs(1.2)).await, b"\r\nOK\r\n");
     expect!(h.cmd("ATO\r").await, b"\r\nCONNECT 33600\r\n");
-    assert_eq!(h.modem.mode(), Mode::Online);
+    assert_eq!(h.device.mode(), Mode::Online);
     h.send(b"hi").await;
-    sleep(secs(1.2)).await;
+    h.wait(secs(1.2)).await;
     h.send(b"+++").await;
     expect!(h.after(secs(1.2)).await, b"\r\nOK\r\n");
     expect!(h.cmd("ATH\r").await, b"\r\nOK\r\n");
-    assert!(!h.modem.dcd());
+    assert!(!h.device.dcd());
     assert!(caller.is_over());
     assert_eq!(caller.received(), b"+++hi+++");
 }
@@ -474,21 +502,21 @@ async fn row34_far_end_hangs_up_online() {
     expect!(h.read().await, b"hello");
     caller.hang_up();
     expect!(h.read().await, b"\r\nNO CARRIER\r\n");
-    assert!(!h.modem.dcd());
-    assert_eq!(h.modem.mode(), Mode::Command);
-    assert!(!h.modem.off_hook());
+    assert!(!h.device.dcd());
+    assert_eq!(h.device.mode(), Mode::Command);
+    assert!(!h.device.off_hook());
 }
 
 #[tokio::test(start_paused = true)]
 async fn row35_dtr_drop_with_d2_hangs_up() {
     let net = Network::new();
     let (mut h, caller) = online(&net, "").await;
-    h.modem.set_dtr(false);
+    h.set_dtr(false);
     expect!(h.after(secs(0.02)).await, b"");
     expect!(h.after(secs(0.1)).await, b"\r\nNO CARRIER\r\n");
-    assert!(!h.modem.dcd());
+    assert!(!h.device.dcd());
     assert!(caller.is_over());
-    h.modem.set_dtr(true);
+    h.set_dtr(true);
     expect!(h.cmd("ATH\r").await, b"\r\nOK\r\n");
 }
 
@@ -496,10 +524,10 @@ async fn row35_dtr_drop_with_d2_hangs_up() {
 async fn row36_dtr_drop_with_d1_escapes() {
     let net = Network::new();
     let (mut h, caller) = online(&net, "AT&D1\r").await;
-    h.modem.set_dtr(false);
+    h.set_dtr(false);
     expect!(h.after(secs(0.1)).await, b"\r\nOK\r\n");
-    assert_eq!(h.modem.mode(), Mode::OnlineCommand);
-    assert!(h.modem.dcd());
+    assert_eq!(h.device.mode(), Mode::OnlineCommand);
+    assert!(h.device.dcd());
     assert!(!caller.is_over());
 }
 

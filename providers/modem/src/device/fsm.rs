@@ -207,7 +207,7 @@ enum Outcome {
 }
 
 /// The simulated modem's state.
-pub(crate) struct Device {
+pub(crate) struct Machine {
     config: SimModemConfig,
     number: String,
     net: Network,
@@ -235,7 +235,7 @@ pub(crate) struct Device {
     out: Vec<u8>,
 }
 
-impl Device {
+impl Machine {
     pub(crate) fn new(config: SimModemConfig, number: String, net: Network, now: Instant) -> Self {
         Self {
             config,
@@ -1232,11 +1232,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn device() -> Device {
+    fn device() -> Machine {
         let net = Network::new();
         let rx = net.attach("100", Default::default());
         std::mem::forget(rx);
-        Device::new(SimModemConfig::default(), "100".into(), net, Instant::now())
+        Machine::new(SimModemConfig::default(), "100".into(), net, Instant::now())
     }
 
     proptest! {

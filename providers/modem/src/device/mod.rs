@@ -24,6 +24,7 @@ mod fsm;
 pub mod parse;
 pub mod profile;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,8 +35,8 @@ use tracing::debug;
 
 pub use fsm::Mode;
 
-use crate::network::{LineOptions, Network, RING_PERIOD};
-use fsm::Device;
+use crate::network::{LineOptions, Network, RING_PERIOD, Signal};
+use fsm::Machine;
 
 /// How a simulated modem identifies itself and the vendor choices it makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +130,24 @@ impl SimModem {
         Ok((host, handle))
     }
 
+    /// Attaches a modem at `number` as a value the caller drives itself (see [`Device`]).
+    pub fn device(self, network: &Network, number: &str) -> Result<Device, AttachError> {
+        let signals = network
+            .attach(number, self.config.line)
+            .ok_or_else(|| AttachError::NumberInUse(number.to_owned()))?;
+        let machine = Machine::new(
+            self.config,
+            number.to_owned(),
+            network.clone(),
+            Instant::now(),
+        );
+        Ok(Device {
+            machine,
+            signals,
+            held: VecDeque::new(),
+        })
+    }
+
     /// Attaches a modem at `number` that serves the host on `stream` (a pseudo-terminal, a socket …)
     /// until the stream ends.
     pub fn serve<S>(
@@ -140,15 +159,7 @@ impl SimModem {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let signals = network
-            .attach(number, self.config.line)
-            .ok_or_else(|| AttachError::NumberInUse(number.to_owned()))?;
-        let device = Device::new(
-            self.config,
-            number.to_owned(),
-            network.clone(),
-            Instant::now(),
-        );
+        let device = self.device(network, number)?;
         let (dtr_tx, dtr_rx) = watch::channel(true);
         let status = Arc::new(Mutex::new(Status {
             mode: Mode::Command,
@@ -160,8 +171,94 @@ impl SimModem {
             dtr: Arc::new(dtr_tx),
             status: status.clone(),
         };
-        tokio::spawn(run(device, stream, signals, dtr_rx, status));
+        tokio::spawn(run(device, stream, dtr_rx, status));
         Ok(handle)
+    }
+}
+
+/// A simulated modem as a value: nothing runs by itself. The host's bytes, DTR and the time go in
+/// ([`input`](Self::input), [`set_dtr`](Self::set_dtr), [`timer`](Self::timer)); what the modem
+/// sends the host comes out ([`take_output`](Self::take_output)); [`next_deadline`](Self::next_deadline)
+/// says when it next needs the time. What the network tells it (a call ringing in, the far end
+/// answering or hanging up, data) queues until [`network`](Self::network) hands it over;
+/// [`network_ready`](Self::network_ready) waits for some.
+///
+/// [`SimModem::serve`] drives one from a byte stream; a test can drive one directly and read exactly
+/// what the modem has sent by an instant, with no stream and no read time-outs.
+pub struct Device {
+    machine: Machine,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    /// Signals taken off the channel by `network_ready`, not yet handed over.
+    held: VecDeque<Signal>,
+}
+
+impl Device {
+    /// The modem's number on the network.
+    pub fn number(&self) -> &str {
+        self.machine.number()
+    }
+    /// The host sent `bytes` at `now`.
+    pub fn input(&mut self, now: Instant, bytes: &[u8]) {
+        self.machine.input(now, bytes);
+    }
+    /// The host raised or lowered DTR at `now`.
+    pub fn set_dtr(&mut self, now: Instant, high: bool) {
+        self.machine.set_dtr(now, high);
+    }
+    /// Runs what is due at `now` (ring cadence, guard times, dialling steps, carrier time-outs).
+    pub fn timer(&mut self, now: Instant) {
+        self.machine.timer(now);
+    }
+    /// When the modem next needs [`timer`](Self::timer), if it has anything set.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.machine.next_deadline()
+    }
+    /// Hands the modem, at `now`, what the network has told it so far; whether there was anything.
+    pub fn network(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(signal) = self
+            .held
+            .pop_front()
+            .or_else(|| self.signals.try_recv().ok())
+        {
+            self.machine.signal(now, signal);
+            any = true;
+        }
+        any
+    }
+    /// Waits until the network has something for the modem (then [`network`](Self::network) hands
+    /// it over); false once the network has dropped the modem's line. Safe to cancel.
+    pub async fn network_ready(&mut self) -> bool {
+        if self.held.is_empty() {
+            match self.signals.recv().await {
+                Some(signal) => self.held.push_back(signal),
+                None => return false,
+            }
+        }
+        true
+    }
+    /// Everything the modem has sent the host since the last call.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        self.machine.take_output()
+    }
+    /// The modem's state.
+    pub fn mode(&self) -> Mode {
+        self.machine.mode()
+    }
+    /// Whether the modem is off hook.
+    pub fn off_hook(&self) -> bool {
+        self.machine.off_hook()
+    }
+    /// DCD as the host sees it.
+    pub fn dcd(&self) -> bool {
+        self.machine.dcd()
+    }
+}
+
+impl Drop for Device {
+    /// The modem is unplugged: it hangs up and leaves the network, freeing its number.
+    fn drop(&mut self) {
+        self.machine.detach();
     }
 }
 
@@ -209,7 +306,6 @@ impl ModemHandle {
 async fn run<S>(
     mut device: Device,
     stream: S,
-    mut signals: mpsc::UnboundedReceiver<crate::network::Signal>,
     mut dtr: watch::Receiver<bool>,
     status: Arc<Mutex<Status>>,
 ) where
@@ -218,6 +314,7 @@ async fn run<S>(
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = [0u8; 1024];
     let mut dtr_open = true;
+    let mut network_open = true;
     loop {
         let out = device.take_output();
         if !out.is_empty() && (wr.write_all(&out).await.is_err() || wr.flush().await.is_err()) {
@@ -234,7 +331,10 @@ async fn run<S>(
                 Ok(0) | Err(_) => break,
                 Ok(n) => device.input(Instant::now(), &buf[..n]),
             },
-            Some(signal) = signals.recv() => device.signal(Instant::now(), signal),
+            ready = device.network_ready(), if network_open => {
+                network_open = ready;
+                device.network(Instant::now());
+            }
             changed = dtr.changed(), if dtr_open => match changed {
                 Ok(()) => {
                     let high = *dtr.borrow_and_update();
@@ -246,7 +346,6 @@ async fn run<S>(
         }
     }
     debug!(number = %device.number(), "host side closed; modem detaches");
-    device.detach();
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
