@@ -1,5 +1,5 @@
-//! The host's side of the AT conversation: splitting what a modem sends into lines and `<DLE>` events,
-//! and recognising result codes, rings and caller ID. Pure; used by the provider.
+//! Splitting what a modem sends into lines and `<DLE>` events, and recognising result codes, rings and
+//! caller ID.
 
 /// `<DLE>`: starts a two-byte event in voice mode.
 const DLE: u8 = 0x10;
