@@ -20,7 +20,7 @@
 
 use phonenumber::metadata::DATABASE;
 use tapir_core::Error;
-use tapir_core::dial::DialString;
+use tapir_core::dial::{DialString, is_dtmf_digit};
 
 /// Where a call is dialled from.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -259,8 +259,7 @@ pub fn translate_address(
     let mut modifiers = String::new();
     for c in subscriber.chars() {
         match c {
-            '0'..='9' | '*' | '#' => digits.push(c),
-            'A'..='D' => digits.push(c),
+            c if is_dtmf_digit(c) => digits.push(c),
             'W' | 'w' | '@' | '$' | '?' | '!' | ',' | 'P' | 'p' | 'T' | 't' => {
                 modifiers.push(c.to_ascii_uppercase());
                 digits.push(c.to_ascii_uppercase());
