@@ -528,8 +528,16 @@ pub struct StatusRow {
     pub lines_out_of_service: usize,
     /// Sessions using it.
     pub sessions: usize,
-    /// The last error it reported.
+    /// The last error it reported, or its last fault.
     pub last_error: Option<String>,
+    /// Operations it panicked in or did not finish within the engine's deadline since the service
+    /// started.
+    #[serde(default)]
+    pub faults: u64,
+    /// Reports of its the engine refused (a call it never announced, a state change the transition
+    /// table forbids, text too long …) since the service started.
+    #[serde(default)]
+    pub refused_reports: u64,
 }
 
 /// A route: calls of a class go to an application.

@@ -220,6 +220,13 @@ pub struct EngineSettings {
     /// Events a session's queue holds before a slow reader is told it lost some.
     #[serde(default = "queue_capacity")]
     pub event_queue_capacity: usize,
+    /// Seconds the engine waits for a provider method before the operation fails with a time-out.
+    #[serde(default = "provider_deadline_secs")]
+    pub provider_deadline_secs: u64,
+}
+
+fn provider_deadline_secs() -> u64 {
+    tapir::DEFAULT_PROVIDER_DEADLINE.as_secs()
 }
 
 fn queue_capacity() -> usize {
@@ -230,6 +237,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             event_queue_capacity: queue_capacity(),
+            provider_deadline_secs: provider_deadline_secs(),
         }
     }
 }
@@ -377,7 +385,15 @@ impl Config {
         if self.cdr.batch == 0 {
             return Err(invalid("cdr.batch", "must be at least 1"));
         }
-        let mut builder = Engine::builder().event_queue_capacity(self.engine.event_queue_capacity);
+        if self.engine.provider_deadline_secs == 0 {
+            return Err(invalid(
+                "engine.provider_deadline_secs",
+                "must be at least 1",
+            ));
+        }
+        let mut builder = Engine::builder()
+            .event_queue_capacity(self.engine.event_queue_capacity)
+            .provider_deadline(Duration::from_secs(self.engine.provider_deadline_secs));
         if let Some(sink) = cdr_sink {
             builder = builder.cdr_sink(sink);
         }

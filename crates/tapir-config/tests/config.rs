@@ -243,6 +243,11 @@ async fn bad_files_are_refused_with_the_key_that_is_wrong() {
             "cdr.batch",
         ),
         (
+            "a provider deadline of nothing",
+            format!("{PBX}[engine]\nprovider_deadline_secs = 0"),
+            "engine.provider_deadline_secs",
+        ),
+        (
             "unknown record setting",
             format!("{PBX}[cdr]\nkeep_forever = true"),
             "keep_forever",

@@ -107,6 +107,31 @@ pub enum Error {
         /// Why, in words.
         reason: String,
     },
+    /// The provider panicked while carrying out `operation`. As far as the engine knows nothing
+    /// happened; the provider's status row counts the fault, and every other call, session and
+    /// provider carries on.
+    #[error("{name} failed inside {operation}: it panicked")]
+    ProviderFault {
+        /// Which provider.
+        provider: ProviderId,
+        /// The provider's name.
+        name: String,
+        /// The provider method, e.g. `"hold"`.
+        operation: &'static str,
+    },
+    /// The provider did not finish `operation` within the engine's deadline. The call keeps the
+    /// state its provider last reported.
+    #[error("{name} did not finish {operation} within {after_ms} ms")]
+    ProviderTimeout {
+        /// Which provider.
+        provider: ProviderId,
+        /// The provider's name.
+        name: String,
+        /// The provider method, e.g. `"hold"`.
+        operation: &'static str,
+        /// The deadline, in milliseconds.
+        after_ms: u64,
+    },
     /// Log-on refused: a provider of the profile already serves as many sessions as it can.
     #[error("provider {name} ({provider}) already serves its limit of {limit} sessions")]
     SessionLimit {
@@ -159,6 +184,8 @@ impl Error {
             Self::TargetSelf => "target_self",
             Self::SessionEnded => "session_ended",
             Self::ProviderUnavailable { .. } => "provider_unavailable",
+            Self::ProviderFault { .. } => "provider_fault",
+            Self::ProviderTimeout { .. } => "provider_timeout",
             Self::SessionLimit { .. } => "session_limit",
             Self::UnknownProfile { .. } => "unknown_profile",
             Self::NoServiceAvailable { .. } => "no_service_available",

@@ -63,6 +63,12 @@ pub enum CallReason {
     RouteRequest,
 }
 
+/// The longest party number or name, in bytes, the engine accepts from a provider. Numbers are at
+/// most a few dozen characters (E.164 has fifteen digits; a SIP user part a little more) and display
+/// names a few words; anything near this is a fault, and is refused rather than carried to every
+/// application.
+pub const MAX_PARTY_TEXT: usize = 1024;
+
 /// One party's identity (caller, called, connected, redirecting, redirection).
 ///
 /// Number and name are shared strings: a call's information is copied into every event and every
@@ -305,6 +311,24 @@ impl std::ops::BitOrAssign for InfoChange {
 }
 
 impl CallInfo {
+    /// Whether every party's number and name is at most [`MAX_PARTY_TEXT`] bytes long: what the
+    /// engine accepts from a provider (a longer one is refused, not cut).
+    pub fn text_fits(&self) -> bool {
+        let fits = |p: &PartyId| {
+            p.number.as_deref().map_or(0, str::len) <= MAX_PARTY_TEXT
+                && p.name.as_deref().map_or(0, str::len) <= MAX_PARTY_TEXT
+        };
+        [
+            &self.caller,
+            &self.called,
+            &self.connected,
+            self.redirecting(),
+            self.redirection(),
+        ]
+        .into_iter()
+        .all(fits)
+    }
+
     /// Who redirected the call here (an empty identity if no one did).
     pub fn redirecting(&self) -> &PartyId {
         self.redirect.as_ref().map_or(&NOBODY, |r| &r.redirecting)

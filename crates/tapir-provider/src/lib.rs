@@ -24,6 +24,9 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod events;
+#[cfg(feature = "faults")]
+pub mod faults;
+mod intercept;
 
 use async_trait::async_trait;
 use tapir_core::Error;
@@ -40,6 +43,7 @@ use tapir_core::{AddressId, CallLegId, LineId};
 pub use events::{
     EventHandler, EventLog, EventSink, LineDevice, LineEvent, NewCall, ProviderEvent,
 };
+pub use intercept::{Hook, Intercept};
 
 /// The result type of provider methods.
 pub type Result<T> = std::result::Result<T, Error>;

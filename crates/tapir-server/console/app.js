@@ -574,7 +574,7 @@ function table(selector, columns, rows) {
 
 async function showStatus() {
   const rows = await api("GET", "/v1/status");
-  table("#status", [["display_name", "Service"], ["state", "State"], ["reason", "Reason"], ["lines", "Lines"], ["lines_out_of_service", "Out of service"], ["sessions", "Sessions"], ["last_error", "Last error"]], rows);
+  table("#status", [["display_name", "Service"], ["state", "State"], ["reason", "Reason"], ["lines", "Lines"], ["lines_out_of_service", "Out of service"], ["sessions", "Sessions"], ["faults", "Faults"], ["refused_reports", "Refused reports"], ["last_error", "Last error"]], rows);
 }
 
 async function showRoutes(table_ = null) {

@@ -133,6 +133,8 @@ pub(crate) fn status_row(r: tapir::StatusRow) -> wire::StatusRow {
         lines_out_of_service: r.lines_out_of_service,
         sessions: r.sessions,
         last_error: r.last_error,
+        faults: r.faults,
+        refused_reports: r.refused_reports,
     }
 }
 

@@ -69,7 +69,8 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::TargetSelf
         | Error::UnknownProfile { .. } => StatusCode::BAD_REQUEST,
         Error::OperationUnavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::OperationFailed { .. } => StatusCode::BAD_GATEWAY,
+        Error::OperationFailed { .. } | Error::ProviderFault { .. } => StatusCode::BAD_GATEWAY,
+        Error::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         Error::SessionEnded => StatusCode::GONE,
         Error::ResourceUnavailable { .. }
         | Error::ProviderUnavailable { .. }

@@ -35,6 +35,9 @@ pub(crate) struct Metrics {
     events_delivered: Counter,
     store_errors: Counter,
     socket_commands: Counter,
+    /// Totals the engine keeps, brought up to date when scraped.
+    provider_faults: Counter,
+    refused_reports: Counter,
     gauges: Gauges,
 }
 
@@ -91,6 +94,16 @@ impl Metrics {
             "tapir_socket_commands",
             "Requests received over command sockets (/v1/commands)",
         );
+        let provider_faults = counter(
+            &mut registry,
+            "tapir_provider_faults",
+            "Provider operations that panicked or did not finish within the engine's deadline",
+        );
+        let refused_reports = counter(
+            &mut registry,
+            "tapir_provider_refused_reports",
+            "Provider reports the engine refused (unknown calls or lines, forbidden transitions, text too long …)",
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -141,6 +154,8 @@ impl Metrics {
             events_delivered,
             store_errors,
             socket_commands,
+            provider_faults,
+            refused_reports,
             gauges,
         }
     }
@@ -242,6 +257,13 @@ impl Metrics {
         set(&g.queue_longest, stats.longest_queue);
         set(&g.store_queue, now.store_queue);
         set(&g.cdr_queue, now.cdr_queue);
+        // The engine's totals only grow: each counter is moved up to its total.
+        for (counter, total) in [
+            (&self.provider_faults, stats.provider_faults),
+            (&self.refused_reports, stats.refused_reports),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         for kind in CallStateKind::ALL {
             let n = stats
                 .calls_by_state

@@ -3,11 +3,14 @@
 //! information and digits go to the call's record, which delivers them; line events go to the line's
 //! openers and keep the status table.
 //!
-//! Reports the state table forbids, for calls or lines the engine does not know, or repeated, are
-//! logged and ignored: they change nothing.
+//! Reports the state table forbids, for calls or lines the engine does not know, repeated, or with
+//! text too long are refused ([`Refusal`]): logged, counted in the provider's status row, never
+//! applied and never delivered. A call reported for a request that has already ended is dropped at
+//! the provider.
 
 use std::sync::Arc;
 
+use tapir_core::dial::is_dtmf_digit;
 use tapir_core::info::CallInfo;
 use tapir_core::privilege::CallPrivilege;
 use tapir_core::state::{CallState, initial_state_allowed};
@@ -21,6 +24,7 @@ use crate::event::Event;
 use crate::inner::Inner;
 use crate::line::LineSlot;
 use crate::routing::{Routed, route};
+use crate::status::{Refusal, ServiceState};
 use crate::sync::{lock, read};
 
 /// Receives provider events on the providers' tasks and hands them to the engine. It holds the
@@ -37,51 +41,97 @@ impl EventHandler for Dispatcher {
             ProviderEvent::CallState { leg, state } => engine.on_call_state(provider, leg, state),
             ProviderEvent::CallInfo { leg, info } => engine.on_call_info(provider, leg, info),
             ProviderEvent::Digit { leg, digit, mode } => {
-                if let Some(entry) = engine.entry(provider, leg) {
-                    entry.deliver_digit(digit, mode);
-                }
+                let delivered = if is_dtmf_digit(digit) {
+                    engine
+                        .entry(provider, leg)
+                        .and_then(|entry| entry.deliver_digit(digit, mode))
+                } else {
+                    Err(Refusal::BadDigit)
+                };
+                engine.refused(provider, delivered);
             }
             ProviderEvent::Line { line, event } => engine.on_line_event(provider, line, event),
-            ProviderEvent::LineClosed { line } => {
-                if let Some(slot) = engine.provider_line(provider, line).cloned() {
+            ProviderEvent::LineClosed { line } => match engine.provider_line(provider, line) {
+                Some(slot) => {
+                    let slot = slot.clone();
                     engine.on_line_closed(&slot);
                 }
-            }
+                None => engine.refused(provider, Err(Refusal::UnknownLine)),
+            },
         }
     }
 }
 
 impl Inner {
-    /// The call behind a provider's leg, if the engine tracks it.
-    fn entry(&self, provider: ProviderId, leg: CallLegId) -> Option<Arc<CallEntry>> {
-        let found = self.calls_of(provider).get(&leg).map(|e| e.clone());
-        if found.is_none() {
-            debug!(%provider, %leg, "event for a call the engine does not track; ignored");
+    /// Counts and logs a refused report of `provider`'s (an `Err`); nothing for an `Ok`. The log
+    /// says so at the first refusal and then at every power of two, so a provider that reports
+    /// nothing but nonsense does not flood it.
+    #[inline]
+    fn refused(&self, provider: ProviderId, outcome: Result<(), Refusal>) {
+        if let Err(why) = outcome {
+            self.refuse(provider, why);
         }
-        found
+    }
+
+    #[cold]
+    fn refuse(&self, provider: ProviderId, why: Refusal) {
+        let p = self.provider(provider);
+        let count = {
+            let mut status = lock(&p.status);
+            status.refused_reports += 1;
+            status.refused_reports
+        };
+        if count.is_power_of_two() {
+            warn!(provider = %p.name, count, "refused {}", why.text());
+        } else {
+            debug!(provider = %p.name, count, "refused {}", why.text());
+        }
+    }
+
+    /// The call behind a provider's leg, if the engine tracks it.
+    fn entry(&self, provider: ProviderId, leg: CallLegId) -> Result<Arc<CallEntry>, Refusal> {
+        self.calls_of(provider)
+            .get(&leg)
+            .map(|e| e.clone())
+            .ok_or(Refusal::UnknownCall)
     }
 
     fn on_new_call(&self, provider: ProviderId, call: NewCall) {
-        let Some(line) = self.provider_line(provider, call.line).cloned() else {
-            warn!(%provider, line = %call.line, "new call on an unknown line; ignored");
-            return;
-        };
+        let admitted = self.admit_new_call(provider, call);
+        self.refused(provider, admitted);
+    }
+
+    fn admit_new_call(&self, provider: ProviderId, call: NewCall) -> Result<(), Refusal> {
+        let line = self
+            .provider_line(provider, call.line)
+            .cloned()
+            .ok_or(Refusal::UnknownLine)?;
         if line.address(call.address).is_err() || !initial_state_allowed(call.state.kind()) {
-            warn!(%provider, leg = %call.leg, state = ?call.state, "new call with a bad address or first state; ignored");
-            return;
+            return Err(Refusal::BadNewCall);
+        }
+        if !call.info.text_fits() {
+            return Err(Refusal::Oversized);
         }
         if self.calls_of(provider).contains_key(&call.leg) {
-            warn!(%provider, leg = %call.leg, "new call reported twice; ignored");
-            return;
+            return Err(Refusal::NewCallTwice);
         }
         // A call made at a session's request: bound to a fresh handle of that session, held back
-        // until the request returns.
-        let creator = call.request.and_then(|r| {
-            let mut p = self.pending.get_mut(&r)?;
-            let handle = p.session.calls.mint(&self.mint);
-            p.bound.push((call.leg, handle));
-            Some((p.session.clone(), p.line, handle))
-        });
+        // until the request returns. One reported for a request that has ended (it failed, or its
+        // provider took too long) has nobody to go to: the provider is told to drop it.
+        let creator = match call.request {
+            Some(r) => match self.pending.get_mut(&r) {
+                Some(mut p) => {
+                    let handle = p.session.calls.mint(&self.mint);
+                    p.bound.push((call.leg, handle));
+                    Some((p.session.clone(), p.line, handle))
+                }
+                None => {
+                    self.drop_at_provider(provider, call.leg);
+                    return Err(Refusal::EndedRequest);
+                }
+            },
+            None => None,
+        };
         let openers = self
             .opens(&line)
             .map(|o| lock(&o.openers).clone())
@@ -150,6 +200,19 @@ impl Inner {
         if let Some(class) = reject {
             self.reject_unrouted(&entry, class);
         }
+        Ok(())
+    }
+
+    /// Asks `provider` to drop a call the engine does not take.
+    fn drop_at_provider(&self, provider: ProviderId, leg: CallLegId) {
+        let Some(p) = self.provider(provider).provider.upgrade() else {
+            return;
+        };
+        self.spawn(async move {
+            if let Err(e) = p.drop_call(leg).await {
+                debug!(%leg, error = %e, "dropping a call nobody asked for failed");
+            }
+        });
     }
 
     /// Rejects an offered call that no route takes, saying why in the log.
@@ -170,37 +233,50 @@ impl Inner {
     }
 
     fn on_call_state(&self, provider: ProviderId, leg: CallLegId, state: CallState) {
-        let Some(entry) = self.entry(provider, leg) else {
-            return;
-        };
-        let _enter = entry.enter();
-        if let Some(follow) = entry.apply_state(state, Instant::now, &self.clock) {
-            self.follow_up(&entry, follow);
-        }
+        let applied = self.entry(provider, leg).and_then(|entry| {
+            let _enter = entry.enter();
+            if let Some(follow) = entry.apply_state(state, Instant::now, &self.clock)? {
+                self.follow_up(&entry, follow);
+            }
+            Ok(())
+        });
+        self.refused(provider, applied);
     }
 
     fn on_call_info(&self, provider: ProviderId, leg: CallLegId, info: Arc<CallInfo>) {
-        if let Some(entry) = self.entry(provider, leg) {
-            entry.apply_info(info);
-        }
+        let applied = if info.text_fits() {
+            self.entry(provider, leg)
+                .and_then(|entry| entry.apply_info(info))
+        } else {
+            Err(Refusal::Oversized)
+        };
+        self.refused(provider, applied);
     }
 
     fn on_line_event(&self, provider: ProviderId, line: tapir_core::LineId, event: LineEvent) {
         // The status table first: a provider may report a line out of service while it starts,
-        // before the engine knows its lines.
+        // before the engine knows its lines. Once it has started, its lines are the ones it
+        // described.
         let out = match &event {
             LineEvent::OutOfService { reason } => Some(Some(reason.clone())),
             LineEvent::InService => Some(None),
             _ => None,
         };
-        if let Some(out) = out {
-            let p = self.provider(provider);
-            if lock(&p.status).line(line, out) {
-                self.announce_status(p);
+        let p = self.provider(provider);
+        let changed = {
+            let mut status = lock(&p.status);
+            if status.state != ServiceState::Starting && line.0 as usize >= status.lines {
+                drop(status);
+                self.refused(provider, Err(Refusal::UnknownLine));
+                return;
             }
+            out.is_some_and(|out| status.line(line, out))
+        };
+        if changed {
+            self.announce_status(p);
         }
+        // Not wired yet while the engine is still starting its other providers.
         let Some(slot) = self.provider_line(provider, line) else {
-            warn!(%provider, %line, "line event for an unknown line; ignored");
             return;
         };
         let openers = self

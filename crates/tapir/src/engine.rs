@@ -4,16 +4,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tapir_core::cdr::CdrSink;
 use tapir_core::route::{DefaultRoute, Route};
 use tapir_core::state::CallStateKind;
 use tapir_core::{Error, ProviderId};
-use tapir_provider::{EventSink, Provider};
+use tapir_provider::{EventSink, Intercept, Provider};
 use tracing::{debug, info, warn};
 
 use crate::dispatch::Dispatcher;
+use crate::guard::{DEFAULT_PROVIDER_DEADLINE, Guard};
 use crate::inner::{Inner, ProviderSlot, Providers, ServiceSlot, Setup};
 use crate::line::{LineInfo, Lines};
 use crate::profile::{DEFAULT_PROFILE, LogonOptions, Profile, Service, SessionMode};
@@ -38,6 +39,7 @@ pub struct EngineBuilder {
     default_profile: Option<String>,
     queue_capacity: usize,
     cdr: Option<Arc<dyn CdrSink>>,
+    provider_deadline: Duration,
 }
 
 impl EngineBuilder {
@@ -147,6 +149,16 @@ impl EngineBuilder {
         self
     }
 
+    /// How long the engine waits for any provider method (an operation, start, stop, a log-on
+    /// check) before the operation fails with [`Error::ProviderTimeout`]. Default
+    /// [`DEFAULT_PROVIDER_DEADLINE`]. A provider method that panics fails with
+    /// [`Error::ProviderFault`] whatever the deadline; either way the provider's status row counts
+    /// the fault and nothing else is affected.
+    pub fn provider_deadline(mut self, deadline: Duration) -> Self {
+        self.provider_deadline = deadline;
+        self
+    }
+
     /// Checks the services and profiles, starts every provider and returns the running engine. It must
     /// run inside a tokio runtime (the engine spawns its clean-up work there); elsewhere it fails with
     /// `OperationFailed`. Services or profiles that do not fit together are refused with
@@ -161,15 +173,24 @@ impl EngineBuilder {
         let (profiles, default_profile) = self.check()?;
         let mut providers = Vec::new();
         let mut owned: Vec<Arc<dyn Provider>> = Vec::new();
+        let mut guards: Vec<Arc<Intercept<Guard>>> = Vec::new();
         let mut services = Vec::new();
         for (index, service) in self.services.into_iter().enumerate() {
             let mut ids = Vec::new();
             for provider in service.providers {
                 let id = ProviderId(providers.len() as u16);
                 ids.push(id);
+                let name = provider.name().to_owned();
+                // Every call the engine makes of a provider goes through its guard.
+                let guarded = Arc::new(Intercept::new(
+                    provider,
+                    Guard::new(id, name.clone(), self.provider_deadline),
+                ));
+                let provider: Arc<dyn Provider> = guarded.clone();
+                guards.push(guarded);
                 providers.push(ProviderSlot {
                     id,
-                    name: provider.name().to_owned(),
+                    name,
                     service: index,
                     provider: Arc::downgrade(&provider),
                     status: Mutex::new(ProviderStatus::starting()),
@@ -192,6 +213,9 @@ impl EngineBuilder {
             cdr: self.cdr,
             runtime,
         }));
+        for guard in &guards {
+            guard.hook().report_to(Arc::downgrade(&inner));
+        }
         let providers: Providers = owned.into();
         let mut lines = Lines::default();
         for (slot, provider) in inner.providers.iter().zip(providers.iter()) {
@@ -272,6 +296,24 @@ pub struct EngineStats {
     pub queued_events: usize,
     /// The longest queue of one reader (the slowest consumer's backlog).
     pub longest_queue: usize,
+    /// Provider operations that panicked or did not finish in time, all providers together, since
+    /// the engine started.
+    pub provider_faults: u64,
+    /// Provider reports the engine refused, all providers together, since the engine started.
+    pub refused_reports: u64,
+}
+
+impl EngineStats {
+    /// Whether the engine holds nothing: no session, call, handle, request or queued event (the
+    /// fault totals, which only grow, do not count).
+    pub fn holds_nothing(&self) -> bool {
+        self.sessions == 0
+            && self.calls == 0
+            && self.call_handles == 0
+            && self.line_handles == 0
+            && self.pending_requests == 0
+            && self.queued_events == 0
+    }
 }
 
 impl Engine {
@@ -283,6 +325,7 @@ impl Engine {
             default_profile: None,
             queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
             cdr: None,
+            provider_deadline: DEFAULT_PROVIDER_DEADLINE,
         }
     }
 
@@ -389,6 +432,11 @@ impl Engine {
             *by_state.entry(c.state().kind()).or_insert(0) += 1;
         }
         stats.calls_by_state = by_state.into_iter().collect();
+        for p in self.inner.providers.iter() {
+            let status = lock(&p.status);
+            stats.provider_faults += status.faults;
+            stats.refused_reports += status.refused_reports;
+        }
         stats
     }
 

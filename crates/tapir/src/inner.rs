@@ -205,6 +205,11 @@ impl Inner {
         RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Runs `work` on the engine's runtime.
+    pub(crate) fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(work.in_current_span());
+    }
+
     /// Runs `work` on the engine's runtime, inside the call's span.
     pub(crate) fn spawn_for(
         &self,
@@ -266,6 +271,8 @@ impl Inner {
             lines_out_of_service: 0,
             sessions: self.sessions.len(),
             last_error: None,
+            faults: 0,
+            refused_reports: 0,
         };
         std::iter::once(engine)
             .chain(self.providers.iter().map(|p| self.status_row(p)))
@@ -289,6 +296,18 @@ impl Inner {
         };
         row.service = service.name.clone();
         row
+    }
+
+    /// Provider `id` panicked or hung in an operation (`what`): its row counts the fault and says
+    /// what it was, and every session is told.
+    pub(crate) fn provider_fault(&self, id: ProviderId, what: String) {
+        let p = self.provider(id);
+        {
+            let mut status = lock(&p.status);
+            status.faults += 1;
+            status.last_error = Some(what);
+        }
+        self.announce_status(p);
     }
 
     /// Reports `p`'s row to every session, as it is now.

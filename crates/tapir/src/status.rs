@@ -58,8 +58,14 @@ pub struct StatusRow {
     pub lines_out_of_service: usize,
     /// Sessions using it: with a line of it open (for the engine row: all sessions).
     pub sessions: usize,
-    /// The last error it reported (kept after it recovers).
+    /// The last error it reported, or the last fault (kept after it recovers).
     pub last_error: Option<String>,
+    /// Operations it panicked in or did not finish within the engine's deadline, since the engine
+    /// started.
+    pub faults: u64,
+    /// Reports of its the engine refused (a call it never announced, a state change the transition
+    /// table forbids, a line it does not have, text too long …), since the engine started.
+    pub refused_reports: u64,
 }
 
 /// A line's status as one session sees it ([`Session::line_status`](crate::Session::line_status)).
@@ -92,6 +98,48 @@ pub struct AddressStatus {
     pub usage: AddressUsage,
 }
 
+/// Why the engine refused a provider's report. A refused report is logged, counted in the
+/// provider's row, never applied and never delivered to an application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A call on a line the provider does not have.
+    UnknownLine,
+    /// A new call on an address the line does not have, or in a state no call starts in.
+    BadNewCall,
+    /// A new call for a leg already announced.
+    NewCallTwice,
+    /// A report for a call never announced, or already gone idle and forgotten.
+    UnknownCall,
+    /// A report for a call after it went idle.
+    AfterIdle,
+    /// A state change the transition table does not allow.
+    Transition,
+    /// Call information with a party's number or name longer than the engine keeps.
+    Oversized,
+    /// A digit that is not a DTMF digit.
+    BadDigit,
+    /// A call created for a request that has already ended (failed or timed out): the provider is
+    /// told to drop it.
+    EndedRequest,
+}
+
+impl Refusal {
+    /// What was wrong, for the log.
+    pub(crate) const fn text(self) -> &'static str {
+        match self {
+            Self::UnknownLine => "a report for a line the provider does not have",
+            Self::BadNewCall => "a new call with a bad address or first state",
+            Self::NewCallTwice => "a new call reported twice",
+            Self::UnknownCall => "a report for a call the engine does not track",
+            Self::AfterIdle => "a report for a call after it went idle",
+            Self::Transition => "a state change the transition table does not allow",
+            Self::Oversized => "call information with text too long",
+            Self::BadDigit => "a digit that is not a DTMF digit",
+            Self::EndedRequest => "a call for a request that has ended",
+        }
+    }
+}
+
 /// What the engine keeps per provider to make its row.
 #[derive(Debug)]
 pub(crate) struct ProviderStatus {
@@ -100,6 +148,8 @@ pub(crate) struct ProviderStatus {
     pub(crate) lines: usize,
     pub(crate) out_of_service: BTreeMap<LineId, String>,
     pub(crate) last_error: Option<String>,
+    pub(crate) faults: u64,
+    pub(crate) refused_reports: u64,
 }
 
 impl ProviderStatus {
@@ -110,6 +160,8 @@ impl ProviderStatus {
             lines: 0,
             out_of_service: BTreeMap::new(),
             last_error: None,
+            faults: 0,
+            refused_reports: 0,
         }
     }
 
@@ -174,6 +226,8 @@ impl ProviderStatus {
             lines_out_of_service: self.out_of_service.len(),
             sessions,
             last_error: self.last_error.clone(),
+            faults: self.faults,
+            refused_reports: self.refused_reports,
         }
     }
 }

@@ -20,6 +20,8 @@ pub(crate) async fn status(g: &Global, c: &Client) -> Outcome {
                 "LINES",
                 "OUT OF SERVICE",
                 "SESSIONS",
+                "FAULTS",
+                "REFUSED",
                 "REASON",
             ],
             rows.iter().map(|r| {
@@ -30,6 +32,8 @@ pub(crate) async fn status(g: &Global, c: &Client) -> Outcome {
                     r.lines.to_string(),
                     r.lines_out_of_service.to_string(),
                     r.sessions.to_string(),
+                    r.faults.to_string(),
+                    r.refused_reports.to_string(),
                     r.reason.clone().unwrap_or_default(),
                 ]
             }),

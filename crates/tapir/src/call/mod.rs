@@ -37,6 +37,7 @@ use crate::event::Event;
 use crate::handles::{CallHandle, LineHandle};
 use crate::inbox::Inbox;
 use crate::line::LineSlot;
+use crate::status::Refusal;
 use crate::sync::{FastDashMap, lock};
 
 /// One call leg as the engine tracks it.
@@ -279,22 +280,26 @@ impl CallEntry {
 
     /// Applies `state`, reported by the provider: delivered to every holder, counted on the address,
     /// noted for the detail record at the time `now` reads (only read when the call keeps notes), the
-    /// record finished with `clock` when the call goes idle. `None` when the report changes nothing:
-    /// the call is forgotten, already in that state, or the transition is not in the table (logged).
+    /// record finished with `clock` when the call goes idle. `Ok(None)` when the call is already in
+    /// that state; refused, changing nothing, after the call went idle or when the transition is
+    /// not in the table.
     pub(crate) fn apply_state(
         &self,
         state: CallState,
         now: impl FnOnce() -> Instant,
         clock: &Clock,
-    ) -> Option<FollowUp> {
+    ) -> Result<Option<FollowUp>, Refusal> {
         let mut rec = lock(&self.rec);
         let old = rec.state;
-        if rec.forgotten || old == state {
-            return None;
+        if rec.forgotten || old.is_idle() {
+            return Err(Refusal::AfterIdle);
+        }
+        if old == state {
+            return Ok(None);
         }
         if !transition_allowed(old.kind(), state.kind()) {
-            tracing::warn!(from = ?old, to = ?state, "provider reported a transition the state table does not allow; ignored");
-            return None;
+            tracing::debug!(from = ?old, to = ?state, "not in the transition table");
+            return Err(Refusal::Transition);
         }
         self.line.shift(self.address, old.kind(), state.kind());
         self.set_state(&mut rec, state);
@@ -335,18 +340,18 @@ impl CallEntry {
         }
         follow.forget = state.is_idle() && rec.holders.is_empty() && rec.forget();
         follow.drop_orphan = matches!(state, CallState::Disconnected(_)) && rec.owners() == 0;
-        Some(follow)
+        Ok(Some(follow))
     }
 
     /// Applies the provider's new information: every holder is told which fields changed.
-    pub(crate) fn apply_info(&self, info: Arc<CallInfo>) {
+    pub(crate) fn apply_info(&self, info: Arc<CallInfo>) -> Result<(), Refusal> {
         let mut rec = lock(&self.rec);
         if rec.forgotten || rec.state.is_idle() {
-            return;
+            return Err(Refusal::AfterIdle);
         }
         let changed = rec.info.diff(&info);
         if changed.is_empty() {
-            return;
+            return Ok(());
         }
         if let Some(d) = &mut rec.detail {
             d.note_info(&info);
@@ -356,18 +361,20 @@ impl CallEntry {
             call: h.handle,
             changed,
         });
+        Ok(())
     }
 
     /// Delivers a digit detected on the call to the holders that asked for digits.
-    pub(crate) fn deliver_digit(&self, digit: char, mode: DigitMode) {
+    pub(crate) fn deliver_digit(&self, digit: char, mode: DigitMode) -> Result<(), Refusal> {
         let mut rec = lock(&self.rec);
         if rec.forgotten || rec.state.is_idle() {
-            return;
+            return Err(Refusal::AfterIdle);
         }
         for h in rec.holders.iter_mut().filter(|h| h.digits) {
             let call = h.handle;
             h.deliver(Event::Digit { call, digit, mode });
         }
+        Ok(())
     }
 
     /// Whether the session of `inbox` may perform `op` on the call through its `handle`: the gate's

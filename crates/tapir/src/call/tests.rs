@@ -213,13 +213,17 @@ fn states_reach_every_holder_and_reports_the_table_forbids_change_nothing() {
     );
     owner.events();
     monitor.events();
-    assert!(c.apply_state(CONNECTED, || t0, &clock).is_some());
+    assert!(matches!(
+        c.apply_state(CONNECTED, || t0, &clock),
+        Ok(Some(_))
+    ));
     assert!(
-        c.apply_state(CONNECTED, || t0, &clock).is_none(),
+        matches!(c.apply_state(CONNECTED, || t0, &clock), Ok(None)),
         "the same state again"
     );
-    assert!(
-        c.apply_state(OFFERING, || t0, &clock).is_none(),
+    assert_eq!(
+        c.apply_state(OFFERING, || t0, &clock).err(),
+        Some(Refusal::Transition),
         "connected → offering is not in the table"
     );
     assert_eq!(c.kind(), CallStateKind::Connected);
@@ -242,17 +246,20 @@ fn the_far_end_clearing_a_call_nobody_owns_makes_it_the_orphan_policys() {
             || t0,
             &clock,
         )
-        .expect("applied");
+        .expect("applied")
+        .expect("changed");
     assert!(follow.drop_orphan);
     assert!(!follow.forget, "a holder still holds it");
     let follow = c
         .apply_state(CallState::Idle, || t0, &clock)
-        .expect("applied");
+        .expect("applied")
+        .expect("changed");
     assert!(!follow.drop_orphan && !follow.forget);
     let follow = c.release(&monitor.inbox, &monitor.index, CallHandle(21));
     assert!(follow.forget, "idle, and nobody holds it");
-    assert!(
-        c.apply_state(CallState::Idle, || t0, &clock).is_none(),
+    assert_eq!(
+        c.apply_state(CallState::Idle, || t0, &clock).err(),
+        Some(Refusal::AfterIdle),
         "a forgotten call takes no more reports"
     );
 }
@@ -391,7 +398,8 @@ fn a_party_that_hangs_up_leaves_its_conference_and_the_last_added_moves_back() {
             || t0,
             &clock,
         )
-        .expect("applied");
+        .expect("applied")
+        .expect("changed");
     let left = follow.left_conference.expect("it left the conference");
     assert!(Arc::ptr_eq(&left, &parent));
     CallEntry::remove_party(&left, &p2);
@@ -434,6 +442,7 @@ fn the_detail_record_is_finished_when_the_call_goes_idle_with_times_as_fed_in() 
     assert!(
         c.apply_state(CONNECTED, || answered, &clock)
             .expect("applied")
+            .expect("changed")
             .record
             .is_none()
     );
@@ -441,7 +450,8 @@ fn the_detail_record_is_finished_when_the_call_goes_idle_with_times_as_fed_in() 
     c.intend(Some(Disposition::Transferred));
     let follow = c
         .apply_state(CallState::Idle, || ended, &clock)
-        .expect("applied");
+        .expect("applied")
+        .expect("changed");
     let record = follow.record.expect("a record when idle");
     assert_eq!(record.ringing, Duration::from_secs(4));
     assert_eq!(record.talking, Duration::from_secs(10));
@@ -460,10 +470,10 @@ fn new_information_reaches_holders_as_the_fields_that_changed() {
     offer(&c, vec![me.holder(1, CallPrivilege::Owner, true)]);
     me.events();
     let mut info = CallInfo::clone(&c.info_view(&me.inbox, CallHandle(1)).expect("view").info);
-    c.apply_info(Arc::new(info.clone()));
+    assert_eq!(c.apply_info(Arc::new(info.clone())), Ok(()));
     assert!(me.events().is_empty(), "nothing changed");
     info.connected = PartyId::named("2002", "Bob");
-    c.apply_info(Arc::new(info));
+    assert_eq!(c.apply_info(Arc::new(info)), Ok(()));
     assert!(matches!(
         me.events()[..],
         [Event::CallInfo { changed, .. }] if changed.contains(InfoChange::CONNECTED_ID)

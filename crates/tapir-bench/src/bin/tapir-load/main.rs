@@ -759,7 +759,7 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let mut settled = false;
     for _ in 0..500 {
-        if engine.stats() == Default::default() && live_legs() == 0 {
+        if engine.stats().holds_nothing() && live_legs() == 0 {
             settled = true;
             break;
         }

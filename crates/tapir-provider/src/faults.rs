@@ -1,0 +1,388 @@
+//! Faults on purpose: any provider, wrapped so that its methods panic, hang, take long or fail, and
+//! its reports go wrong — by fixed rules or a seeded schedule — to show what the engine does with a
+//! provider that misbehaves.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tapir_provider::faults::{Fault, FaultPlan, faulty};
+//! # fn wrap(provider: Arc<dyn tapir_provider::Provider>) {
+//! // Every hold panics; one call in twenty of anything else hangs or fails; one report in fifty
+//! // comes with a nonsense report after it. The same seed makes the same faults.
+//! let plan = FaultPlan::seeded(7)
+//!     .on("hold", Fault::Panic)
+//!     .faults(50, &[Fault::Hang, Fault::Fail])
+//!     .nonsense(20, &tapir_provider::faults::Nonsense::ALL);
+//! let provider = faulty(provider, plan);
+//! # let _ = provider; }
+//! ```
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tapir_core::info::{CallInfo, PartyId};
+use tapir_core::state::{CallStateKind, transition_allowed};
+use tapir_core::{CallLegId, Error, LineId, ProviderId};
+
+use crate::{EventHandler, EventSink, Hook, Intercept, LineEvent, Provider, ProviderEvent, Result};
+
+/// What happens to one call of a provider method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// It panics before doing anything.
+    Panic,
+    /// It never returns, and does nothing.
+    Hang,
+    /// It does what it was asked, reports it, and then never returns.
+    HangAfter,
+    /// It waits this long, then does what it was asked.
+    Delay(Duration),
+    /// It fails with `OperationFailed` before doing anything.
+    Fail,
+}
+
+/// A report that makes no sense, sent after a real one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Nonsense {
+    /// A state for a call never announced.
+    UnknownCall,
+    /// After a call's state, a state the transition table does not allow from it.
+    ForbiddenTransition,
+    /// A call's announcement, again.
+    NewCallTwice,
+    /// After a call went idle, a state for it.
+    AfterIdle,
+    /// A line out of service that the provider does not have.
+    UnknownLine,
+    /// Call information with a caller's name of four megabytes.
+    HugeText,
+    /// A digit that is not a DTMF digit.
+    BadDigit,
+}
+
+impl Nonsense {
+    /// Every kind.
+    pub const ALL: [Nonsense; 7] = [
+        Nonsense::UnknownCall,
+        Nonsense::ForbiddenTransition,
+        Nonsense::NewCallTwice,
+        Nonsense::AfterIdle,
+        Nonsense::UnknownLine,
+        Nonsense::HugeText,
+        Nonsense::BadDigit,
+    ];
+}
+
+/// Which faults to inject: rules for named methods first, then the seeded schedule.
+#[derive(Clone, Debug)]
+pub struct FaultPlan {
+    seed: u64,
+    /// Every call of the method gets the fault.
+    rules: Vec<(&'static str, Fault)>,
+    /// Per thousand calls of any method without a rule, one of `faults` at random.
+    fault_rate: u32,
+    faults: Vec<Fault>,
+    /// Per thousand reports, one of `nonsense` after it.
+    nonsense_rate: u32,
+    nonsense: Vec<Nonsense>,
+}
+
+impl FaultPlan {
+    /// No faults yet; random ones, once asked for, drawn from `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self {
+            seed,
+            rules: Vec::new(),
+            fault_rate: 0,
+            faults: Vec::new(),
+            nonsense_rate: 0,
+            nonsense: Vec::new(),
+        }
+    }
+
+    /// Every call of `method` (named as the operation: `"hold"`, `"make-call"`, `"start"` …) gets
+    /// `fault`.
+    pub fn on(mut self, method: &'static str, fault: Fault) -> Self {
+        self.rules.push((method, fault));
+        self
+    }
+
+    /// `per_mille` of the calls of methods without a rule get one of `faults`. `start` and `stop`
+    /// are spared: a provider that never starts tells nothing about the engine's operations.
+    pub fn faults(mut self, per_mille: u32, faults: &[Fault]) -> Self {
+        self.fault_rate = per_mille;
+        self.faults = faults.to_vec();
+        self
+    }
+
+    /// `per_mille` of the provider's reports are followed by one of `kinds`.
+    pub fn nonsense(mut self, per_mille: u32, kinds: &[Nonsense]) -> Self {
+        self.nonsense_rate = per_mille;
+        self.nonsense = kinds.to_vec();
+        self
+    }
+}
+
+/// How many faults and nonsense reports were injected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Calls that panicked.
+    pub panics: u64,
+    /// Calls that never returned (either kind of hang).
+    pub hangs: u64,
+    /// Calls delayed.
+    pub delays: u64,
+    /// Calls that failed.
+    pub failures: u64,
+    /// Nonsense reports sent.
+    pub nonsense: u64,
+}
+
+/// The hook that injects a [`FaultPlan`]; [`faulty`] wraps a provider in one.
+pub struct Faults {
+    plan: FaultPlan,
+    state: Arc<Mutex<Drawn>>,
+}
+
+/// The seeded generator and the tally, shared with the sink in front of the engine.
+struct Drawn {
+    rng: fastrand::Rng,
+    injected: Injected,
+}
+
+impl Faults {
+    /// What was injected so far.
+    pub fn injected(&self) -> Injected {
+        lock(&self.state).injected
+    }
+
+    /// The fault for this call of `method`, if it gets one.
+    fn draw(&self, method: &'static str) -> Option<Fault> {
+        if let Some((_, fault)) = self.plan.rules.iter().find(|(m, _)| *m == method) {
+            return Some(*fault);
+        }
+        if self.plan.faults.is_empty() || matches!(method, "start" | "stop") {
+            return None;
+        }
+        let mut drawn = lock(&self.state);
+        (drawn.rng.u32(..1000) < self.plan.fault_rate).then(|| {
+            let i = drawn.rng.usize(..self.plan.faults.len());
+            self.plan.faults[i]
+        })
+    }
+
+    fn count(&self, fault: Fault) {
+        let injected = &mut lock(&self.state).injected;
+        match fault {
+            Fault::Panic => injected.panics += 1,
+            Fault::Hang | Fault::HangAfter => injected.hangs += 1,
+            Fault::Delay(_) => injected.delays += 1,
+            Fault::Fail => injected.failures += 1,
+        }
+    }
+}
+
+/// `provider` with the faults of `plan`.
+pub fn faulty(provider: Arc<dyn Provider>, plan: FaultPlan) -> Intercept<Faults> {
+    let state = Arc::new(Mutex::new(Drawn {
+        rng: fastrand::Rng::with_seed(plan.seed),
+        injected: Injected::default(),
+    }));
+    Intercept::new(provider, Faults { plan, state })
+}
+
+impl Hook for Faults {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        method: &'static str,
+        call: impl Future<Output = Result<T>> + Send + 'a,
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        let fault = self.draw(method);
+        if let Some(fault) = fault {
+            self.count(fault);
+        }
+        async move {
+            match fault {
+                None => call.await,
+                Some(Fault::Panic) => panic!("an injected fault in {method}"),
+                Some(Fault::Hang) => std::future::pending().await,
+                Some(Fault::HangAfter) => {
+                    let _ = call.await;
+                    std::future::pending().await
+                }
+                Some(Fault::Delay(d)) => {
+                    tokio::time::sleep(d).await;
+                    call.await
+                }
+                Some(Fault::Fail) => Err(Error::OperationFailed {
+                    reason: format!("an injected fault in {method}"),
+                }),
+            }
+        }
+    }
+
+    fn sink(&self, sink: EventSink) -> EventSink {
+        if self.plan.nonsense.is_empty() || self.plan.nonsense_rate == 0 {
+            return sink;
+        }
+        let provider = sink.provider();
+        EventSink::new(
+            provider,
+            Arc::new(Garble {
+                next: sink,
+                kinds: self.plan.nonsense.clone(),
+                rate: self.plan.nonsense_rate,
+                state: self.state.clone(),
+            }),
+        )
+    }
+}
+
+/// Stands between the provider and the engine: passes every report on, and now and then sends a
+/// nonsense one after it.
+struct Garble {
+    next: EventSink,
+    kinds: Vec<Nonsense>,
+    rate: u32,
+    state: Arc<Mutex<Drawn>>,
+}
+
+impl EventHandler for Garble {
+    fn on_event(&self, _provider: ProviderId, event: ProviderEvent) {
+        let extra = {
+            let mut drawn = lock(&self.state);
+            let kind = (drawn.rng.u32(..1000) < self.rate)
+                .then(|| self.kinds[drawn.rng.usize(..self.kinds.len())]);
+            let extra = kind.and_then(|k| nonsense_after(k, &event));
+            if extra.is_some() {
+                drawn.injected.nonsense += 1;
+            }
+            extra
+        };
+        self.next.send(event);
+        if let Some(extra) = extra {
+            self.next.send(extra);
+        }
+    }
+}
+
+/// The nonsense report of `kind` to send after `real`, where `real` gives it something to be about.
+fn nonsense_after(kind: Nonsense, real: &ProviderEvent) -> Option<ProviderEvent> {
+    let leg_of = |e: &ProviderEvent| match e {
+        ProviderEvent::NewCall(c) => Some(c.leg),
+        ProviderEvent::CallState { leg, .. }
+        | ProviderEvent::CallInfo { leg, .. }
+        | ProviderEvent::Digit { leg, .. } => Some(*leg),
+        _ => None,
+    };
+    match kind {
+        Nonsense::UnknownCall => Some(ProviderEvent::CallState {
+            leg: CallLegId(u64::MAX - 7),
+            state: CallStateKind::Connected.with_default_mode(),
+        }),
+        Nonsense::ForbiddenTransition => match real {
+            ProviderEvent::CallState { leg, state } if !state.is_idle() => {
+                let from = state.kind();
+                CallStateKind::ALL
+                    .into_iter()
+                    .find(|to| *to != from && !transition_allowed(from, *to))
+                    .map(|to| ProviderEvent::CallState {
+                        leg: *leg,
+                        state: to.with_default_mode(),
+                    })
+            }
+            _ => None,
+        },
+        Nonsense::NewCallTwice => match real {
+            ProviderEvent::NewCall(c) => Some(ProviderEvent::NewCall(c.clone())),
+            _ => None,
+        },
+        Nonsense::AfterIdle => match real {
+            ProviderEvent::CallState { leg, state } if state.is_idle() => {
+                Some(ProviderEvent::CallState {
+                    leg: *leg,
+                    state: CallStateKind::Connected.with_default_mode(),
+                })
+            }
+            _ => None,
+        },
+        Nonsense::UnknownLine => Some(ProviderEvent::Line {
+            line: LineId(u32::MAX - 7),
+            event: LineEvent::OutOfService {
+                reason: "a line that does not exist".into(),
+            },
+        }),
+        Nonsense::HugeText => leg_of(real).map(|leg| ProviderEvent::CallInfo {
+            leg,
+            info: Arc::new(CallInfo {
+                caller: PartyId::named("5550100", "x".repeat(4 << 20)),
+                ..CallInfo::default()
+            }),
+        }),
+        Nonsense::BadDigit => leg_of(real).map(|leg| ProviderEvent::Digit {
+            leg,
+            digit: 'x',
+            mode: tapir_core::params::DigitMode::Dtmf,
+        }),
+    }
+}
+
+/// The shared draw, even if a panicking caller held it.
+fn lock(state: &Mutex<Drawn>) -> std::sync::MutexGuard<'_, Drawn> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use tapir_core::state::CallState;
+
+    use super::*;
+
+    #[test]
+    fn the_same_seed_draws_the_same_faults() {
+        let draws = |seed| {
+            let plan = FaultPlan::seeded(seed).faults(300, &[Fault::Hang, Fault::Fail]);
+            let hook = Faults {
+                state: Arc::new(Mutex::new(Drawn {
+                    rng: fastrand::Rng::with_seed(plan.seed),
+                    injected: Injected::default(),
+                })),
+                plan,
+            };
+            (0..200).map(|_| hook.draw("hold")).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(3), draws(3));
+        assert_ne!(draws(3), draws(4));
+        let some = draws(3).iter().filter(|f| f.is_some()).count();
+        assert!((30..90).contains(&some), "about 30% of 200: {some}");
+    }
+
+    #[test]
+    fn each_kind_of_nonsense_breaks_the_model() {
+        let leg = CallLegId(1);
+        let connected = ProviderEvent::CallState {
+            leg,
+            state: CallStateKind::Connected.with_default_mode(),
+        };
+        let Some(ProviderEvent::CallState { state, .. }) =
+            nonsense_after(Nonsense::ForbiddenTransition, &connected)
+        else {
+            panic!("a forbidden state after a real one");
+        };
+        assert!(!transition_allowed(CallStateKind::Connected, state.kind()));
+        let idle = ProviderEvent::CallState {
+            leg,
+            state: CallState::Idle,
+        };
+        assert!(matches!(
+            nonsense_after(Nonsense::AfterIdle, &idle),
+            Some(ProviderEvent::CallState { leg: l, .. }) if l == leg
+        ));
+        let Some(ProviderEvent::CallInfo { info, .. }) =
+            nonsense_after(Nonsense::HugeText, &connected)
+        else {
+            panic!("huge text for the call");
+        };
+        assert!(!info.text_fits());
+    }
+}
