@@ -7,7 +7,7 @@ use tapir::core::dial::{DialModifier, DialStringError};
 use tapir::core::gate::CallOperation;
 use tapir::core::info::{CallOrigin, InfoChange, PartyId};
 use tapir::core::media::MediaModes;
-use tapir::core::params::ParkMode;
+use tapir::core::params::{ParkMode, TransferMode};
 use tapir::core::privilege::CallPrivilege;
 use tapir::core::state::{
     BusyMode, CallState, CallStateKind as K, ConnectedMode, DisconnectReason,
@@ -393,6 +393,17 @@ async fn never_not_now_and_not_yours() {
         Err(Error::InvalidCallHandle)
     );
     assert_eq!(bob.call_info(a), Err(Error::InvalidCallHandle));
+    // Also as the second call of a two-call operation, whatever the first call's state: Bob's
+    // connected call would be "not now" for swap hold, but the handle is checked first.
+    assert_eq!(bob.swap_hold(b, a).await, Err(Error::InvalidCallHandle));
+    assert_eq!(
+        bob.complete_transfer(b, a, TransferMode::Transfer).await,
+        Err(Error::InvalidCallHandle)
+    );
+    assert_eq!(
+        bob.add_to_conference(b, a).await,
+        Err(Error::InvalidCallHandle)
+    );
     // Never: this switch cannot park — "never" wins over "not now" and "bad parameters".
     assert_eq!(
         alice.park(a, ParkMode::NonDirected).await,

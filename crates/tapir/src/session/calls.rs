@@ -336,6 +336,7 @@ impl Session {
     /// Holds `active` and takes `held` off hold, as one step. Both must be this session's calls on the
     /// same address; `active` must be the one not on hold.
     pub async fn swap_hold(&self, active: CallHandle, held: CallHandle) -> Result<(), Error> {
+        self.both_held(active, held)?;
         let a = self.authorize(active, CallOperation::SwapHold, no_params)?;
         let h = self.authorize(held, CallOperation::SwapHold, no_params)?;
         if active == held

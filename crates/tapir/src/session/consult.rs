@@ -64,6 +64,7 @@ impl Session {
         consultation: CallHandle,
         mode: TransferMode,
     ) -> Result<Option<CallHandle>, Error> {
+        self.both_held(held, consultation)?;
         let a = self.authorize(held, CallOperation::CompleteTransfer, |_, address| {
             let modes = address.transfer_modes;
             let offered = match mode {
@@ -213,6 +214,7 @@ impl Session {
         conference: CallHandle,
         consultation: CallHandle,
     ) -> Result<(), Error> {
+        self.both_held(conference, consultation)?;
         let a = self.authorize(conference, CallOperation::AddToConference, no_params)?;
         let address_caps = a.entry.address_caps()?;
         let c = self.partner(&a.entry, consultation, |k| {

@@ -367,6 +367,14 @@ impl Session {
         })
     }
 
+    /// Checks that this session holds both calls of a two-call operation, before anything else is
+    /// looked at: a handle it does not hold is `InvalidCallHandle` whatever the other call's state.
+    fn both_held(&self, first: CallHandle, second: CallHandle) -> Result<(), Error> {
+        self.entry(first)?;
+        self.entry(second)?;
+        Ok(())
+    }
+
     /// Authorizes `op` on `call` and hands it to the provider method `run`, inside the call's span.
     async fn dispatch<T>(
         &self,
