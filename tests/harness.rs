@@ -7,6 +7,8 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExample;
 
+pub mod soak;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 

@@ -148,6 +148,8 @@ pub struct Faults {
 struct Drawn {
     rng: fastrand::Rng,
     injected: Injected,
+    /// Off: the provider behaves (to wind a test down cleanly).
+    paused: bool,
 }
 
 impl Faults {
@@ -156,8 +158,17 @@ impl Faults {
         lock(&self.state).injected
     }
 
+    /// Stops (`false`) or resumes (`true`) injecting: a test winds down with a provider that
+    /// behaves.
+    pub fn set_active(&self, active: bool) {
+        lock(&self.state).paused = !active;
+    }
+
     /// The fault for this call of `method`, if it gets one.
     fn draw(&self, method: &'static str) -> Option<Fault> {
+        if lock(&self.state).paused {
+            return None;
+        }
         if let Some((_, fault)) = self.plan.rules.iter().find(|(m, _)| *m == method) {
             return Some(*fault);
         }
@@ -187,6 +198,7 @@ pub fn faulty(provider: Arc<dyn Provider>, plan: FaultPlan) -> Intercept<Faults>
     let state = Arc::new(Mutex::new(Drawn {
         rng: fastrand::Rng::with_seed(plan.seed),
         injected: Injected::default(),
+        paused: false,
     }));
     Intercept::new(provider, Faults { plan, state })
 }
@@ -251,7 +263,7 @@ impl EventHandler for Garble {
     fn on_event(&self, _provider: ProviderId, event: ProviderEvent) {
         let extra = {
             let mut drawn = lock(&self.state);
-            let kind = (drawn.rng.u32(..1000) < self.rate)
+            let kind = (!drawn.paused && drawn.rng.u32(..1000) < self.rate)
                 .then(|| self.kinds[drawn.rng.usize(..self.kinds.len())]);
             let extra = kind.and_then(|k| nonsense_after(k, &event));
             if extra.is_some() {
@@ -346,6 +358,7 @@ mod tests {
                 state: Arc::new(Mutex::new(Drawn {
                     rng: fastrand::Rng::with_seed(plan.seed),
                     injected: Injected::default(),
+                    paused: false,
                 })),
                 plan,
             };
