@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tapir::LineEvent;
 use tapir::core::state::CallStateKind as K;
+use tapir::core::state::DisconnectReason;
 use tapir::{CallHandle, Engine, Error, Event, ServiceState, StatusRow};
 use tapir_provider::faults::{Fault, FaultPlan, Faults, Nonsense, faulty};
 use tapir_provider::{Intercept, Provider};
-use tapir_simswitch::SimSwitch;
+use tapir_simswitch::{FarEnd, SimSwitch};
 use tapir_tests::{Desk, Pbx, close_all, numbers, office};
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -383,4 +385,130 @@ async fn a_call_reported_for_a_request_that_has_ended_is_dropped_at_the_provider
     assert!(session.try_next_event().is_none(), "nobody was told of it");
     let stats = engine.stats();
     assert_eq!((stats.calls, stats.refused_reports), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_fails_with_calls_up_ends_them_and_comes_back() {
+    let switch = office(&["801"]);
+    let wrapped = Arc::new(faulty(Arc::new(switch.clone()), FaultPlan::seeded(6)));
+    let other = SimSwitch::builder()
+        .extension("900", "Nine")
+        .far_end(numbers::ANSWERS_AT_ONCE, FarEnd::answers_after_rings(0))
+        .build()
+        .unwrap();
+    let engine = Engine::builder()
+        .provider_arc(wrapped.clone())
+        .provider(other.clone())
+        .build()
+        .await
+        .unwrap();
+    let pbx = Pbx { engine, switch };
+    let mut alice = pbx.desk("alice", "100").await;
+    let mut bob = pbx.desk("bob", "200").await;
+    let mut nine = pbx.desk("nine", "900").await;
+    let (a, b) = connected(&mut alice, &mut bob).await;
+    let n = nine
+        .session
+        .make_call(nine.line, Some(numbers::ANSWERS_AT_ONCE))
+        .await
+        .unwrap();
+    nine.w.state(n, K::Connected).await;
+
+    // The PBX link goes down: the switch's calls are lost with it.
+    wrapped.fail("the PBX link is down").await;
+    for (desk, call) in [(&mut alice, a), (&mut bob, b)] {
+        let ended = desk.w.state(call, K::Disconnected).await;
+        assert_eq!(
+            ended,
+            tapir::core::state::CallState::Disconnected(DisconnectReason::TemporaryFailure)
+        );
+        desk.w.state(call, K::Idle).await;
+        // Told in this order: the provider's row, the line out of service, then the call.
+        let told: Vec<&str> = desk
+            .w
+            .log
+            .iter()
+            .rev()
+            .take(4)
+            .rev()
+            .map(|e| match &e.event {
+                Event::Status(r) if r.state == ServiceState::Failed => "failed",
+                Event::Line {
+                    event: LineEvent::OutOfService { reason },
+                    ..
+                } if reason == "the PBX link is down" => "out of service",
+                Event::CallState { state, .. } if state.kind() == K::Disconnected => "disconnected",
+                Event::CallState { state, .. } if state.is_idle() => "idle",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(told, ["failed", "out of service", "disconnected", "idle"]);
+    }
+    assert_eq!(
+        pbx.switch.live_legs(),
+        0,
+        "the failure lost the switch's calls"
+    );
+    let r = row(&pbx);
+    assert_eq!(r.state, ServiceState::Failed);
+    assert_eq!(r.reason.as_deref(), Some("the PBX link is down"));
+    assert_eq!(r.lines_out_of_service, r.lines);
+
+    // While it is down its lines refuse calls, "not now", and say why.
+    let err = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ProviderUnavailable { reason, .. } if reason == "the PBX link is down"),
+        "{err:?}"
+    );
+    let status = alice.session.line_status(alice.line).await.unwrap();
+    assert!(!status.in_service);
+    assert_eq!(status.reason.as_deref(), Some("the PBX link is down"));
+    // The other provider's call never noticed.
+    nine.session.hold(n).await.unwrap();
+    nine.w.state(n, K::OnHold).await;
+    assert_eq!(other.live_legs(), 1);
+
+    // It comes back: in service again, and a snapshot shows only the ended calls, still held
+    // until their holders let them go.
+    wrapped.restore();
+    alice
+        .w
+        .until(|e| {
+            matches!(
+                e,
+                Event::Line {
+                    event: LineEvent::InService,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert_eq!(row(&pbx).state, ServiceState::Available);
+    assert!(
+        alice
+            .session
+            .line_status(alice.line)
+            .await
+            .unwrap()
+            .in_service
+    );
+    assert_eq!(alice.session.calls(), vec![a]);
+    assert!(alice.session.call_status(a).unwrap().state.is_idle());
+    alice.session.deallocate(a).unwrap();
+    bob.session.deallocate(b).unwrap();
+    let (a, b) = connected(&mut alice, &mut bob).await;
+    alice.session.drop_call(a).await.unwrap();
+    bob.w.state(b, K::Disconnected).await;
+    bob.session.drop_call(b).await.unwrap();
+    alice.session.deallocate(a).unwrap();
+    bob.session.deallocate(b).unwrap();
+    nine.session.drop_call(n).await.unwrap();
+    nine.session.deallocate(n).unwrap();
+    assert_eq!(row(&pbx).refused_reports, 0);
+    close_all(&pbx, [alice.session, bob.session, nine.session]).await;
+    assert_eq!(other.live_legs(), 0);
 }

@@ -126,6 +126,21 @@ pub enum ProviderEvent {
         /// The provider's line.
         line: LineId,
     },
+    /// The provider lost its switch (the link to the PBX went down, the transport failed) and
+    /// every call it had is gone with it. The engine ends each of them (disconnected with
+    /// [`TemporaryFailure`](tapir_core::state::DisconnectReason::TemporaryFailure), then idle), tells
+    /// their holders, takes every line of the provider out of service with `reason`, and asks the
+    /// provider nothing until [`Restored`](Self::Restored): operations on its lines are refused
+    /// with `ProviderUnavailable`, and a new call it reports meanwhile is refused. Reports about
+    /// calls of before the failure are refused as reports after idle.
+    Failed {
+        /// Why, in words (shown in the status table and the lines' out-of-service events).
+        reason: String,
+    },
+    /// The provider is back after [`Failed`](Self::Failed): its lines are in service again (those
+    /// it has not reported out of service on their own), with no call of before; calls from now on
+    /// are reported as new.
+    Restored,
 }
 
 /// Receives provider events. The engine implements it; so does [`EventLog`] for provider tests.

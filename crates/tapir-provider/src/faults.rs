@@ -15,9 +15,15 @@
 //! let provider = faulty(provider, plan);
 //! # let _ = provider; }
 //! ```
+//!
+//! A wrapped provider can also fail as a whole and come back ([`Intercept::fail`],
+//! [`Intercept::restore`]): it reports [`ProviderEvent::Failed`], its calls are dropped at the
+//! provider it wraps and nothing it reports reaches the engine until it is restored — a PBX link
+//! that went down, with the switch's calls lost.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tapir_core::info::{CallInfo, PartyId};
@@ -142,6 +148,8 @@ pub struct Injected {
 pub struct Faults {
     plan: FaultPlan,
     state: Arc<Mutex<Drawn>>,
+    /// The engine's sink, once the provider has started: where a failure is reported.
+    engine: OnceLock<EventSink>,
 }
 
 /// The seeded generator and the tally, shared with the sink in front of the engine.
@@ -150,6 +158,22 @@ struct Drawn {
     injected: Injected,
     /// Off: the provider behaves (to wind a test down cleanly).
     paused: bool,
+    /// The provider has failed as a whole ([`Intercept::fail`]): its reports go nowhere.
+    failed: bool,
+    /// The calls it has announced and not yet reported idle: those a failure loses.
+    live: HashSet<CallLegId>,
+}
+
+impl Drawn {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: fastrand::Rng::with_seed(seed),
+            injected: Injected::default(),
+            paused: false,
+            failed: false,
+            live: HashSet::new(),
+        }
+    }
 }
 
 impl Faults {
@@ -162,6 +186,11 @@ impl Faults {
     /// behaves.
     pub fn set_active(&self, active: bool) {
         lock(&self.state).paused = !active;
+    }
+
+    /// Whether the provider has failed as a whole and is not yet restored.
+    pub fn is_failed(&self) -> bool {
+        lock(&self.state).failed
     }
 
     /// The fault for this call of `method`, if it gets one.
@@ -195,12 +224,58 @@ impl Faults {
 
 /// `provider` with the faults of `plan`.
 pub fn faulty(provider: Arc<dyn Provider>, plan: FaultPlan) -> Intercept<Faults> {
-    let state = Arc::new(Mutex::new(Drawn {
-        rng: fastrand::Rng::with_seed(plan.seed),
-        injected: Injected::default(),
-        paused: false,
-    }));
-    Intercept::new(provider, Faults { plan, state })
+    let state = Arc::new(Mutex::new(Drawn::new(plan.seed)));
+    let faults = Faults {
+        plan,
+        state,
+        engine: OnceLock::new(),
+    };
+    Intercept::new(provider, faults)
+}
+
+impl Intercept<Faults> {
+    /// The provider fails as a whole: it reports [`ProviderEvent::Failed`] with `reason`, every
+    /// call it has is dropped at the provider it wraps, and from now on its reports are lost and
+    /// its operations fail, until [`restore`](Self::restore). Nothing if it has not started or
+    /// has already failed.
+    pub async fn fail(&self, reason: &str) {
+        let Some(engine) = self.hook().engine.get() else {
+            return;
+        };
+        let lost = {
+            let mut drawn = lock(&self.hook().state);
+            if drawn.failed {
+                return;
+            }
+            drawn.failed = true;
+            std::mem::take(&mut drawn.live)
+        };
+        engine.send(ProviderEvent::Failed {
+            reason: reason.to_owned(),
+        });
+        let mut lost: Vec<CallLegId> = lost.into_iter().collect();
+        lost.sort();
+        for leg in lost {
+            // What the switch says of the calls it drops goes nowhere: it is down.
+            let _ = self.inner().drop_call(leg).await;
+        }
+    }
+
+    /// The provider is back after [`fail`](Self::fail): it reports [`ProviderEvent::Restored`],
+    /// and its reports and operations go through again.
+    pub fn restore(&self) {
+        let Some(engine) = self.hook().engine.get() else {
+            return;
+        };
+        {
+            let mut drawn = lock(&self.hook().state);
+            if !drawn.failed {
+                return;
+            }
+            drawn.failed = false;
+        }
+        engine.send(ProviderEvent::Restored);
+    }
 }
 
 impl Hook for Faults {
@@ -213,7 +288,18 @@ impl Hook for Faults {
         if let Some(fault) = fault {
             self.count(fault);
         }
+        // A provider that lost its switch still starts, stops and opens and closes its lines.
+        let down = self.is_failed()
+            && !matches!(
+                method,
+                "start" | "stop" | "session-logon" | "open-line" | "close-line" | "line-devices"
+            );
         async move {
+            if down {
+                return Err(Error::OperationFailed {
+                    reason: format!("{method}: the provider is down (an injected failure)"),
+                });
+            }
             match fault {
                 None => call.await,
                 Some(Fault::Panic) => panic!("an injected fault in {method}"),
@@ -234,13 +320,11 @@ impl Hook for Faults {
     }
 
     fn sink(&self, sink: EventSink) -> EventSink {
-        if self.plan.nonsense.is_empty() || self.plan.nonsense_rate == 0 {
-            return sink;
-        }
+        let _ = self.engine.set(sink.clone());
         let provider = sink.provider();
         EventSink::new(
             provider,
-            Arc::new(Garble {
+            Arc::new(Front {
                 next: sink,
                 kinds: self.plan.nonsense.clone(),
                 rate: self.plan.nonsense_rate,
@@ -250,21 +334,35 @@ impl Hook for Faults {
     }
 }
 
-/// Stands between the provider and the engine: passes every report on, and now and then sends a
-/// nonsense one after it.
-struct Garble {
+/// Stands between the provider and the engine: keeps the live calls, loses every report while the
+/// provider has failed, and otherwise passes each report on, now and then with a nonsense one after
+/// it.
+struct Front {
     next: EventSink,
     kinds: Vec<Nonsense>,
     rate: u32,
     state: Arc<Mutex<Drawn>>,
 }
 
-impl EventHandler for Garble {
+impl EventHandler for Front {
     fn on_event(&self, _provider: ProviderId, event: ProviderEvent) {
         let extra = {
             let mut drawn = lock(&self.state);
-            let kind = (!drawn.paused && drawn.rng.u32(..1000) < self.rate)
-                .then(|| self.kinds[drawn.rng.usize(..self.kinds.len())]);
+            if drawn.failed {
+                return;
+            }
+            match &event {
+                ProviderEvent::NewCall(c) => {
+                    drawn.live.insert(c.leg);
+                }
+                ProviderEvent::CallState { leg, state } if state.is_idle() => {
+                    drawn.live.remove(leg);
+                }
+                _ => {}
+            }
+            let kind =
+                (!self.kinds.is_empty() && !drawn.paused && drawn.rng.u32(..1000) < self.rate)
+                    .then(|| self.kinds[drawn.rng.usize(..self.kinds.len())]);
             let extra = kind.and_then(|k| nonsense_after(k, &event));
             if extra.is_some() {
                 drawn.injected.nonsense += 1;
@@ -355,12 +453,9 @@ mod tests {
         let draws = |seed| {
             let plan = FaultPlan::seeded(seed).faults(300, &[Fault::Hang, Fault::Fail]);
             let hook = Faults {
-                state: Arc::new(Mutex::new(Drawn {
-                    rng: fastrand::Rng::with_seed(plan.seed),
-                    injected: Injected::default(),
-                    paused: false,
-                })),
+                state: Arc::new(Mutex::new(Drawn::new(plan.seed))),
                 plan,
+                engine: OnceLock::new(),
             };
             (0..200).map(|_| hook.draw("hold")).collect::<Vec<_>>()
         };

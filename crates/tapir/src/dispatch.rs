@@ -3,21 +3,25 @@
 //! information and digits go to the call's record, which delivers them; line events go to the line's
 //! openers and keep the status table.
 //!
+//! A provider that reports it has failed has its calls ended by the engine and its lines taken out
+//! of service until it reports it is restored.
+//!
 //! Reports the state table forbids, for calls or lines the engine does not know, repeated, or with
 //! text too long are refused ([`Refusal`]): logged, counted in the provider's status row, never
 //! applied and never delivered. A call reported for a request that has already ended is dropped at
 //! the provider.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tapir_core::dial::is_dtmf_digit;
 use tapir_core::info::CallInfo;
 use tapir_core::privilege::CallPrivilege;
-use tapir_core::state::{CallState, initial_state_allowed};
+use tapir_core::state::{CallState, DisconnectReason, initial_state_allowed};
 use tapir_core::{CallLegId, ProviderId};
 use tapir_provider::{EventHandler, LineEvent, NewCall, ProviderEvent};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::call::{CallEntry, NewHolder};
 use crate::event::Event;
@@ -58,6 +62,8 @@ impl EventHandler for Dispatcher {
                 }
                 None => engine.refused(provider, Err(Refusal::UnknownLine)),
             },
+            ProviderEvent::Failed { reason } => engine.on_failed(provider, reason),
+            ProviderEvent::Restored => engine.on_restored(provider),
         }
     }
 }
@@ -102,6 +108,9 @@ impl Inner {
     }
 
     fn admit_new_call(&self, provider: ProviderId, call: NewCall) -> Result<(), Refusal> {
+        if self.provider(provider).down.load(Ordering::Acquire) {
+            return Err(Refusal::WhileFailed);
+        }
         let line = self
             .provider_line(provider, call.line)
             .cloned()
@@ -276,18 +285,8 @@ impl Inner {
             self.announce_status(p);
         }
         // Not wired yet while the engine is still starting its other providers.
-        let Some(slot) = self.provider_line(provider, line) else {
-            return;
-        };
-        let openers = self
-            .opens(slot)
-            .map(|o| lock(&o.openers).clone())
-            .unwrap_or_default();
-        for o in openers {
-            o.session.inbox.push(Event::Line {
-                line: o.handle,
-                event: event.clone(),
-            });
+        if let Some(slot) = self.provider_line(provider, line) {
+            self.tell_line(slot, &event);
         }
     }
 
@@ -300,6 +299,83 @@ impl Inner {
             o.session.lines.remove(&o.handle);
             self.release_through_line(&o.session, o.handle);
             o.session.inbox.push(Event::LineClosed { line: o.handle });
+        }
+    }
+
+    /// The provider lost its switch: from now on its guard refuses operations, every session is
+    /// told its row, every opener of its lines that they are out of service, and every holder of
+    /// its calls that they were disconnected (a temporary failure) and are idle. A repeated report
+    /// changes nothing.
+    fn on_failed(&self, provider: ProviderId, reason: String) {
+        let p = self.provider(provider);
+        if !lock(&p.status).set_down(Some(reason.clone())) {
+            return;
+        }
+        p.down.store(true, Ordering::Release);
+        warn!(provider = %p.name, %reason, "the provider failed: its calls are ended, its lines out of service");
+        self.announce_status(p);
+        self.tell_openers(provider, |_| {
+            Some(LineEvent::OutOfService {
+                reason: reason.clone(),
+            })
+        });
+        let calls: Vec<Arc<CallEntry>> = self
+            .calls_of(provider)
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        for entry in calls {
+            let _enter = entry.enter();
+            let ended = [
+                CallState::Disconnected(DisconnectReason::TemporaryFailure),
+                CallState::Idle,
+            ];
+            for state in ended {
+                // A call already disconnected (or idle) skips what it has passed.
+                if let Ok(Some(follow)) = entry.apply_state(state, Instant::now, &self.clock) {
+                    self.follow_up(&entry, follow);
+                }
+            }
+        }
+    }
+
+    /// The provider is back: its guard lets operations through again, every session is told its
+    /// row, and the openers of each line it has not reported out of service on its own that the
+    /// line is in service.
+    fn on_restored(&self, provider: ProviderId) {
+        let p = self.provider(provider);
+        if !lock(&p.status).set_down(None) {
+            return;
+        }
+        p.down.store(false, Ordering::Release);
+        info!(provider = %p.name, "the provider is restored");
+        self.announce_status(p);
+        self.tell_openers(provider, |slot| {
+            let out = lock(&p.status).out_of_service.contains_key(&slot.local);
+            (!out).then_some(LineEvent::InService)
+        });
+    }
+
+    /// Sends the event `what` gives for each line of `provider` to the line's openers.
+    fn tell_openers(&self, provider: ProviderId, what: impl Fn(&LineSlot) -> Option<LineEvent>) {
+        for slot in self.lines().iter().filter(|l| l.provider == provider) {
+            if let Some(event) = what(slot) {
+                self.tell_line(slot, &event);
+            }
+        }
+    }
+
+    /// Sends `event` to every opener of `slot`.
+    fn tell_line(&self, slot: &LineSlot, event: &LineEvent) {
+        let openers = self
+            .opens(slot)
+            .map(|o| lock(&o.openers).clone())
+            .unwrap_or_default();
+        for o in openers {
+            o.session.inbox.push(Event::Line {
+                line: o.handle,
+                event: event.clone(),
+            });
         }
     }
 }

@@ -187,6 +187,7 @@ impl EngineBuilder {
                     Guard::new(id, name.clone(), self.provider_deadline),
                 ));
                 let provider: Arc<dyn Provider> = guarded.clone();
+                let down = guarded.hook().down_flag();
                 guards.push(guarded);
                 providers.push(ProviderSlot {
                     id,
@@ -194,6 +195,7 @@ impl EngineBuilder {
                     service: index,
                     provider: Arc::downgrade(&provider),
                     status: Mutex::new(ProviderStatus::starting()),
+                    down,
                 });
                 owned.push(provider);
             }

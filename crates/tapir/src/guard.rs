@@ -6,7 +6,8 @@
 use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::sync::{OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -22,11 +23,28 @@ use crate::inner::Inner;
 /// call set-up after 75 s), so it fires only for a provider that has stopped answering.
 pub const DEFAULT_PROVIDER_DEADLINE: Duration = Duration::from_secs(90);
 
+/// What a failed provider is still asked: its life cycle and its lines' opening, closing and
+/// devices, so that applications can log on, open and close lines and read their status while it
+/// is down. Everything else (call control, forwarding, media) is refused until it is restored.
+const WHILE_DOWN: &[&str] = &[
+    "start",
+    "stop",
+    "session-logon",
+    "open-line",
+    "close-line",
+    "line-devices",
+];
+
 /// The hook around one provider.
 pub(crate) struct Guard {
     provider: ProviderId,
     name: String,
     deadline: Duration,
+    /// Set while the provider has reported itself failed ([`ProviderEvent::Failed`]); kept here as
+    /// well as in its status row so that the check costs no lock.
+    ///
+    /// [`ProviderEvent::Failed`]: tapir_provider::ProviderEvent::Failed
+    down: Arc<AtomicBool>,
     /// The engine the faults are reported to, once it exists.
     engine: OnceLock<Weak<Inner>>,
 }
@@ -37,7 +55,32 @@ impl Guard {
             provider,
             name,
             deadline,
+            down: Arc::new(AtomicBool::new(false)),
             engine: OnceLock::new(),
+        }
+    }
+
+    /// The flag the engine sets while the provider has failed.
+    pub(crate) fn down_flag(&self) -> Arc<AtomicBool> {
+        self.down.clone()
+    }
+
+    /// The refusal of an operation while the provider has failed, with the reason it gave.
+    #[cold]
+    fn unavailable(&self) -> Error {
+        let reason = self
+            .engine
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|engine| {
+                crate::sync::lock(&engine.provider(self.provider).status)
+                    .down
+                    .clone()
+            })
+            .unwrap_or_else(|| "failed".to_owned());
+        Error::ProviderUnavailable {
+            provider: self.provider,
+            reason,
         }
     }
 
@@ -59,6 +102,9 @@ impl Hook for Guard {
         method: &'static str,
         call: impl Future<Output = Result<T, Error>> + Send + 'a,
     ) -> Result<T, Error> {
+        if self.down.load(Ordering::Acquire) && !WHILE_DOWN.contains(&method) {
+            return Err(self.unavailable());
+        }
         // The provider's future alone runs inside the catch: no engine state is touched while it
         // runs, so a panic leaves nothing of the engine's half-changed.
         let mut caught = pin!(AssertUnwindSafe(call).catch_unwind());

@@ -41,6 +41,8 @@ pub(crate) struct ProviderSlot {
     /// Owned by the engine's public handles ([`Providers`]); gone once they all are.
     pub(crate) provider: Weak<dyn Provider>,
     pub(crate) status: Mutex<ProviderStatus>,
+    /// Set while the provider has failed: its guard refuses operations ([`crate::guard`]).
+    pub(crate) down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A service: providers enabled or disabled together for a session.

@@ -16,7 +16,8 @@ pub enum ServiceState {
     Available,
     /// Failed to start twice and was left out; it has no lines. The reason says why.
     Disabled,
-    /// Started, but every line is out of service now (a modem unplugged). It may come back.
+    /// Started, but failed since: it reported that it lost its switch, or every line of it is out
+    /// of service (a modem unplugged). It may come back.
     Failed,
     /// Stopped (the engine shut down).
     Stopped,
@@ -118,6 +119,8 @@ pub(crate) enum Refusal {
     Oversized,
     /// A digit that is not a DTMF digit.
     BadDigit,
+    /// A new call while the provider has reported itself failed.
+    WhileFailed,
     /// A call created for a request that has already ended (failed or timed out): the provider is
     /// told to drop it.
     EndedRequest,
@@ -135,6 +138,7 @@ impl Refusal {
             Self::Transition => "a state change the transition table does not allow",
             Self::Oversized => "call information with text too long",
             Self::BadDigit => "a digit that is not a DTMF digit",
+            Self::WhileFailed => "a new call while the provider has failed",
             Self::EndedRequest => "a call for a request that has ended",
         }
     }
@@ -147,6 +151,8 @@ pub(crate) struct ProviderStatus {
     pub(crate) reason: Option<String>,
     pub(crate) lines: usize,
     pub(crate) out_of_service: BTreeMap<LineId, String>,
+    /// Why the provider has failed as a whole, from its report until it says it is restored.
+    pub(crate) down: Option<String>,
     pub(crate) last_error: Option<String>,
     pub(crate) faults: u64,
     pub(crate) refused_reports: u64,
@@ -159,6 +165,7 @@ impl ProviderStatus {
             reason: None,
             lines: 0,
             out_of_service: BTreeMap::new(),
+            down: None,
             last_error: None,
             faults: 0,
             refused_reports: 0,
@@ -169,11 +176,8 @@ impl ProviderStatus {
     pub(crate) fn started(&mut self, lines: usize) {
         self.lines = lines;
         self.state = ServiceState::Available;
-        // Lines may have gone out of service while it started; re-evaluate.
-        if let Some((&line, reason)) = self.out_of_service.iter().next() {
-            let reason = reason.clone();
-            self.line(line, Some(reason));
-        }
+        // Lines may have gone out of service, or the provider down, while it started.
+        self.settle();
     }
 
     /// A line went out of service (`Some(reason)`) or came back (`None`). Returns whether the row
@@ -189,24 +193,48 @@ impl ProviderStatus {
                 self.out_of_service.remove(&line);
             }
         }
-        if matches!(self.state, ServiceState::Available | ServiceState::Failed) {
-            if self.lines > 0 && self.out_of_service.len() == self.lines {
-                self.state = ServiceState::Failed;
-                self.reason = self.out_of_service.values().next_back().cloned();
-            } else {
-                self.state = ServiceState::Available;
-                self.reason = None;
-            }
-        }
+        self.settle();
         before != (self.state, self.reason.clone(), self.out_of_service.len())
+    }
+
+    /// The provider reported that it failed (`Some(reason)`) or that it is restored (`None`).
+    /// Returns whether it changed anything.
+    pub(crate) fn set_down(&mut self, down: Option<String>) -> bool {
+        if self.down == down {
+            return false;
+        }
+        if let Some(reason) = &down {
+            self.last_error = Some(reason.clone());
+        }
+        self.down = down;
+        self.settle();
+        true
+    }
+
+    /// The state of a started provider, from its own failure and its lines'.
+    fn settle(&mut self) {
+        if !matches!(self.state, ServiceState::Available | ServiceState::Failed) {
+            return;
+        }
+        if let Some(reason) = &self.down {
+            self.state = ServiceState::Failed;
+            self.reason = Some(reason.clone());
+        } else if self.lines > 0 && self.out_of_service.len() == self.lines {
+            self.state = ServiceState::Failed;
+            self.reason = self.out_of_service.values().next_back().cloned();
+        } else {
+            self.state = ServiceState::Available;
+            self.reason = None;
+        }
     }
 
     /// Why a line of this provider cannot be used now, if it cannot.
     pub(crate) fn line_unusable(&self, line: LineId) -> Option<String> {
         match self.state {
-            ServiceState::Available | ServiceState::Failed => {
-                self.out_of_service.get(&line).cloned()
-            }
+            ServiceState::Available | ServiceState::Failed => self
+                .down
+                .clone()
+                .or_else(|| self.out_of_service.get(&line).cloned()),
             state => Some(
                 self.reason
                     .clone()
@@ -223,7 +251,11 @@ impl ProviderStatus {
             state: self.state,
             reason: self.reason.clone(),
             lines: self.lines,
-            lines_out_of_service: self.out_of_service.len(),
+            lines_out_of_service: if self.down.is_some() {
+                self.lines
+            } else {
+                self.out_of_service.len()
+            },
             sessions,
             last_error: self.last_error.clone(),
             faults: self.faults,
@@ -235,6 +267,41 @@ impl ProviderStatus {
 #[cfg(test)]
 mod tests {
     use super::ServiceState as S;
+    use super::*;
+
+    #[test]
+    fn a_provider_that_fails_is_failed_until_restored_whatever_its_lines_say() {
+        let mut st = ProviderStatus::starting();
+        st.started(2);
+        assert!(st.line(LineId(0), Some("unplugged".into())));
+        assert_eq!(
+            (st.state, st.line_unusable(LineId(1))),
+            (S::Available, None)
+        );
+
+        assert!(st.set_down(Some("link down".into())));
+        assert!(
+            !st.set_down(Some("link down".into())),
+            "a repeat changes nothing"
+        );
+        assert_eq!(st.state, S::Failed);
+        for line in [LineId(0), LineId(1)] {
+            assert_eq!(st.line_unusable(line).as_deref(), Some("link down"));
+        }
+        let row = st.row("pbx", 0);
+        assert_eq!(
+            (row.lines_out_of_service, row.reason.as_deref()),
+            (2, Some("link down"))
+        );
+        // A line coming back while the provider is down does not bring the provider back.
+        assert!(st.line(LineId(0), None));
+        assert_eq!(st.state, S::Failed);
+
+        assert!(st.set_down(None));
+        assert_eq!((st.state, st.reason.as_deref()), (S::Available, None));
+        assert_eq!(st.line_unusable(LineId(1)), None);
+        assert_eq!(st.last_error.as_deref(), Some("link down"));
+    }
 
     #[test]
     fn each_state_is_named_by_its_entry_in_the_table() {

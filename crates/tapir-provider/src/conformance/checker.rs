@@ -61,7 +61,16 @@ impl Seen {
                     Some(_) => None,
                 }
             }
-            ProviderEvent::Line { .. } | ProviderEvent::LineClosed { .. } => None,
+            // Every call is gone with a failure: reports about them after it are flaws.
+            ProviderEvent::Failed { .. } => {
+                for state in self.states.values_mut() {
+                    *state = CallState::Idle;
+                }
+                None
+            }
+            ProviderEvent::Line { .. }
+            | ProviderEvent::LineClosed { .. }
+            | ProviderEvent::Restored => None,
         }
     }
 }

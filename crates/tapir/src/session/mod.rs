@@ -506,11 +506,20 @@ impl Session {
     pub async fn line_status(&self, line: LineHandle) -> Result<crate::LineStatus, Error> {
         self.alive()?;
         let slot = self.open_line_slot(line)?;
-        let devices = self
-            .provider(slot.provider)
-            .line_devices(slot.local)
-            .await?;
         let reason = lock(&self.engine.provider(slot.provider).status).line_unusable(slot.local);
+        // A provider that has lost its switch reaches no device.
+        let devices = if self
+            .engine
+            .provider(slot.provider)
+            .down
+            .load(Ordering::Acquire)
+        {
+            Vec::new()
+        } else {
+            self.provider(slot.provider)
+                .line_devices(slot.local)
+                .await?
+        };
         let opens = self
             .engine
             .opens(&slot)
