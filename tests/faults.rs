@@ -474,7 +474,7 @@ async fn a_provider_that_fails_with_calls_up_ends_them_and_comes_back() {
 
     // It comes back: in service again, and a snapshot shows only the ended calls, still held
     // until their holders let them go.
-    wrapped.restore();
+    wrapped.restore().await;
     alice
         .w
         .until(|e| {

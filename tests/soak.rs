@@ -69,6 +69,8 @@ pub struct SoakReport {
     pub injected: Injected,
     /// Provider reports the engine refused.
     pub refused_reports: u64,
+    /// Times the provider failed as a whole (and came back).
+    pub outages: u64,
 }
 
 impl SoakReport {
@@ -90,6 +92,7 @@ impl SoakReport {
         i.failures += o.failures;
         i.nonsense += o.nonsense;
         self.refused_reports += other.refused_reports;
+        self.outages += other.outages;
     }
 }
 
@@ -103,8 +106,8 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "injected: {} panics, {} hangs, {} delays, {} failures, {} nonsense reports ({} refused)",
-            i.panics, i.hangs, i.delays, i.failures, i.nonsense, self.refused_reports
+            "injected: {} panics, {} hangs, {} delays, {} failures, {} nonsense reports ({} refused), {} outages",
+            i.panics, i.hangs, i.delays, i.failures, i.nonsense, self.refused_reports, self.outages
         )?;
         writeln!(
             f,
@@ -218,6 +221,8 @@ struct Soak {
     orbits: Vec<String>,
     report: SoakReport,
     step: usize,
+    /// The provider has failed and is not yet restored.
+    down: bool,
 }
 
 /// Runs a soak; the first broken contract ends it.
@@ -272,6 +277,7 @@ pub async fn soak(options: SoakOptions) -> Result<SoakReport, Violation> {
         orbits: Vec::new(),
         report: SoakReport::default(),
         step: 0,
+        down: false,
     };
     for step in 0..options.steps {
         soak.step = step;
@@ -377,6 +383,15 @@ impl Soak {
     }
 
     async fn one_step(&mut self) -> Result<(), Violation> {
+        // Now and then the PBX link goes down for a few steps.
+        if self.down {
+            if self.rng.u32(..8) == 0 {
+                self.injector.restore().await;
+                self.down = false;
+            }
+        } else if self.rng.u32(..400) == 0 {
+            return self.outage().await;
+        }
         match self.rng.u32(..100) {
             0..10 => {
                 let secs = self.rng.u64(..12);
@@ -398,6 +413,29 @@ impl Soak {
             32..37 => self.deallocate()?,
             37..47 => self.handle_not_held().await?,
             _ => self.own_call_operation().await?,
+        }
+        Ok(())
+    }
+
+    /// The provider fails with whatever calls are up: afterwards every call any application holds
+    /// is idle.
+    async fn outage(&mut self) -> Result<(), Violation> {
+        self.injector.fail("soak: the PBX link is down").await;
+        self.down = true;
+        self.report.outages += 1;
+        self.read_events()?;
+        for app in &self.apps {
+            for call in app.calls() {
+                if let Ok(status) = app.session.call_status(call)
+                    && !status.state.is_idle()
+                {
+                    return Err(self.fail(format!(
+                        "{}'s call is {} after its provider failed",
+                        app.name,
+                        status.state.kind().name()
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -647,6 +685,7 @@ impl Soak {
     /// Stops the injector, hangs everything up, logs everyone off, and checks nothing is held.
     async fn finish(mut self) -> Result<SoakReport, Violation> {
         self.injector.hook().set_active(false);
+        self.injector.restore().await;
         for _ in 0..10 {
             self.read_events()?;
             let mut live = 0;

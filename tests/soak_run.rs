@@ -30,6 +30,7 @@ async fn applications_doing_everything_with_faults_on_break_no_contract() {
         total.injected.nonsense > 0 && total.foreign > 500,
         "{total}"
     );
+    assert!(total.outages > 0, "the provider never failed: {total}");
 }
 
 /// The same seed soaks the same way: a broken contract can be replayed from its seed.
@@ -43,8 +44,8 @@ async fn the_same_seed_soaks_the_same_way() {
             .await
             .unwrap_or_else(|v| panic!("{v}"));
         assert_eq!(
-            (a.events, a.foreign, &a.ops, a.injected),
-            (b.events, b.foreign, &b.ops, b.injected),
+            (a.events, a.foreign, &a.ops, a.injected, a.outages),
+            (b.events, b.foreign, &b.ops, b.injected, b.outages),
             "seed {seed}"
         );
     }

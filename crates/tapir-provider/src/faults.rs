@@ -19,7 +19,8 @@
 //! A wrapped provider can also fail as a whole and come back ([`Intercept::fail`],
 //! [`Intercept::restore`]): it reports [`ProviderEvent::Failed`], its calls are dropped at the
 //! provider it wraps and nothing it reports reaches the engine until it is restored — a PBX link
-//! that went down, with the switch's calls lost.
+//! that went down, with the switch's calls lost (and those the switch made meanwhile, once the
+//! link is back).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -160,7 +161,8 @@ struct Drawn {
     paused: bool,
     /// The provider has failed as a whole ([`Intercept::fail`]): its reports go nowhere.
     failed: bool,
-    /// The calls it has announced and not yet reported idle: those a failure loses.
+    /// The calls it has announced (or made while failed) and not yet reported idle: those a
+    /// failure, or a restore, loses.
     live: HashSet<CallLegId>,
 }
 
@@ -253,28 +255,43 @@ impl Intercept<Faults> {
         engine.send(ProviderEvent::Failed {
             reason: reason.to_owned(),
         });
-        let mut lost: Vec<CallLegId> = lost.into_iter().collect();
-        lost.sort();
-        for leg in lost {
-            // What the switch says of the calls it drops goes nowhere: it is down.
-            let _ = self.inner().drop_call(leg).await;
-        }
+        self.drop_lost(lost).await;
     }
 
-    /// The provider is back after [`fail`](Self::fail): it reports [`ProviderEvent::Restored`],
-    /// and its reports and operations go through again.
-    pub fn restore(&self) {
+    /// The provider is back after [`fail`](Self::fail): the calls its switch made while it was
+    /// down, which the engine never heard of, are dropped; then it reports
+    /// [`ProviderEvent::Restored`], and its reports and operations go through again.
+    pub async fn restore(&self) {
         let Some(engine) = self.hook().engine.get() else {
             return;
         };
-        {
-            let mut drawn = lock(&self.hook().state);
-            if !drawn.failed {
-                return;
-            }
-            drawn.failed = false;
+        loop {
+            let lost = {
+                let mut drawn = lock(&self.hook().state);
+                if !drawn.failed {
+                    return;
+                }
+                if drawn.live.is_empty() {
+                    // Under the same lock as the reports: none slips through between the last
+                    // drop and the restore.
+                    drawn.failed = false;
+                    break;
+                }
+                std::mem::take(&mut drawn.live)
+            };
+            self.drop_lost(lost).await;
         }
         engine.send(ProviderEvent::Restored);
+    }
+
+    /// Drops `legs` at the wrapped provider, in leg order (so that a seed replays the same way).
+    async fn drop_lost(&self, legs: HashSet<CallLegId>) {
+        let mut legs: Vec<CallLegId> = legs.into_iter().collect();
+        legs.sort();
+        for leg in legs {
+            // What the switch says of the calls it drops goes nowhere: the provider is down.
+            let _ = self.inner().drop_call(leg).await;
+        }
     }
 }
 
@@ -348,9 +365,6 @@ impl EventHandler for Front {
     fn on_event(&self, _provider: ProviderId, event: ProviderEvent) {
         let extra = {
             let mut drawn = lock(&self.state);
-            if drawn.failed {
-                return;
-            }
             match &event {
                 ProviderEvent::NewCall(c) => {
                     drawn.live.insert(c.leg);
@@ -359,6 +373,11 @@ impl EventHandler for Front {
                     drawn.live.remove(leg);
                 }
                 _ => {}
+            }
+            // The switch's calls go on while the provider is down (those it makes are dropped
+            // when it is restored); the engine hears nothing of them.
+            if drawn.failed {
+                return;
             }
             let kind =
                 (!self.kinds.is_empty() && !drawn.paused && drawn.rng.u32(..1000) < self.rate)

@@ -240,7 +240,7 @@ async fn a_client_sees_a_failed_provider_end_its_calls_and_come_back() {
     let line = alice.line_status(&open).await.expect("line status");
     assert!(!line.in_service, "{line:?}");
 
-    wrapped.restore();
+    wrapped.restore().await;
     read_until(&mut events, |e| {
         matches!(
             e,
