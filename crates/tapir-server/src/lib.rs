@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 pub use extract::{Authed, Body, Token};
+pub use routes::commands::answer_command;
 pub use routes::router;
 pub use state::{AppState, NetworkLogon};
 pub use store::{Store, StoreError};

@@ -1739,3 +1739,53 @@ async fn the_console_is_served_with_a_strict_policy_and_its_socket_takes_the_tok
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_message_is_answered_without_a_socket_as_the_socket_answers_it() {
+    let config = Config::parse(&CONFIG.replace("JOURNAL", "1000")).expect("config");
+    let running = config.start().await.expect("engine");
+    let store = tapir_server::open_store(&config).expect("store");
+    let state = tapir_server::AppState::new(running.engine.clone(), &config, store, None);
+    let api = tapir_server::router(state, config.server.body_limit);
+    let answer = |token: String, text: &'static str| {
+        let api = api.clone();
+        async move {
+            let reply = tapir_server::answer_command(&api, &token, text).await;
+            serde_json::from_str::<Value>(&reply).expect("a JSON reply")
+        }
+    };
+    let logon = answer(
+        String::new(),
+        r#"{"id":"on","method":"POST","path":"/v1/sessions","body":{"application":"alice","secret":"a-secret"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (logon["id"].as_str(), logon["status"].as_u64()),
+        (Some("on"), Some(201))
+    );
+    let token = logon["body"]["token"].as_str().expect("a token").to_owned();
+    let lines = answer(
+        token.clone(),
+        r#"{"id":7,"method":"GET","path":"/v1/lines"}"#,
+    )
+    .await;
+    assert_eq!(
+        (lines["id"].as_u64(), lines["status"].as_u64()),
+        (Some(7), Some(200))
+    );
+    assert_eq!(lines["body"].as_array().map(Vec::len), Some(3));
+    // Not a request: refused with the id echoed when it can be read, and nothing else.
+    let refused = answer(
+        token.clone(),
+        r#"{"id":8,"method":"PATCH","path":"/v1/lines"}"#,
+    )
+    .await;
+    assert_eq!(
+        (refused["id"].as_u64(), refused["status"].as_u64()),
+        (Some(8), Some(400))
+    );
+    let garbage = answer(token, "not json").await;
+    assert!(garbage["id"].is_null(), "{garbage}");
+    assert_eq!(garbage["status"].as_u64(), Some(400));
+    assert_eq!(running.engine.stats().sessions, 1);
+}

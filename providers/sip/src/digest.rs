@@ -180,8 +180,9 @@ pub(crate) fn challenge(realm: &str, nonce: &str, stale: bool) -> String {
     )
 }
 
-/// What a phone answers to `challenge` (tests of the switch play the phone).
-#[cfg(test)]
+/// What a phone answers to `challenge` (tests of the switch and the fuzzing harness play the
+/// phone).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn answer_to(
     challenge: &str,
     user: &str,

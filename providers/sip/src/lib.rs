@@ -21,6 +21,8 @@
 mod cause;
 mod channel;
 mod digest;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod park;
 mod registrar;
 mod sdp;

@@ -223,13 +223,19 @@ async fn route_incoming(
     out: mpsc::UnboundedSender<StackMsg>,
 ) {
     while let Some(mut tx) = incoming.recv().await {
-        let in_dialog = tx
-            .original
-            .to_header()
-            .ok()
-            .and_then(|t| t.tag().ok().flatten())
-            .is_some();
-        if in_dialog {
+        let answer = match route(&tx.original) {
+            Route::InDialog => None,
+            Route::Switch => {
+                if out.send(StackMsg::Request(Box::new(tx))).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Route::Answer(status) => Some(status),
+        };
+        if let Some(status) = answer {
+            tokio::spawn(reply(tx, status));
+        } else {
             match layer.match_dialog(&tx) {
                 Some(Dialog::Invite(mut d)) => {
                     tokio::spawn(async move {
@@ -248,24 +254,39 @@ async fn route_incoming(
                     tokio::spawn(reply(tx, 481));
                 }
             }
-            continue;
         }
-        match tx.original.method {
-            Method::Register | Method::Invite => {
-                if out.send(StackMsg::Request(Box::new(tx))).is_err() {
-                    return;
-                }
-            }
-            Method::Options => {
-                tokio::spawn(reply(tx, 200));
-            }
-            Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Notify => {
-                tokio::spawn(reply(tx, 481));
-            }
-            _ => {
-                tokio::spawn(reply(tx, 405));
-            }
+    }
+}
+
+/// Where a request that arrived goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Inside a dialog (its To has a tag): to that dialog, or 481 when there is none.
+    InDialog,
+    /// It starts something (REGISTER, INVITE): to the switch.
+    Switch,
+    /// Answered by the stack with this status: OPTIONS 200, a dialog's request outside one 481,
+    /// anything else 405.
+    Answer(u16),
+}
+
+/// Where `req` goes.
+pub(crate) fn route(req: &Request) -> Route {
+    let in_dialog = req
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some();
+    if in_dialog {
+        return Route::InDialog;
+    }
+    match req.method {
+        Method::Register | Method::Invite => Route::Switch,
+        Method::Options => Route::Answer(200),
+        Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Notify => {
+            Route::Answer(481)
         }
+        _ => Route::Answer(405),
     }
 }
 
@@ -308,7 +329,7 @@ fn sdp_header() -> Header {
 
 /// The address a request came from: its top Via with `received` and `rport` (RFC 3581), or the
 /// connection's far end.
-fn source(req: &Request, conn: Option<&SipConnection>) -> Option<SocketAddr> {
+pub(crate) fn source(req: &Request, conn: Option<&SipConnection>) -> Option<SocketAddr> {
     let from_via = req
         .via_header()
         .ok()
@@ -342,7 +363,7 @@ fn body_sdp(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The digit of an INFO with `application/dtmf-relay` (`Signal=5`) or `application/dtmf` (`5`).
-fn digit_of(req: &Request) -> Option<char> {
+pub(crate) fn digit_of(req: &Request) -> Option<char> {
     let text = std::str::from_utf8(&req.body).ok()?;
     let value = text
         .lines()
@@ -395,18 +416,7 @@ impl Stack {
     fn request(&mut self, mut tx: Box<Transaction>) -> Option<SipEvent> {
         let src = source(&tx.original, tx.connection.as_ref());
         let tcp = tx.connection.as_ref().is_some_and(|c| c.is_reliable());
-        let read = match (src, &tx.original.method) {
-            (None, _) => Err("no address to answer to".to_owned()),
-            (Some(src), Method::Register) => {
-                read_register(&tx.original, src, tcp).map(|(user, request)| Read::Register {
-                    user,
-                    auth: digest_of(&tx.original),
-                    request,
-                })
-            }
-            (Some(src), _) => read_invite(&tx.original, src).map(Read::Invite),
-        };
-        match read {
+        match read_request(&tx.original, src, tcp) {
             Err(reason) => {
                 // A request tapir cannot read changes nothing: 400, and it is forgotten.
                 debug!(%reason, "a malformed request refused");
@@ -416,32 +426,59 @@ impl Stack {
             Ok(read) => {
                 let id = self.tx_id();
                 self.pending.insert(id, Pending::Request(tx));
-                Some(match read {
-                    Read::Register {
-                        user,
-                        auth,
-                        request,
-                    } => SipEvent::Register {
-                        tx: id,
-                        user,
-                        auth,
-                        request,
-                    },
-                    Read::Invite(invite) => SipEvent::Invite { tx: id, invite },
-                })
+                Some(read.into_event(id))
             }
         }
     }
 }
 
-/// A request read into what the switch understands.
-enum Read {
+/// A request that starts something (REGISTER, INVITE), read into what the switch understands.
+pub(crate) enum Read {
     Register {
         user: String,
         auth: Option<DigestResponse>,
         request: Register,
     },
     Invite(Invite),
+}
+
+impl Read {
+    /// What the switch hears of it, answered through `tx`.
+    pub(crate) fn into_event(self, tx: TxId) -> SipEvent {
+        match self {
+            Read::Register {
+                user,
+                auth,
+                request,
+            } => SipEvent::Register {
+                tx,
+                user,
+                auth,
+                request,
+            },
+            Read::Invite(invite) => SipEvent::Invite { tx, invite },
+        }
+    }
+}
+
+/// Reads a REGISTER or an INVITE that came from `src` (`None`: nowhere to answer to); the error
+/// says what is wrong with it.
+pub(crate) fn read_request(
+    req: &Request,
+    src: Option<SocketAddr>,
+    tcp: bool,
+) -> Result<Read, String> {
+    match (src, &req.method) {
+        (None, _) => Err("no address to answer to".to_owned()),
+        (Some(src), Method::Register) => {
+            read_register(req, src, tcp).map(|(user, request)| Read::Register {
+                user,
+                auth: digest_of(req),
+                request,
+            })
+        }
+        (Some(src), _) => read_invite(req, src).map(Read::Invite),
+    }
 }
 
 fn read_register(

@@ -112,6 +112,20 @@ async fn serve_commands(
     }
 }
 
+/// What a command socket of the log-on `token` answers to the text message `text`, without a
+/// socket: the refusal of a message that is not a request, or the reply of the request run through
+/// `api` (the API's [`router`](crate::router)). For carrying the command protocol over another
+/// transport, and for fuzz targets.
+pub async fn answer_command(api: &Router, token: &str, text: &str) -> String {
+    let Ok(bearer) = axum::http::HeaderValue::from_str(&format!("Bearer {token}")) else {
+        return command_refused(None, "not a token");
+    };
+    match command(text, &bearer) {
+        Ok((id, request)) => run_command(api.clone(), id, request).await,
+        Err(refusal) => refusal,
+    }
+}
+
 /// A command socket's request message.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,7 +3,7 @@
 //! once.
 
 mod calls;
-mod commands;
+pub(crate) mod commands;
 mod events;
 mod history;
 mod lines;
