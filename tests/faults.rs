@@ -512,3 +512,30 @@ async fn a_provider_that_fails_with_calls_up_ends_them_and_comes_back() {
     close_all(&pbx, [alice.session, bob.session, nine.session]).await;
     assert_eq!(other.live_legs(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_ends_while_its_provider_works_is_not_now_and_not_a_bad_handle() {
+    let (pbx, _) =
+        faulty_office(FaultPlan::seeded(7).on("answer", Fault::Delay(Duration::from_secs(2))))
+            .await;
+    let mut alice = pbx.desk("alice", "100").await;
+    let mut bob = pbx.desk("bob", "200").await;
+    let a = alice
+        .session
+        .make_call(alice.line, Some("200"))
+        .await
+        .unwrap();
+    let b = bob.w.new_call().await;
+    // Bob answers; while the switch takes its time, Alice gives up and the call is gone.
+    let (answered, dropped) = tokio::join!(bob.session.answer(b), alice.session.drop_call(a));
+    dropped.unwrap();
+    assert!(
+        matches!(answered, Err(Error::InvalidCallState { state: K::Idle })),
+        "{answered:?}"
+    );
+    // Bob's handle is still his, to read and let go.
+    bob.w.state(b, K::Idle).await;
+    bob.session.deallocate(b).unwrap();
+    alice.session.deallocate(a).unwrap();
+    close_all(&pbx, [alice.session, bob.session]).await;
+}

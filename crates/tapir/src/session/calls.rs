@@ -14,9 +14,8 @@ use tapir_core::params::{
 };
 use tapir_core::{CallLegId, Error};
 use tapir_provider::Provider;
-use tracing::Instrument;
 
-use super::{MakeCallParams, Session, intending, line_address, no_params};
+use super::{MakeCallParams, OnCall, Session, intending, line_address, no_params};
 use crate::handles::{CallHandle, LineHandle};
 use crate::sync::lock;
 use crate::translate::{TranslateOptions, translate_address};
@@ -282,10 +281,7 @@ impl Session {
                 reason: "no dial string".into(),
             });
         };
-        a.provider
-            .dial(a.leg, &digits)
-            .instrument(a.entry.span())
-            .await
+        a.provider.dial(a.leg, &digits).on_call(&a).await
     }
 
     /// Claims an offered call so that it alerts.
@@ -307,7 +303,7 @@ impl Session {
     /// Refuses an offered call. Returns when it is idle.
     pub async fn reject(&self, call: CallHandle) -> Result<(), Error> {
         let a = self.authorize(call, CallOperation::Reject, no_params)?;
-        let run = a.provider.reject(a.leg).instrument(a.entry.span());
+        let run = a.provider.reject(a.leg).on_call(&a);
         intending(&[&a.entry], Disposition::Rejected, run).await
     }
 
@@ -353,10 +349,7 @@ impl Session {
                 return Err(Error::InvalidCallState { state });
             }
         }
-        a.provider
-            .swap_hold(a.leg, h.leg)
-            .instrument(a.entry.span())
-            .await
+        a.provider.swap_hold(a.leg, h.leg).on_call(&a).await
     }
 
     /// Asks the switch to complete a call to a busy or unanswered party later; returns a completion ID.
@@ -394,7 +387,7 @@ impl Session {
         })?;
         a.provider
             .generate_digits(a.leg, digits, mode)
-            .instrument(a.entry.span())
+            .on_call(&a)
             .await
     }
 
@@ -418,7 +411,7 @@ impl Session {
         let r = a
             .provider
             .monitor_digits(a.leg, provider_mode)
-            .instrument(a.entry.span())
+            .on_call(&a)
             .await;
         if r.is_err() {
             // Nothing changed: undo this session's choice.

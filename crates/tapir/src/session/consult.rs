@@ -9,10 +9,10 @@ use tapir_core::cdr::Disposition;
 use tapir_core::gate::{self, AddressOperation, CallOperation, CallRole};
 use tapir_core::params::{Origin, ParkMode, RequestId, TransferMode};
 use tapir_core::state::CallStateKind;
-use tracing::Instrument;
 
 use super::{
-    Authorized, Session, intending, line_address, missing_destination, no_params, parse_destination,
+    Authorized, OnCall, Session, intending, line_address, missing_destination, no_params,
+    parse_destination,
 };
 use crate::call::CallEntry;
 use crate::handles::{CallHandle, LineHandle};
@@ -96,7 +96,7 @@ impl Session {
                     .await
                     .map(|c| c.into_iter().collect())
             })
-            .instrument(a.entry.span());
+            .on_call(&a);
         let created = if mode == TransferMode::Transfer {
             // The two calls leave this line and become one: each record names the other.
             let ids = [&a.entry, &c].map(|e| e.call_id());
@@ -137,7 +137,7 @@ impl Session {
                     .await
                     .map(|(conf, consult)| vec![conf, consult])
             })
-            .instrument(a.entry.span())
+            .on_call(&a)
             .await?;
         let [conference, consult] = created[..] else {
             return Err(Error::OperationFailed {
@@ -228,7 +228,7 @@ impl Session {
         }
         a.provider
             .add_to_conference(a.leg, c.key.1)
-            .instrument(a.entry.span())
+            .on_call(&a)
             .await?;
         CallEntry::join_conference(&a.entry, &c);
         Ok(())
@@ -263,7 +263,7 @@ impl Session {
             .create(line, |request| async move {
                 run(request).await.map(|c| vec![c])
             })
-            .instrument(a.entry.span())
+            .on_call(&a)
             .await?
             .into_iter()
             .next()
@@ -304,10 +304,7 @@ impl Session {
         let Some(d) = parsed else {
             return Err(missing_destination());
         };
-        let run = a
-            .provider
-            .blind_transfer(a.leg, &d)
-            .instrument(a.entry.span());
+        let run = a.provider.blind_transfer(a.leg, &d).on_call(&a);
         intending(&[&a.entry], Disposition::Transferred, run).await
     }
 
@@ -321,7 +318,7 @@ impl Session {
         let Some(d) = parsed else {
             return Err(missing_destination());
         };
-        let run = a.provider.redirect(a.leg, &d).instrument(a.entry.span());
+        let run = a.provider.redirect(a.leg, &d).on_call(&a);
         intending(&[&a.entry], Disposition::Redirected, run).await
     }
 
@@ -347,7 +344,7 @@ impl Session {
                 _ => Ok(()),
             }
         })?;
-        let run = a.provider.park(a.leg, &mode).instrument(a.entry.span());
+        let run = a.provider.park(a.leg, &mode).on_call(&a);
         intending(&[&a.entry], Disposition::Parked, run).await
     }
 

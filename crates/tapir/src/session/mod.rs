@@ -20,6 +20,7 @@ use tapir_core::dial::DialString;
 use tapir_core::gate::CallOperation;
 use tapir_core::params::RequestId;
 use tapir_core::privilege::CallPrivilege;
+use tapir_core::state::CallStateKind;
 use tapir_core::{AddressId, CallLegId, Error, LineId, ProviderId};
 use tapir_provider::Provider;
 use tracing::{Instrument, debug};
@@ -47,6 +48,34 @@ struct Authorized {
     provider: Arc<dyn Provider>,
     leg: CallLegId,
 }
+
+/// A provider's work on an authorized call: run in the call's span, its "no such call" read.
+trait OnCall<T>: std::future::Future<Output = Result<T, Error>> + Sized {
+    /// Runs the work in the span of `a`'s call. A provider that no longer knows the call (it ended
+    /// while the provider worked) answers "no such call"; but the application's handle is still
+    /// good, so it hears "not now" with the state the call ended in.
+    fn on_call(self, a: &Authorized) -> impl std::future::Future<Output = Result<T, Error>> {
+        let entry = a.entry.clone();
+        async move {
+            match self.await {
+                Err(Error::InvalidCallHandle) => {
+                    let state = entry.kind();
+                    Err(
+                        if matches!(state, CallStateKind::Idle | CallStateKind::Disconnected) {
+                            Error::InvalidCallState { state }
+                        } else {
+                            Error::InvalidCallHandle
+                        },
+                    )
+                }
+                other => other,
+            }
+        }
+        .instrument(a.entry.span())
+    }
+}
+
+impl<T, F: std::future::Future<Output = Result<T, Error>>> OnCall<T> for F {}
 
 /// Runs an operation that takes calls off their line, having noted for each call's detail record what
 /// it will make of them (the call goes idle while the operation runs); the notes are taken back if the
@@ -384,7 +413,7 @@ impl Session {
         run: impl for<'p> FnOnce(&'p dyn Provider, CallLegId) -> ProviderFuture<'p, T>,
     ) -> Result<T, Error> {
         let a = self.authorize(call, op, params)?;
-        run(&*a.provider, a.leg).instrument(a.entry.span()).await
+        run(&*a.provider, a.leg).on_call(&a).await
     }
 
     /// The line open through which this session holds `call`.
