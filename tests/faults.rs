@@ -518,7 +518,7 @@ async fn a_call_that_ends_while_its_provider_works_is_not_now_and_not_a_bad_hand
     let (pbx, _) =
         faulty_office(FaultPlan::seeded(7).on("answer", Fault::Delay(Duration::from_secs(2))))
             .await;
-    let mut alice = pbx.desk("alice", "100").await;
+    let alice = pbx.desk("alice", "100").await;
     let mut bob = pbx.desk("bob", "200").await;
     let a = alice
         .session

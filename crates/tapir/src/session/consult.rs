@@ -263,7 +263,7 @@ impl Session {
             .create(line, |request| async move {
                 run(request).await.map(|c| vec![c])
             })
-            .on_call(&a)
+            .on_call(a)
             .await?
             .into_iter()
             .next()
