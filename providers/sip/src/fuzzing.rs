@@ -2,9 +2,10 @@
 //! (`tests/fuzz`, target `sip`) and their replays. Behind the `fuzzing` feature; not for
 //! applications.
 //!
-//! A datagram goes the way a real one goes: the stack's parser, then [`stack::route`] and
-//! [`stack::read_request`] (the code the provider's task runs), then the switch — a fresh office
-//! switch each time, its phones played by [`Harness`] (they never answer, and vanish when asked if
+//! A datagram goes the way a real one goes: the stack's parser, then `stack::route` and
+//! `stack::read_request` (the code the provider's task runs), then the switch; a request inside a
+//! dialog (none exists here) is read as the provider would read it there (an INFO's digit, a
+//! REFER's target) and goes no further. The switch is a fresh office each time, its phones played by [`Harness`] (they never answer, and vanish when asked if
 //! they are there) and the engine played too (a disconnected call is dropped, as nobody owns it).
 //! Each step checks what must hold for any input, and says what broke.
 
@@ -153,7 +154,17 @@ impl Harness {
             return Ok(Fed::NotForTheSwitch);
         };
         match stack::route(&req) {
-            Route::InDialog => return Ok(Fed::NotForTheSwitch),
+            Route::InDialog => {
+                // What the provider reads of a dialog's requests, were there a dialog: an INFO's
+                // digit, a REFER's target.
+                if let Some(d) = stack::digit_of(&req)
+                    && !tapir_core::dial::is_dtmf_digit(d)
+                {
+                    return Err(format!("read {d:?} as a digit"));
+                }
+                let _ = stack::refer_target(&req);
+                return Ok(Fed::NotForTheSwitch);
+            }
             Route::Answer(status) => return Ok(Fed::Answered(status)),
             Route::Switch => {}
         }

@@ -258,6 +258,49 @@ async fn route_incoming(
     }
 }
 
+/// The dialog a REFER's `Replaces` names: its Call-ID and the tags given with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Replaces {
+    pub(crate) call_id: String,
+    pub(crate) tags: Vec<String>,
+}
+
+/// What a REFER asks for: the user of its `Refer-To`, and the dialog its `Replaces` names, if any.
+/// `None` when there is no readable `Refer-To` (or `Replaces`).
+pub(crate) fn refer_target(req: &Request) -> Option<(String, Option<Replaces>)> {
+    let value = req.refer_to_header()?.value().trim().to_owned();
+    let inner = value
+        .strip_prefix('<')
+        .and_then(|v| v.split('>').next())
+        .unwrap_or(&value);
+    let uri = Uri::try_from(inner).ok()?;
+    let to = user_of(&uri);
+    let replaces = uri
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("replaces"))
+        .map(|(_, v)| percent_decode(v));
+    let replaces = match replaces {
+        None => None,
+        Some(r) => {
+            let mut parts = r.split(';');
+            let call_id = parts.next()?.trim().to_owned();
+            let tags = parts
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    matches!(
+                        k.trim().to_ascii_lowercase().as_str(),
+                        "to-tag" | "from-tag"
+                    )
+                    .then(|| v.trim().to_owned())
+                })
+                .collect();
+            Some(Replaces { call_id, tags })
+        }
+    };
+    Some((to, replaces))
+}
+
 /// Where a request that arrived goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
@@ -645,37 +688,14 @@ impl Stack {
     /// The target of a REFER: the user of its `Refer-To`, and the channel its `Replaces` names
     /// (by Call-ID and tags, whichever way round they are given), if any.
     fn read_refer(&self, req: &Request) -> Option<(String, Option<ChannelId>)> {
-        let value = req.refer_to_header()?.value().trim().to_owned();
-        let inner = value
-            .strip_prefix('<')
-            .and_then(|v| v.split('>').next())
-            .unwrap_or(&value);
-        let uri = Uri::try_from(inner).ok()?;
-        let to = user_of(&uri);
-        let replaces = uri
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("replaces"))
-            .map(|(_, v)| percent_decode(v));
+        let (to, replaces) = refer_target(req)?;
         let replaces = match replaces {
             None => None,
             Some(r) => {
-                let mut parts = r.split(';');
-                let call_id = parts.next()?.trim().to_owned();
-                let tags: Vec<String> = parts
-                    .filter_map(|p| {
-                        let (k, v) = p.split_once('=')?;
-                        matches!(
-                            k.trim().to_ascii_lowercase().as_str(),
-                            "to-tag" | "from-tag"
-                        )
-                        .then(|| v.trim().to_owned())
-                    })
-                    .collect();
                 let found = self.channels.iter().find(|(_, c)| {
                     let id = c.dialog.id();
-                    id.call_id == call_id
-                        && tags
+                    id.call_id == r.call_id
+                        && r.tags
                             .iter()
                             .all(|t| *t == id.local_tag || *t == id.remote_tag)
                 });
