@@ -68,6 +68,29 @@ impl Service {
 
 static SERVICE: Mutex<Option<Service>> = Mutex::new(None);
 
+/// The keys of a JSON object, in order, repeats kept.
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Keys, M::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, serde::de::IgnoredAny)) = map.next_entry::<String, _>()? {
+                    keys.push(k);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -90,9 +113,13 @@ fuzz_target!(|data: &[u8]| {
         !is_server_fault(status, &reply["body"]),
         "{text:?}: {reply}"
     );
-    // The id comes back as it was sent, when there was one to read.
+    // The id comes back as it was sent, when there was one to read: one `id`, a number or a
+    // string (a message naming two is ambiguous, and refused without one).
+    let one_id = serde_json::from_str::<Keys>(text)
+        .is_ok_and(|k| k.0.iter().filter(|k| *k == "id").count() == 1);
     let sent: Option<serde_json::Value> = serde_json::from_str::<serde_json::Value>(text)
         .ok()
+        .filter(|_| one_id)
         .and_then(|m| m.get("id").cloned())
         .filter(|id| id.is_number() || id.is_string());
     if let Some(id) = sent {
