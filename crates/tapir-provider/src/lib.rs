@@ -17,6 +17,16 @@
 //! further state changes, but before the method returns — and returns the call's [`CallLegId`]. The engine
 //! uses the request ID to give the requesting application its handle before any event names the call.
 //!
+//! ## When the switch is lost
+//!
+//! A line that cannot be used for a while (a phone unregistered, a modem unplugged) is reported out
+//! of service with [`LineEvent::OutOfService`], and its calls end as the provider reports them. A
+//! provider that loses its switch as a whole — the link to the PBX down, the transport failed, every
+//! call gone with it — reports [`ProviderEvent::Failed`] instead: the engine ends every call of the
+//! provider, takes its lines out of service and asks it nothing but life-cycle and line questions
+//! until it reports [`ProviderEvent::Restored`]. A provider's panics and hangs are the engine's to
+//! contain (each call is guarded); they do not make it failed.
+//!
 //! ## Testing a provider without the engine
 //!
 //! [`EventLog`] records what a provider reports, so a provider's own tests can drive it directly.
