@@ -1,5 +1,7 @@
 //! The provider's operations, as the engine asks for them.
 
+use tapir_core::gate::AddressUsage;
+
 use super::*;
 
 impl Switch {
@@ -58,6 +60,23 @@ impl Switch {
             .filter(|l| l.reported)
             .map(|l| l.state.kind())
             .unwrap_or(CallStateKind::Idle)
+    }
+
+    /// Refuses taking a call back while another call than `except` is active on `line`: the line
+    /// declares one active call (`max_active_calls`), as the engine's gate counts them.
+    fn no_other_active(&self, line: usize, except: &[CallLegId]) -> Result<(), Error> {
+        let other = self.legs.iter().any(|(id, l)| {
+            l.line == line
+                && l.reported
+                && !except.contains(id)
+                && AddressUsage::is_active(l.state.kind())
+        });
+        if other {
+            return Err(Error::ResourceUnavailable {
+                what: "another call is active on the line",
+            });
+        }
+        Ok(())
     }
 
     pub(super) fn busy_with_op(&self, leg: CallLegId) -> bool {
@@ -258,6 +277,8 @@ impl Switch {
             let Some(consult) = l.lent_to else {
                 return Err(Error::InvalidCallState { state });
             };
+            let line = l.line;
+            self.no_other_active(line, &[leg, consult])?;
             if self.busy_with_op(leg) {
                 return Err(Error::InvalidCallState { state });
             }
@@ -288,8 +309,13 @@ impl Switch {
         } else {
             state == CallStateKind::OnHold && l.held
         };
+        let (line, phone_holds) = (l.line, l.phone_holds);
+        if ok && !hold {
+            // The line has one call appearance for an active call.
+            self.no_other_active(line, &[leg])?;
+        }
         if !ok {
-            if !hold && state == CallStateKind::OnHold && l.phone_holds {
+            if !hold && state == CallStateKind::OnHold && phone_holds {
                 return Err(Error::OperationFailed {
                     reason: "the phone holds the call itself; it takes it off hold".into(),
                 });

@@ -727,6 +727,36 @@ fn connected(t: &mut T) -> (ChannelId, ChannelId, CallLegId) {
 }
 
 #[test]
+fn a_held_call_is_not_taken_back_while_another_call_is_active_on_the_line() {
+    let mut t = T::office();
+    let (trunk, _phone, leg) = connected(&mut t);
+    let op = t.cmd(Command::Hold(leg));
+    for (ch, _) in t.reoffers() {
+        let (port, dir) = if ch == trunk {
+            (6080, "recvonly")
+        } else {
+            (7072, "inactive")
+        };
+        t.event(SipEvent::Reoffered {
+            ch,
+            result: Ok(Some(sdp(port, dir))),
+        });
+    }
+    assert_eq!(t.result(op), Some(Ok(Done::Unit)));
+    assert_eq!(t.last_state(leg), Some(CallState::OnHold));
+    // A second call rings on the same line: the line's one active appearance is taken.
+    t.invite("5559876", "2002", TRUNK, None).expect("taken");
+    let ringing = t.leg_on(1);
+    assert_ne!(ringing, leg);
+    let op = t.cmd(Command::Unhold(leg));
+    assert!(
+        matches!(t.result(op), Some(Err(Error::ResourceUnavailable { .. }))),
+        "as the engine's gate counts it"
+    );
+    assert_eq!(t.last_state(leg), Some(CallState::OnHold));
+}
+
+#[test]
 fn hold_re_invites_both_sides_and_completes_when_both_answered() {
     let mut t = T::office();
     let (trunk, phone, leg) = connected(&mut t);
