@@ -9,16 +9,16 @@
 //! they are there) and the engine played too (a disconnected call is dropped, as nobody owns it).
 //! Each step checks what must hold for any input, and says what broke.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rsipstack::sip::SipMessage;
 use rsipstack::sip::Transport;
 use rsipstack::transport::connection::SipConnection;
-use tapir_core::CallLegId;
-use tapir_core::state::{CallState, initial_state_allowed, transition_allowed};
+use tapir_core::state::CallState;
 use tapir_provider::ProviderEvent;
+use tapir_provider::conformance::ReportModel;
 
 use crate::registrar::{Contacts, Register};
 use crate::settings::{SipLine, SipSettings};
@@ -57,8 +57,8 @@ pub struct Harness {
     sw: Switch,
     now: Instant,
     next_tx: u64,
-    /// The state of each leg the switch reported, to check its reports against the model.
-    legs: HashMap<CallLegId, CallState>,
+    /// The switch's reports so far, held to the call model.
+    model: ReportModel,
     /// What the played phones and stack will say, and when.
     later: BTreeMap<(Instant, u64), SipEvent>,
     next_later: u64,
@@ -83,7 +83,7 @@ impl Harness {
             sw,
             now,
             next_tx: 0,
-            legs: HashMap::new(),
+            model: ReportModel::default(),
             later: BTreeMap::new(),
             next_later: 0,
             actions: Vec::new(),
@@ -281,7 +281,16 @@ impl Harness {
             match out {
                 Output::Report(r) => {
                     self.reports += 1;
-                    if let Some(leg) = self.check(&r)? {
+                    if let Some(flaw) = self.model.check(&r) {
+                        return Err(flaw.to_string());
+                    }
+                    // Nobody owns the call: the engine drops it, as its orphan policy does. (The
+                    // harness takes no operation's result, so any unused ID will do.)
+                    if let ProviderEvent::CallState {
+                        leg,
+                        state: CallState::Disconnected(_),
+                    } = r
+                    {
                         let op = crate::switch::OpId(u64::MAX - leg.0);
                         self.sw.command(self.now, op, Command::Drop(leg));
                     }
@@ -311,42 +320,6 @@ impl Harness {
             }
         }
         Ok(())
-    }
-
-    /// Checks a report against the model; the leg to drop if it says a call was disconnected.
-    fn check(&mut self, report: &ProviderEvent) -> Result<Option<CallLegId>, String> {
-        match report {
-            ProviderEvent::NewCall(c) => {
-                if !initial_state_allowed(c.state.kind()) {
-                    return Err(format!("{:?} starts in {:?}", c.leg, c.state));
-                }
-                if self.legs.insert(c.leg, c.state).is_some() {
-                    return Err(format!("{:?} announced twice", c.leg));
-                }
-                Ok(None)
-            }
-            ProviderEvent::CallState { leg, state } => {
-                let Some(old) = self.legs.get(leg).copied() else {
-                    return Err(format!("{leg:?} reported before it was announced"));
-                };
-                if old.is_idle() {
-                    return Err(format!("{leg:?} reported after idle"));
-                }
-                if old != *state && !transition_allowed(old.kind(), state.kind()) {
-                    return Err(format!("{leg:?} went from {old:?} to {state:?}"));
-                }
-                self.legs.insert(*leg, *state);
-                Ok(matches!(state, CallState::Disconnected(_)).then_some(*leg))
-            }
-            ProviderEvent::CallInfo { leg, .. } | ProviderEvent::Digit { leg, .. } => {
-                match self.legs.get(leg) {
-                    None => Err(format!("{leg:?} reported before it was announced")),
-                    Some(s) if s.is_idle() => Err(format!("{leg:?} reported after idle")),
-                    Some(_) => Ok(None),
-                }
-            }
-            _ => Ok(None),
-        }
     }
 }
 

@@ -21,13 +21,27 @@ pub(super) struct Checker {
 #[derive(Default)]
 pub(super) struct Seen {
     pub(super) events: Vec<ProviderEvent>,
-    states: HashMap<CallLegId, CallState>,
+    pub(super) model: ReportModel,
     pub(super) flaws: Vec<EventFlaw>,
 }
 
-impl Seen {
+/// A provider's reports held to the call model one at a time: a call announced once, in a state a
+/// call may start in, then changed only as the transition table allows, reported on nothing after
+/// idle; a provider's failure ends every call. The conformance kit's scenarios check every report
+/// with it; a provider's own tests and fuzz targets can too.
+#[derive(Debug, Default)]
+pub struct ReportModel {
+    states: HashMap<CallLegId, CallState>,
+}
+
+impl ReportModel {
+    /// Each call's state as last reported.
+    pub fn state(&self, leg: CallLegId) -> Option<CallState> {
+        self.states.get(&leg).copied()
+    }
+
     /// The flaw in `event`, if it has one; a state change is taken only if it has none.
-    fn check(&mut self, event: &ProviderEvent) -> Option<EventFlaw> {
+    pub fn check(&mut self, event: &ProviderEvent) -> Option<EventFlaw> {
         match event {
             ProviderEvent::NewCall(c) => match self.states.entry(c.leg) {
                 Entry::Occupied(_) => Some(EventFlaw::NewTwice(c.leg)),
@@ -78,7 +92,7 @@ impl Seen {
 impl EventHandler for Checker {
     fn on_event(&self, _provider: ProviderId, event: ProviderEvent) {
         let mut seen = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(flaw) = seen.check(&event) {
+        if let Some(flaw) = seen.model.check(&event) {
             seen.flaws.push(flaw);
         }
         seen.events.push(event);
@@ -92,7 +106,7 @@ impl Checker {
 
     /// The call's state as last reported.
     pub(super) fn state(&self, leg: CallLegId) -> Option<CallState> {
-        self.with(|s| s.states.get(&leg).copied())
+        self.with(|s| s.model.state(leg))
     }
 
     pub(super) fn event_count(&self) -> usize {

@@ -43,6 +43,7 @@ mod harness;
 mod invoke;
 mod scenarios;
 
+pub use self::checker::ReportModel;
 pub use self::finding::{CapsFlaw, EventFlaw, Finding, Problem, Scenario};
 pub use self::harness::Harness;
 pub use self::invoke::{Arguments, invoke};
