@@ -305,12 +305,7 @@ impl Hook for Faults {
         if let Some(fault) = fault {
             self.count(fault);
         }
-        // A provider that lost its switch still starts, stops and opens and closes its lines.
-        let down = self.is_failed()
-            && !matches!(
-                method,
-                "start" | "stop" | "session-logon" | "open-line" | "close-line" | "line-devices"
-            );
+        let down = self.is_failed() && !crate::WITHOUT_SWITCH.contains(&method);
         async move {
             if down {
                 return Err(Error::OperationFailed {

@@ -17,6 +17,13 @@ use tapir_core::{AddressId, CallLegId, LineId};
 
 use crate::{EventSink, LineDevice, Provider, Result};
 
+/// The methods, as [`Hook::around`] names them, that need no switch: the provider's life cycle, the
+/// log-on check, and opening and closing its lines. A provider that has lost its switch
+/// ([`ProviderEvent::Failed`](crate::ProviderEvent::Failed)) is still asked these; the engine
+/// refuses every other operation on it until it is restored, and the fault injector's failed
+/// provider answers the same way.
+pub const WITHOUT_SWITCH: [&str; 5] = ["start", "stop", "session-logon", "open-line", "close-line"];
+
 /// What an [`Intercept`] does around each call of the provider it wraps.
 pub trait Hook: Send + Sync + 'static {
     /// Runs `call` — the wrapped provider's `method`, named as the operation it carries out

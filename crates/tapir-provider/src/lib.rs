@@ -53,7 +53,7 @@ use tapir_core::{AddressId, CallLegId, LineId};
 pub use events::{
     EventHandler, EventLog, EventSink, LineDevice, LineEvent, NewCall, ProviderEvent,
 };
-pub use intercept::{Hook, Intercept};
+pub use intercept::{Hook, Intercept, WITHOUT_SWITCH};
 
 /// The result type of provider methods.
 pub type Result<T> = std::result::Result<T, Error>;

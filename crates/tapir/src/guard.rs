@@ -23,18 +23,6 @@ use crate::inner::Inner;
 /// call set-up after 75 s), so it fires only for a provider that has stopped answering.
 pub const DEFAULT_PROVIDER_DEADLINE: Duration = Duration::from_secs(90);
 
-/// What a failed provider is still asked: its life cycle and its lines' opening, closing and
-/// devices, so that applications can log on, open and close lines and read their status while it
-/// is down. Everything else (call control, forwarding, media) is refused until it is restored.
-const WHILE_DOWN: &[&str] = &[
-    "start",
-    "stop",
-    "session-logon",
-    "open-line",
-    "close-line",
-    "line-devices",
-];
-
 /// The hook around one provider.
 pub(crate) struct Guard {
     provider: ProviderId,
@@ -102,7 +90,7 @@ impl Hook for Guard {
         method: &'static str,
         call: impl Future<Output = Result<T, Error>> + Send + 'a,
     ) -> Result<T, Error> {
-        if self.down.load(Ordering::Acquire) && !WHILE_DOWN.contains(&method) {
+        if self.down.load(Ordering::Acquire) && !tapir_provider::WITHOUT_SWITCH.contains(&method) {
             return Err(self.unavailable());
         }
         // The provider's future alone runs inside the catch: no engine state is touched while it
