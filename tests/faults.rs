@@ -50,6 +50,22 @@ async fn connected(alice: &mut Desk, bob: &mut Desk) -> (CallHandle, CallHandle)
     (a, b)
 }
 
+/// Alice hangs up the call she made to Bob, Bob hangs up when he sees it, and both let their
+/// handles go.
+async fn hang_up(alice: &Desk, a: CallHandle, bob: &mut Desk, b: CallHandle) {
+    alice.session.drop_call(a).await.unwrap();
+    bob.w.state(b, K::Disconnected).await;
+    bob.session.drop_call(b).await.unwrap();
+    alice.session.deallocate(a).unwrap();
+    bob.session.deallocate(b).unwrap();
+}
+
+/// `desk` hangs up `call` and lets it go.
+async fn drop_own(desk: &Desk, call: CallHandle) {
+    desk.session.drop_call(call).await.unwrap();
+    desk.session.deallocate(call).unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_panicking_provider_fails_the_operation_and_nothing_else() {
     let (pbx, _) = faulty_office(FaultPlan::seeded(1).on("hold", Fault::Panic)).await;
@@ -90,13 +106,8 @@ async fn a_panicking_provider_fails_the_operation_and_nothing_else() {
         .await
         .unwrap();
     carol.w.state(c, K::Connected).await;
-    alice.session.drop_call(a).await.unwrap();
-    bob.w.state(b, K::Disconnected).await;
-    bob.session.drop_call(b).await.unwrap();
-    carol.session.drop_call(c).await.unwrap();
-    for (d, call) in [(&alice, a), (&bob, b), (&carol, c)] {
-        d.session.deallocate(call).unwrap();
-    }
+    hang_up(&alice, a, &mut bob, b).await;
+    drop_own(&carol, c).await;
     close_all(&pbx, [alice.session, bob.session, carol.session]).await;
 }
 
@@ -142,13 +153,8 @@ async fn a_provider_that_never_answers_times_out_while_others_go_on() {
         K::OnHold
     );
     assert_eq!(row(&pbx).faults, 1);
-    alice.session.drop_call(a).await.unwrap();
-    bob.w.state(b, K::Disconnected).await;
-    bob.session.drop_call(b).await.unwrap();
-    carol.session.drop_call(carols.0).await.unwrap();
-    for (d, call) in [(&alice, a), (&bob, b), (&carol, carols.0)] {
-        d.session.deallocate(call).unwrap();
-    }
+    hang_up(&alice, a, &mut bob, b).await;
+    drop_own(&carol, carols.0).await;
     close_all(&pbx, [alice.session, bob.session, carol.session]).await;
 }
 
@@ -501,13 +507,8 @@ async fn a_provider_that_fails_with_calls_up_ends_them_and_comes_back() {
     alice.session.deallocate(a).unwrap();
     bob.session.deallocate(b).unwrap();
     let (a, b) = connected(&mut alice, &mut bob).await;
-    alice.session.drop_call(a).await.unwrap();
-    bob.w.state(b, K::Disconnected).await;
-    bob.session.drop_call(b).await.unwrap();
-    alice.session.deallocate(a).unwrap();
-    bob.session.deallocate(b).unwrap();
-    nine.session.drop_call(n).await.unwrap();
-    nine.session.deallocate(n).unwrap();
+    hang_up(&alice, a, &mut bob, b).await;
+    drop_own(&nine, n).await;
     assert_eq!(row(&pbx).refused_reports, 0);
     close_all(&pbx, [alice.session, bob.session, nine.session]).await;
     assert_eq!(other.live_legs(), 0);

@@ -37,6 +37,16 @@ pub(crate) enum Peer {
     Outside(u64),
 }
 
+impl Peer {
+    /// Where a call from this party comes from: outside, or inside the PBX.
+    pub(crate) fn origin(self) -> CallOrigin {
+        match self {
+            Peer::Outside(_) => CallOrigin::External,
+            _ => CallOrigin::Internal,
+        }
+    }
+}
+
 /// How a leg relates to the other legs on its extension.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub(crate) enum Relation {

@@ -83,10 +83,7 @@ impl State {
             Destination::Extension(line) => {
                 let info = CallInfo {
                     call_id,
-                    origin: match party {
-                        Peer::Outside(_) => CallOrigin::External,
-                        _ => CallOrigin::Internal,
-                    },
+                    origin: party.origin(),
                     reason,
                     media_mode: MediaModes::INTERACTIVE_VOICE,
                     caller: self.identity(party),

@@ -223,10 +223,7 @@ impl State {
         let them = self.identity(party);
         let info = CallInfo {
             call_id,
-            origin: match party {
-                Peer::Outside(_) => CallOrigin::External,
-                _ => CallOrigin::Internal,
-            },
+            origin: party.origin(),
             reason,
             media_mode: MediaModes::INTERACTIVE_VOICE,
             caller: them.clone(),
